@@ -1,0 +1,80 @@
+"""The `hilkit` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from hilkit.stack.addr import int_to_ip, parse_cidr
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    raise _Stop(signal.Signals(signum).name)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from hilkit.drivers.tap import TapDevice
+    from hilkit.services import start_udp_services
+    from hilkit.stack import Stack
+
+    try:
+        addr, mask = parse_cidr(args.ip)
+    except ValueError as e:
+        print(f"hilkit serve: --ip: {e}", file=sys.stderr)
+        return 2
+    try:
+        tap = TapDevice(args.tap)
+    except OSError as e:
+        print(f"hilkit serve: cannot open TAP {args.tap!r}: {e}\n"
+              f"  check: ip link show {args.tap}  (create it with "
+              f"`ip tuntap add dev {args.tap} mode tap`)", file=sys.stderr)
+        return 2
+    stack = Stack(pcap=args.pcap)
+    dev = stack.add_device(tap)
+    stack.link_add(dev, int_to_ip(addr), int_to_ip(mask))
+    if args.gw:
+        stack.route_add("0.0.0.0", "0.0.0.0", args.gw)
+    start_udp_services(stack)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    print(f"ready {args.ip} on {args.tap} mac {tap.mac.hex(':')}", flush=True)
+    try:
+        stack.run()
+    except _Stop:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        counters = stack.counters()
+        stack.close()
+    print(json.dumps(counters, indent=2), flush=True)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hilkit", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    s = sub.add_parser("serve", help="run a stack on an existing TAP: ARP, ping, UDP echo/discard")
+    s.add_argument("--tap", required=True, help="name of an existing TAP interface")
+    s.add_argument("--ip", required=True, metavar="ADDR/LEN", help="e.g. 192.168.5.4/24")
+    s.add_argument("--gw", metavar="ADDR", help="default gateway")
+    s.add_argument("--pcap", metavar="FILE", help="write a pcapng capture of the TAP")
+    s.set_defaults(fn=cmd_serve)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.fn(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

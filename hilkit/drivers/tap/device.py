@@ -1,0 +1,210 @@
+"""TAP (Ethernet frames) and TUN (raw IPv4 packets) devices on Linux.
+
+The descriptor comes from ``/dev/net/tun`` and is non-blocking. A name that
+names a persistent interface (``ip tuntap add dev tap0 mode tap``) attaches to
+it; otherwise the kernel creates the interface, and removes it on ``close()``.
+
+The interface is born in the network namespace of the thread that opens the
+device, and the control socket used for MTU and link state is made in the
+same call, so it looks at the same namespace (see ``hilkit.rig.netns``).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+import socket
+from typing import ClassVar, Self
+
+from hilkit.drivers.tap import _linux as lx
+from hilkit.port.device import ETH_HEADER_LEN, DeviceClosed, DeviceCounters, LinkType
+
+DEFAULT_MTU = 1500
+_READ_SIZE = 65536 + ETH_HEADER_LEN
+# A full queue or a link that is down: the frame is refused, not damaged.
+_DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.ENETDOWN})
+
+
+def random_mac() -> bytes:
+    """A random locally administered, unicast MAC address."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return bytes(raw)
+
+
+class _TunTap:
+    _IFF_MODE: ClassVar[int]
+    _HEADER_LEN: ClassVar[int]  # link header the MTU does not include
+
+    name: str
+    link_type: LinkType
+    mac: bytes | None
+    mtu: int
+    counters: DeviceCounters
+
+    def __init__(self, name: str, mtu: int | None) -> None:
+        raw_name = lx.check_ifname(name)
+        if mtu is not None and mtu < 68:
+            raise ValueError(f"mtu {mtu} is below the IPv4 minimum of 68")
+        fd = os.open(lx.TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+        ctl: socket.socket | None = None
+        try:
+            try:
+                self.name = lx.tun_set_iff(fd, raw_name, self._IFF_MODE | lx.IFF_NO_PI)
+            except OSError as e:
+                raise OSError(e.errno, f"TUNSETIFF {name}: {e.strerror}") from e
+            ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            if mtu is None:
+                try:
+                    mtu = lx.if_mtu(ctl, self.name)
+                except OSError:
+                    mtu = DEFAULT_MTU
+        except BaseException:
+            os.close(fd)
+            if ctl is not None:
+                ctl.close()
+            raise
+        self._fd: int | None = fd
+        self._ctl: socket.socket | None = ctl
+        self.mtu = mtu
+        self.counters = DeviceCounters()
+
+    # -- the Device contract -------------------------------------------------
+
+    def send(self, frame: bytes | bytearray | memoryview) -> bool:
+        fd = self._open_fd()
+        n = frame.nbytes if isinstance(frame, memoryview) else len(frame)
+        c = self.counters
+        if n < max(self._HEADER_LEN, 1) or n > self.mtu + self._HEADER_LEN:
+            c.tx_errors += 1
+            return False
+        try:
+            written = os.write(fd, frame)
+        except OSError as e:
+            if e.errno in _DROP_ERRNOS:
+                c.tx_dropped += 1
+            else:
+                c.tx_errors += 1
+            return False
+        if written != n:
+            c.tx_errors += 1
+            return False
+        c.tx_frames += 1
+        c.tx_bytes += n
+        return True
+
+    def poll(self, budget: int) -> list[bytes]:
+        fd = self._open_fd()
+        c = self.counters
+        out: list[bytes] = []
+        for _ in range(budget):  # frames we drop use up budget too: bounded work
+            try:
+                data = os.read(fd, _READ_SIZE)
+            except BlockingIOError:
+                break
+            except OSError as e:
+                if e.errno != errno.EIO:  # EIO: the interface is down, nothing to read
+                    c.rx_errors += 1
+                break
+            if not data:
+                c.rx_errors += 1
+                break
+            if not self._accept(data):
+                c.rx_dropped += 1
+                continue
+            c.rx_frames += 1
+            c.rx_bytes += len(data)
+            out.append(data)
+        return out
+
+    @property
+    def link_up(self) -> bool:
+        """Administratively up and running (carrier and operational state)."""
+        if self._ctl is None:
+            return False
+        try:
+            flags = lx.if_flags(self._ctl, self.name)
+        except OSError:  # the interface is gone
+            return False
+        want = lx.IFF_UP | lx.IFF_RUNNING
+        return flags & want == want
+
+    def fileno(self) -> int | None:
+        """The TUN/TAP descriptor; None once closed."""
+        return self._fd
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        ctl, self._ctl = self._ctl, None
+        if ctl is not None:
+            ctl.close()
+        if fd is not None:
+            os.close(fd)
+
+    # -- conveniences --------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._fd is None else f"fd={self._fd}"
+        return f"{type(self).__name__}({self.name!r}, mtu={self.mtu}, {state})"
+
+    # -- internals -----------------------------------------------------------
+
+    def _open_fd(self) -> int:
+        if self._fd is None:
+            raise DeviceClosed(errno.EBADF, f"{self.name} is closed")
+        return self._fd
+
+    def _accept(self, data: bytes) -> bool:
+        return True
+
+
+class TapDevice(_TunTap):
+    """A TAP interface: Ethernet II frames (no FCS) in both directions.
+
+    ``mac`` is hilkit's own address on the wire, not the kernel interface's;
+    by default a random locally administered one. ``mtu`` defaults to the
+    interface's MTU.
+    """
+
+    link_type = LinkType.ETHERNET
+    _IFF_MODE: ClassVar[int] = lx.IFF_TAP
+    _HEADER_LEN: ClassVar[int] = ETH_HEADER_LEN
+
+    def __init__(
+        self, name: str = "tap0", *, mac: bytes | None = None, mtu: int | None = None
+    ) -> None:
+        if mac is None:
+            mac = random_mac()
+        elif len(mac) != 6 or mac[0] & 0x01:
+            raise ValueError(f"mac must be 6 bytes and unicast, got {bytes(mac).hex(':')}")
+        super().__init__(name, mtu)
+        self.mac = bytes(mac)
+
+    def _accept(self, data: bytes) -> bool:
+        return len(data) >= ETH_HEADER_LEN
+
+
+class TunDevice(_TunTap):
+    """A TUN interface: bare IPv4 packets, no link header (other packets are dropped)."""
+
+    link_type = LinkType.RAW_IP
+    _IFF_MODE: ClassVar[int] = lx.IFF_TUN
+    _HEADER_LEN: ClassVar[int] = 0
+
+    def __init__(self, name: str = "tun0", *, mtu: int | None = None) -> None:
+        super().__init__(name, mtu)
+        self.mac = None
+
+    def _accept(self, data: bytes) -> bool:
+        return len(data) >= 20 and data[0] >> 4 == 4

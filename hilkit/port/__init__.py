@@ -1,0 +1,27 @@
+"""The porting-layer contract: what a NIC driver must provide (docs/porting.md)."""
+
+from hilkit.port.clock import Clock, ManualClock, MonotonicClock
+from hilkit.port.device import (
+    Device,
+    DeviceClosed,
+    DeviceCounters,
+    LinkType,
+    max_frame_len,
+)
+from hilkit.port.pin import Edge, Pin
+from hilkit.port.spi import BusCounters, SpiBus
+
+__all__ = [
+    "BusCounters",
+    "Clock",
+    "Device",
+    "DeviceClosed",
+    "DeviceCounters",
+    "Edge",
+    "LinkType",
+    "ManualClock",
+    "MonotonicClock",
+    "Pin",
+    "SpiBus",
+    "max_frame_len",
+]

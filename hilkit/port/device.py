@@ -1,0 +1,80 @@
+"""The Device contract: a NIC as the stack sees it.
+
+A driver implements this and nothing else of the stack. Frames are whole
+link-layer frames (Ethernet II without FCS) or, for point-to-point links,
+bare IP packets. No method blocks: ``poll`` returns what is already there.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, fields
+from typing import Protocol, runtime_checkable
+
+
+class LinkType(enum.Enum):
+    """What a frame on this device starts with."""
+
+    ETHERNET = "ethernet"  # Ethernet II header, no FCS
+    RAW_IP = "raw-ip"  # an IPv4 packet, no link header (TUN, PPP)
+
+
+class DeviceClosed(OSError):
+    """Raised by ``send``/``poll`` on a device that was closed."""
+
+
+@dataclass
+class DeviceCounters:
+    """Counters every driver fills; the stack and the runner only read them."""
+
+    rx_frames: int = 0
+    rx_bytes: int = 0
+    tx_frames: int = 0
+    tx_bytes: int = 0
+    rx_dropped: int = 0  # lost before the stack saw them (ring full, filtered)
+    tx_dropped: int = 0  # refused by ``send`` (queue full, link down)
+    rx_errors: int = 0  # damaged frames (bad length, bus errors)
+    tx_errors: int = 0  # oversize frames, write failures
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@runtime_checkable
+class Device(Protocol):
+    """A network interface.
+
+    ``send`` returns False (and counts the drop or error) rather than raising
+    when a frame cannot go out; only a closed device raises ``DeviceClosed``.
+    """
+
+    name: str
+    link_type: LinkType
+    mac: bytes | None  # 6 bytes for Ethernet, None for RAW_IP
+    mtu: int  # largest IP packet, without link header
+    counters: DeviceCounters
+
+    def send(self, frame: bytes | bytearray | memoryview) -> bool: ...
+
+    def poll(self, budget: int) -> list[bytes]:
+        """Return at most ``budget`` received frames, oldest first; never blocks."""
+        ...
+
+    @property
+    def link_up(self) -> bool: ...
+
+    def fileno(self) -> int | None:
+        """A descriptor that turns readable when ``poll`` has work, or None."""
+        ...
+
+    def close(self) -> None:
+        """Release the device; closing twice is allowed."""
+        ...
+
+
+ETH_HEADER_LEN = 14  # destination, source, EtherType (IEEE 802.3 clause 3.2)
+
+
+def max_frame_len(dev: Device) -> int:
+    """Largest frame ``send`` must accept for this device."""
+    return dev.mtu + (ETH_HEADER_LEN if dev.link_type is LinkType.ETHERNET else 0)

@@ -1,0 +1,135 @@
+"""ARP for IPv4 over Ethernet (RFC 826), with RFC 1122 §2.3.2 queueing.
+
+``ArpCache`` is sans-I/O: the stack tells it what arrived and what time it
+is; it answers with MACs, packets to release, and addresses to ask for.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
+
+from hilkit.stack import eth
+
+OP_REQUEST = 1
+OP_REPLY = 2
+HTYPE_ETHERNET = 1
+PACKET_LEN = 28  # for Ethernet/IPv4: 8 fixed + 2*6 + 2*4
+
+_PKT = struct.Struct("!HHBBH6s4s6s4s")
+
+
+@dataclass(slots=True)
+class Packet:
+    op: int
+    sha: bytes
+    spa: int
+    tha: bytes
+    tpa: int
+
+
+def parse(data: memoryview) -> Packet | str:
+    """The packet, or the reason (a counter name) it is refused."""
+    if len(data) < PACKET_LEN:
+        return "arp.short"
+    htype, ptype, hlen, plen, op, sha, spa, tha, tpa = _PKT.unpack_from(data)
+    if htype != HTYPE_ETHERNET or ptype != eth.ETHERTYPE_IPV4 or hlen != 6 or plen != 4:
+        return "arp.bad_format"
+    if op not in (OP_REQUEST, OP_REPLY):
+        return "arp.bad_op"
+    if eth.is_group(sha):
+        return "arp.bad_sender"
+    return Packet(op, sha, int.from_bytes(spa, "big"), tha, int.from_bytes(tpa, "big"))
+
+
+def build(op: int, sha: bytes, spa: int, tha: bytes, tpa: int) -> bytes:
+    return _PKT.pack(
+        HTYPE_ETHERNET, eth.ETHERTYPE_IPV4, 6, 4, op, sha, spa.to_bytes(4, "big"), tha,
+        tpa.to_bytes(4, "big"),
+    )
+
+
+@dataclass(frozen=True)
+class ArpConfig:
+    max_entries: int = 256
+    timeout_ms: float = 60_000.0  # an entry is re-resolved after this
+    retries: int = 3  # requests before the queued packets fail (RFC 1122: rate-limited)
+    retry_ms: float = 1_000.0
+    max_pending: int = 64  # queued packets per address (a 64 KiB datagram is 45); oldest go
+
+
+@dataclass
+class _Pending:
+    next_at: float
+    tries: int = 1
+    packets: deque[bytes] = field(default_factory=deque)
+
+
+class ArpCache:
+    def __init__(self, config: ArpConfig | None = None) -> None:
+        self.config = config or ArpConfig()
+        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._pending: dict[int, _Pending] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def lookup(self, ip: int, now: float) -> bytes | None:
+        hit = self._entries.get(ip)
+        if hit is None:
+            return None
+        if hit[1] <= now:
+            del self._entries[ip]
+            return None
+        return hit[0]
+
+    def update(self, ip: int, mac: bytes, now: float, create: bool) -> list[bytes]:
+        """Learn ``ip`` -> ``mac`` (RFC 826 merge; ``create`` if it was addressed to us).
+
+        Returns the packets that were waiting for this address.
+        """
+        if ip not in self._entries and not create and ip not in self._pending:
+            return []
+        self._entries.pop(ip, None)
+        if len(self._entries) >= self.config.max_entries:
+            self._entries.popitem(last=False)
+        self._entries[ip] = (mac, now + self.config.timeout_ms)
+        waiting = self._pending.pop(ip, None)
+        return list(waiting.packets) if waiting else []
+
+    def enqueue(self, ip: int, pkt: bytes, now: float) -> tuple[bool, bytes | None]:
+        """Hold ``pkt`` until ``ip`` resolves.
+
+        Returns (send a request now, a packet pushed out of a full queue).
+        """
+        p = self._pending.get(ip)
+        new = p is None
+        if p is None:
+            p = self._pending[ip] = _Pending(now + self.config.retry_ms)
+        dropped = p.packets.popleft() if len(p.packets) >= self.config.max_pending else None
+        p.packets.append(pkt)
+        return new, dropped
+
+    def due(self, now: float) -> tuple[list[int], list[tuple[int, list[bytes]]]]:
+        """Addresses to ask again, and (address, packets) that gave up."""
+        again: list[int] = []
+        failed: list[tuple[int, list[bytes]]] = []
+        for ip, p in list(self._pending.items()):
+            if p.next_at > now:
+                continue
+            if p.tries >= self.config.retries:
+                del self._pending[ip]
+                failed.append((ip, list(p.packets)))
+            else:
+                p.tries += 1
+                p.next_at = now + self.config.retry_ms
+                again.append(ip)
+        return again, failed
+
+    def next_deadline(self) -> float | None:
+        return min((p.next_at for p in self._pending.values()), default=None)
+
+    def entries(self, now: float) -> dict[int, bytes]:
+        """The live entries at ``now``."""
+        return {ip: mac for ip, (mac, exp) in self._entries.items() if exp > now}
