@@ -45,7 +45,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     start_udp_services(stack)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    print(f"ready {args.ip} on {args.tap} mac {tap.mac.hex(':')}", flush=True)
+    print(f"ready {args.ip} on {args.tap} mac {(tap.mac or b'').hex(':')}", flush=True)
     try:
         stack.run()
     except _Stop:

@@ -11,11 +11,12 @@ Nothing a wire sends may raise out of ``tick()``: every refusal is counted in
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
+import os
 import random
 import selectors
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -92,6 +93,11 @@ _UNREACH_ERRNO = {
 _MAX_TIMER_ROUNDS = 64
 
 
+def _drain(fd: int) -> None:
+    with contextlib.suppress(BlockingIOError):
+        os.eventfd_read(fd)
+
+
 class Stack:
     def __init__(
         self, clock: Clock | None = None, config: StackConfig | None = None,
@@ -121,6 +127,7 @@ class Stack:
             ipv4.PROTO_ICMP: self._ping_error,
         }
         self._selector: selectors.BaseSelector | None = None
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._no_fd = False
         self._more = False
         self._capture: Any = None
@@ -142,7 +149,9 @@ class Stack:
         self.interfaces.append(
             Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(self.config.arp))
         )
-        self._selector = None
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
         return dev
 
     def _iface(self, dev: Device | str) -> Interface:
@@ -248,16 +257,18 @@ class Stack:
             if self._no_fd:
                 cap = self.config.idle_poll_ms
                 wait = cap if wait is None else min(wait, cap)
-            if sel.get_map():
-                sel.select(None if wait is None else wait / 1000.0)
-            elif wait is None:
-                raise RuntimeError("run() would wait forever: no device, no timer, no timeout")
-            else:
-                time.sleep(wait / 1000.0)
+            for key, _ in sel.select(None if wait is None else wait / 1000.0):
+                if key.fd == self._wake_fd:
+                    _drain(self._wake_fd)
+
+    def wake(self) -> None:
+        """Make a ``run()`` in another thread look at ``until`` now; safe from any thread."""
+        os.eventfd_write(self._wake_fd, 1)
 
     def _get_selector(self) -> selectors.BaseSelector:
         if self._selector is None:
             sel = selectors.DefaultSelector()
+            sel.register(self._wake_fd, selectors.EVENT_READ)
             self._no_fd = False
             for i in self.interfaces:
                 fd = i.dev.fileno()
@@ -280,6 +291,10 @@ class Stack:
             self._capture.close()
         if self._selector is not None:
             self._selector.close()
+            self._selector = None
+        if self._wake_fd >= 0:
+            os.close(self._wake_fd)
+            self._wake_fd = -1
 
     def counters(self) -> dict[str, object]:
         return {

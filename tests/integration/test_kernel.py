@@ -184,3 +184,37 @@ def test_kernel_broadcast_reaches_hilkit(link: Link) -> None:
 
 def _frame_struct() -> struct.Struct:
     return struct.Struct("!6s6sH")
+
+
+def test_point_to_point_tun_both_ways(netns, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The raw-IP path PPP will use: no Ethernet, no ARP."""
+    from hilkit.drivers.tap import TunDevice
+    from hilkit.stack import Stack
+
+    tun = netns.call(lambda: TunDevice("hkp0"))
+    netns.ip("addr", "add", "10.66.0.1", "peer", "10.66.0.2", "dev", "hkp0")
+    netns.ip("link", "set", "hkp0", "up")
+    pcap = tmp_path / "tun.pcapng"
+    stack = Stack(pcap=str(pcap))
+    dev = stack.add_device(tun)
+    stack.link_add(dev, "10.66.0.2", "255.255.255.0")
+    try:
+        got: list[PingStats] = []
+        stack.ping("10.66.0.1", 2, 10, 3000, 2000, got.append)
+        assert stack.run(until=lambda: len(got) == 2, timeout=10)
+        assert [s.err for s in got] == [PingError.REPLIED] * 2
+        import threading
+
+        done = threading.Event()
+        result: list[str] = []
+        t = threading.Thread(target=lambda: (result.append(
+            kping(netns, "-c", "2", "-i", "0.05", "-W", "5", "-s", "3000", "10.66.0.2")),
+            done.set(), stack.wake()))
+        t.start()
+        stack.run(until=done.is_set, timeout=20)
+        t.join()
+        assert received(result[0]) == (2, 2), result[0]
+        assert stack.stats["arp.requests_sent"] == 0
+    finally:
+        stack.close()
+    assert assert_capture_clean(pcap) >= 8

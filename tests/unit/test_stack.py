@@ -8,12 +8,12 @@ import struct
 import pytest
 
 from hilkit.port import LinkType, ManualClock
-from hilkit.stack import PingError, PingStats, SocketEvent, Stack, StackConfig
+from hilkit.stack import PingError, PingStats, SocketEvent, Stack, StackConfig, eth, icmp4, ipv4
 from hilkit.stack import arp as arp_mod
-from hilkit.stack import eth, icmp4, ipv4
-from tests.memwire import WireEnd, wire
+from tests.memwire import wire
 
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
+A_MAC, B_MAC = b"\x02\x00\x00\x00\x00\x0a", b"\x02\x00\x00\x00\x00\x0b"
 
 
 class Pair:
@@ -313,8 +313,9 @@ def test_reassembly_timeout_sends_time_exceeded() -> None:
     p = Pair()
     p.settle()
     payload = bytes(100)
-    hdr = ipv4.build_header(0x0A000001, 0x0A000002, ipv4.PROTO_UDP, 48, 0x1234, flags_frag=ipv4.FLAG_MF)
-    p.wa.send(eth.header(p.wb.mac, p.wa.mac, eth.ETHERTYPE_IPV4) + hdr + payload[:48])  # type: ignore[arg-type]
+    hdr = ipv4.build_header(0x0A000001, 0x0A000002, ipv4.PROTO_UDP, 48, 0x1234,
+                            flags_frag=ipv4.FLAG_MF)
+    p.wa.send(eth.header(B_MAC, A_MAC, eth.ETHERTYPE_IPV4) + hdr + payload[:48])
     p.settle()
     assert len(p.b._reasm) == 1
     p.advance(30_000)
@@ -329,8 +330,9 @@ def test_frames_for_other_hosts_are_ignored() -> None:
     p.settle()
     before = len(p.wb.sent)
     pkt = ipv4.build_header(0x0A000001, 0x0A000003, ipv4.PROTO_ICMP, 8, 1)
-    p.wa.send(b"\x02\x99\x99\x99\x99\x99" + p.wa.mac + b"\x08\x00" + pkt + icmp4.echo_header(False, 1, 1, b""))  # type: ignore[operator]
-    p.wa.send(eth.header(p.wb.mac, p.wa.mac, eth.ETHERTYPE_IPV4) + pkt + icmp4.echo_header(False, 1, 1, b""))  # type: ignore[arg-type]
+    echo = icmp4.echo_header(False, 1, 1, b"")
+    p.wa.send(eth.header(b"\x02\x99\x99\x99\x99\x99", A_MAC, eth.ETHERTYPE_IPV4) + pkt + echo)
+    p.wa.send(eth.header(B_MAC, A_MAC, eth.ETHERTYPE_IPV4) + pkt + echo)
     p.settle()
     assert len(p.wb.sent) == before
     assert p.b.stats["eth.not_for_us"] == 1 and p.b.stats["ipv4.not_for_us"] == 1

@@ -1,0 +1,272 @@
+"""Core figures: `hilkit serve` on a TAP next to a kernel peer on a veth, in one run.
+
+Topology (both namespaces created here and deleted on exit, even on error or Ctrl-C):
+
+    ns A: kernel 192.168.5.5/24 on TAP hk0  <->  `hilkit serve` 192.168.5.4/24
+    ns A: kernel 192.168.6.5/24 on veth va  <->  ns B: kernel 192.168.6.4/24 on veth vb
+
+Every probe starts in ns A's kernel, so both paths cross one link from the same
+sender. Floors are printed as information; the script exits 0 unless the setup
+itself failed (exit 2). Results also go to reports/bench-core.json.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import select
+import shlex
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from hilkit.rig.netns import Netns, NetnsError
+
+TAP, HK_IP, K_TAP_IP = "hk0", "192.168.5.4", "192.168.5.5"
+VETH_A, VETH_B, K_PEER_IP, K_VETH_IP = "va", "vb", "192.168.6.4", "192.168.6.5"
+ECHO_PORT, UDP_SECONDS, UDP_MAX, PAYLOAD = 7, 3.0, 5000, 64
+IDLE_SECONDS = 10.0
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "bench-core.json"
+ECHO_SRC = (  # the kernel peer's UDP echo: a plain Python socket loop, its own process like serve
+    "import socket,sys\n"
+    "s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n"
+    f"s.bind(('{K_PEER_IP}',{ECHO_PORT}))\n"
+    "print('ready',flush=True)\n"
+    "while True:\n d,a=s.recvfrom(65535)\n s.sendto(d,a)\n"
+)
+ENV = {**os.environ, "LC_ALL": "C"}
+Fig = dict[str, Any]
+
+
+class SetupError(RuntimeError):
+    pass
+
+
+def run_ping(ns: Netns, *args: str, timeout: float = 90) -> tuple[str, str]:
+    """Run the kernel's ping inside ``ns``; return (command line, output)."""
+    argv = ["ip", "netns", "exec", ns.name, "ping", *args]
+    res = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=ENV)
+    return shlex.join(argv), res.stdout + res.stderr
+
+
+def summary(out: str) -> tuple[int, int, float]:
+    """(transmitted, received, elapsed ms) from ping's summary line."""
+    m = re.search(r"(\d+) packets transmitted, (\d+) received.*?time (\d+)ms", out)
+    if m is None:
+        return 0, 0, 0.0
+    return int(m[1]), int(m[2]), float(m[3])
+
+
+def rtt_figure(ns: Netns, target: str, count: int = 1000) -> Fig:
+    run_ping(ns, "-c", "3", "-i", "0.2", target)  # warm up: ARP resolved on both ends
+    cmd, out = run_ping(ns, "-n", "-c", str(count), "-i", "0.002", "-W", "1", target)
+    rtts = sorted(float(t) for t in re.findall(r"time=([\d.]+) ms", out))
+    sent, received, _ = summary(out)
+    fig: Fig = {"cmd": cmd, "sent": sent, "received": received, "lost": count - len(rtts)}
+    if rtts:
+        p99 = rtts[max(0, -(-99 * len(rtts) // 100) - 1)]
+        fig |= {"min_ms": rtts[0], "median_ms": statistics.median(rtts), "p99_ms": p99,
+                "max_ms": rtts[-1]}
+    return fig
+
+
+def flood_figure(ns: Netns, target: str, count: int = 10000) -> Fig:
+    cmd, out = run_ping(ns, "-n", "-f", "-q", "-c", str(count), "-w", "30", target)
+    sent, received, ms = summary(out)
+    pps = received / (ms / 1000.0) if ms > 0 else 0.0
+    return {"cmd": cmd, "sent": sent, "received": received, "lost": sent - received,
+            "elapsed_ms": ms, "pps": pps}
+
+
+def udp_figure(ns: Netns, target: str) -> Fig:
+    """Ping-pong 64-byte datagrams from a socket made inside ``ns`` for ~3 s."""
+    sock = ns.socket()
+    payload, timeouts, n = os.urandom(PAYLOAD), 0, 0
+    try:
+        sock.settimeout(0.5)
+        sock.connect((target, ECHO_PORT))
+        t0 = time.perf_counter()
+        while n < UDP_MAX and time.perf_counter() - t0 < UDP_SECONDS:
+            sock.send(payload)
+            try:
+                while sock.recv(2048) != payload:  # a late echo of an earlier datagram
+                    pass
+                n += 1
+            except TimeoutError:
+                timeouts += 1
+        elapsed = time.perf_counter() - t0
+    finally:
+        sock.close()
+    return {"cmd": f"ns {ns.name}: UDP socket connect({target}:{ECHO_PORT}); send {PAYLOAD} B"
+                   f" / recv, until {UDP_MAX} round trips or {UDP_SECONDS:g} s",
+            "round_trips": n, "timeouts": timeouts, "elapsed_s": elapsed, "rtt_per_s": n / elapsed}
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime, stime (fields 14, 15 of proc(5))
+
+
+def rss_kib(pid: int) -> int:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m[1]) if m else 0
+
+
+def wait_ready(proc: subprocess.Popen[str], what: str, timeout: float = 20) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    line = proc.stdout.readline() if ready else ""
+    if not line.startswith("ready"):
+        raise SetupError(f"{what} did not get ready: {line!r}")
+    return line.strip()
+
+
+def stop(proc: subprocess.Popen[str] | None) -> str:
+    """SIGTERM (serve then prints its counters), SIGKILL if it lingers; return stdout."""
+    if proc is None:
+        return ""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.communicate(timeout=5)[0] or ""
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return ""
+
+
+def setup(a: Netns, b: Netns) -> None:
+    a.ip("tuntap", "add", "dev", TAP, "mode", "tap")
+    a.ip("addr", "add", f"{K_TAP_IP}/24", "dev", TAP)
+    a.ip("link", "set", TAP, "up")
+    # created by ip in ns A with its peer placed straight into ns B: never in our own namespace
+    a.ip("link", "add", VETH_A, "type", "veth", "peer", "name", VETH_B, "netns", b.name)
+    a.ip("addr", "add", f"{K_VETH_IP}/24", "dev", VETH_A)
+    b.ip("addr", "add", f"{K_PEER_IP}/24", "dev", VETH_B)
+    a.ip("link", "set", VETH_A, "up")
+    b.ip("link", "set", VETH_B, "up")
+
+
+def measure(a: Netns, b: Netns, serve: subprocess.Popen[str], serve_cmd: str) -> Fig:
+    pid = serve.pid  # `ip netns exec` execs, so this is the python process itself
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    if b"hilkit.cli" not in cmdline or b"serve" not in cmdline:
+        raise SetupError(f"pid {pid} is not hilkit serve: {cmdline!r}")
+    res: Fig = {"serve_cmd": serve_cmd, "serve_pid": pid}
+    res["ping_rtt"] = {"hilkit": rtt_figure(a, HK_IP), "kernel": rtt_figure(a, K_PEER_IP)}
+    res["rss_kib"] = {"hilkit": rss_kib(pid), "cmd": f"VmRSS in /proc/{pid}/status after pings"}
+    res["ping_flood"] = {"hilkit": flood_figure(a, HK_IP), "kernel": flood_figure(a, K_PEER_IP)}
+    res["udp_echo"] = {"hilkit": udp_figure(a, HK_IP), "kernel": udp_figure(a, K_PEER_IP)}
+    cmd, out = run_ping(a, "-n", "-c", "3", "-i", "0.5", "-W", "2", "-s", "65000", HK_IP)
+    res["ping_65000"] = {"hilkit": {"cmd": cmd, "sent": 3, "received": summary(out)[1]}}
+    time.sleep(1.0)  # let the last replies and timers settle before the idle window
+    tck, t0 = os.sysconf("SC_CLK_TCK"), time.monotonic()
+    before = cpu_ticks(pid)
+    time.sleep(IDLE_SECONDS)
+    ticks, secs = cpu_ticks(pid) - before, time.monotonic() - t0
+    res["idle_cpu"] = {"hilkit": {
+        "cmd": f"utime+stime from /proc/{pid}/stat over {secs:.1f} s idle",
+        "ticks": ticks, "clk_tck": tck, "percent": ticks / tck / secs * 100.0}}
+    return res
+
+
+def fmt(v: float | None, unit: str = "", digits: int = 3) -> str:
+    return "-" if v is None else f"{v:.{digits}f}{unit}"
+
+
+def table(r: Fig) -> tuple[str, list[Fig]]:
+    rtt_h, rtt_k = r["ping_rtt"]["hilkit"], r["ping_rtt"]["kernel"]
+    fl_h, fl_k = r["ping_flood"]["hilkit"], r["ping_flood"]["kernel"]
+    udp_h, udp_k = r["udp_echo"]["hilkit"], r["udp_echo"]["kernel"]
+    big, cpu = r["ping_65000"]["hilkit"], r["idle_cpu"]["hilkit"]["percent"]
+
+    def ratio(h: float | None, k: float | None) -> str:
+        return "-" if not h or not k else f"{h / k:.2f}x"
+
+    rows: list[tuple[str, str, str, str]] = []
+    for q in ("min_ms", "median_ms", "p99_ms"):
+        h, k = rtt_h.get(q), rtt_k.get(q)
+        rows.append((f"ping RTT {q[:-3]} (ms)", fmt(h), fmt(k), ratio(h, k)))
+    rows += [
+        ("ping loss (of 1000)", str(rtt_h["lost"]), str(rtt_k["lost"]), "-"),
+        ("flood ping (pkt/s)", fmt(fl_h["pps"], digits=0), fmt(fl_k["pps"], digits=0),
+         ratio(fl_h["pps"], fl_k["pps"])),
+        (f"flood loss (of {fl_h['sent']}/{fl_k['sent']})", str(fl_h["lost"]), str(fl_k["lost"]),
+         "-"),
+        ("UDP echo round trips/s", fmt(udp_h["rtt_per_s"], digits=0),
+         fmt(udp_k["rtt_per_s"], digits=0), ratio(udp_h["rtt_per_s"], udp_k["rtt_per_s"])),
+        ("UDP echo timeouts", str(udp_h["timeouts"]), str(udp_k["timeouts"]), "-"),
+        ("65000-byte pings answered", f"{big['received']}/3", "-", "-"),
+        (f"idle CPU over {IDLE_SECONDS:g} s (%)", fmt(cpu, digits=2), "-", "-"),
+        ("RSS after pings (MiB)", fmt(r["rss_kib"]["hilkit"] / 1024, digits=1), "-", "-"),
+    ]
+    med = rtt_h.get("median_ms")
+    floors: list[Fig] = [
+        {"figure": "ping RTT median (ms)", "floor": "<= 0.3", "value": med,
+         "ok": med is not None and med <= 0.3},
+        {"figure": "ping loss (of 1000)", "floor": "== 0", "value": rtt_h["lost"],
+         "ok": rtt_h["lost"] == 0},
+        {"figure": "65000-byte pings answered", "floor": "3/3", "value": big["received"],
+         "ok": big["received"] == 3},
+        {"figure": f"idle CPU over {IDLE_SECONDS:g} s (%)", "floor": "<= 2", "value": cpu,
+         "ok": cpu <= 2.0},
+    ]
+    marks = {f["figure"]: (f["floor"], "PASS" if f["ok"] else "FAIL") for f in floors}
+    head = ("figure", "hilkit", "kernel (veth)", "ratio", "floor", "")
+    body = [(*row, *marks.get(row[0], ("", ""))) for row in rows]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) if i < 4 else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(x, widths, strict=True))).rstrip()
+             for x in (head, *body)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines), floors
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: kill serve, delete netns
+    serve: subprocess.Popen[str] | None = None
+    echo: subprocess.Popen[str] | None = None
+    try:
+        with Netns("hkb") as a, Netns("hkp") as b, tempfile.TemporaryFile("w+") as err:
+            try:
+                setup(a, b)
+                argv = [sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
+                        "--ip", f"{HK_IP}/24"]
+                serve = a.popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
+                wait_ready(serve, "hilkit serve")
+                echo = b.popen([sys.executable, "-c", ECHO_SRC], stdout=subprocess.PIPE,
+                               text=True)
+                wait_ready(echo, "kernel UDP echo")
+                res = measure(a, b, serve, shlex.join(["ip", "netns", "exec", a.name, *argv]))
+                res["udp_echo"]["kernel_server"] = f"ns {b.name}: python -c {ECHO_SRC!r}"
+            finally:
+                stop(echo)
+                out = stop(serve)
+            try:
+                res["serve_counters"] = json.loads(out)
+            except json.JSONDecodeError:
+                err.seek(0)
+                res["serve_stderr"] = err.read()[-4000:]
+    except (SetupError, NetnsError, OSError, subprocess.SubprocessError) as e:
+        print(f"bench/core.py: setup failed: {e}", file=sys.stderr)
+        return 2
+    text, floors = table(res)
+    res["floors"] = floors
+    res["meta"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
+                   "python": sys.version.split()[0], "kernel": os.uname().release}
+    print(text)
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"\nJSON: {REPORT}")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
