@@ -25,6 +25,8 @@ failed = False
 def cb_ping(s: PingStats) -> None:
     """Called once per echo request, as picoTCP's ``cb_ping``."""
     global finished, failed
+    if finished:  # several results can arrive in one tick; stop at the first error
+        return
     if s.err == 0:
         print(f"{s.size} bytes from {s.dst}: icmp_req={s.seq} ttl={s.ttl} time={s.time:.3f} ms")
         if s.seq >= NUM_PING:
@@ -36,7 +38,7 @@ def cb_ping(s: PingStats) -> None:
 
 def main() -> int:
     stack = Stack()  # pico_stack_init()
-    dev = stack.add_device(TapDevice("tap0"))  # pico_tap_create("tap0")
+    dev = stack.add_device(TapDevice("tap0", create=False))  # pico_tap_create("tap0")
     stack.link_add(dev, "192.168.5.4", "255.255.255.0")  # pico_ipv4_link_add()
 
     print("starting ping")

@@ -12,14 +12,6 @@ from types import FrameType
 from hilkit.stack.addr import int_to_ip, parse_cidr
 
 
-class _Stop(Exception):
-    pass
-
-
-def _stop(signum: int, frame: FrameType | None) -> None:
-    raise _Stop(signal.Signals(signum).name)
-
-
 def cmd_serve(args: argparse.Namespace) -> int:
     from hilkit.drivers.tap import TapDevice
     from hilkit.services import start_udp_services
@@ -31,11 +23,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"hilkit serve: --ip: {e}", file=sys.stderr)
         return 2
     try:
-        tap = TapDevice(args.tap)
+        tap = TapDevice(args.tap, create=False)
     except OSError as e:
-        print(f"hilkit serve: cannot open TAP {args.tap!r}: {e}\n"
-              f"  check: ip link show {args.tap}  (create it with "
-              f"`ip tuntap add dev {args.tap} mode tap`)", file=sys.stderr)
+        print(f"hilkit serve: cannot open TAP {args.tap!r}: {e.strerror or e}\n"
+              f"  check: ip link show {args.tap}", file=sys.stderr)
         return 2
     stack = Stack(pcap=args.pcap)
     dev = stack.add_device(tap)
@@ -43,16 +34,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.gw:
         stack.route_add("0.0.0.0", "0.0.0.0", args.gw)
     start_udp_services(stack)
-    signal.signal(signal.SIGINT, _stop)
-    signal.signal(signal.SIGTERM, _stop)
+    stop: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.append(signum)
+        stack.wake()  # the loop sees ``stop`` at once; a second signal is harmless
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
     print(f"ready {args.ip} on {args.tap} mac {(tap.mac or b'').hex(':')}", flush=True)
     try:
-        stack.run()
-    except _Stop:
-        pass
+        stack.run(until=lambda: bool(stop))
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         counters = stack.counters()
         stack.close()
     print(json.dumps(counters, indent=2), flush=True)

@@ -2,7 +2,8 @@
 
 The descriptor comes from ``/dev/net/tun`` and is non-blocking. A name that
 names a persistent interface (``ip tuntap add dev tap0 mode tap``) attaches to
-it; otherwise the kernel creates the interface, and removes it on ``close()``.
+it; otherwise the kernel creates the interface, and removes it on ``close()``,
+unless ``create=False`` asks for an existing interface only.
 
 The interface is born in the network namespace of the thread that opens the
 device, and the control socket used for MTU and link state is made in the
@@ -43,10 +44,18 @@ class _TunTap:
     mtu: int
     counters: DeviceCounters
 
-    def __init__(self, name: str, mtu: int | None) -> None:
+    def __init__(self, name: str, mtu: int | None, create: bool) -> None:
         raw_name = lx.check_ifname(name)
         if mtu is not None and mtu < 68:
             raise ValueError(f"mtu {mtu} is below the IPv4 minimum of 68")
+        if not create:
+            try:
+                socket.if_nametoindex(name)  # looks in the calling thread's namespace
+            except OSError:
+                raise FileNotFoundError(
+                    errno.ENODEV, f"no interface {name!r} in this network namespace "
+                    f"(create it: ip tuntap add dev {name} mode "
+                    f"{'tap' if self._IFF_MODE == lx.IFF_TAP else 'tun'})") from None
         fd = os.open(lx.TUN_PATH, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
         ctl: socket.socket | None = None
         try:
@@ -182,13 +191,14 @@ class TapDevice(_TunTap):
     _HEADER_LEN: ClassVar[int] = ETH_HEADER_LEN
 
     def __init__(
-        self, name: str = "tap0", *, mac: bytes | None = None, mtu: int | None = None
+        self, name: str = "tap0", *, mac: bytes | None = None, mtu: int | None = None,
+        create: bool = True,
     ) -> None:
         if mac is None:
             mac = random_mac()
         elif len(mac) != 6 or mac[0] & 0x01:
             raise ValueError(f"mac must be 6 bytes and unicast, got {bytes(mac).hex(':')}")
-        super().__init__(name, mtu)
+        super().__init__(name, mtu, create)
         self.mac = bytes(mac)
 
     def _accept(self, data: bytes) -> bool:
@@ -202,8 +212,8 @@ class TunDevice(_TunTap):
     _IFF_MODE: ClassVar[int] = lx.IFF_TUN
     _HEADER_LEN: ClassVar[int] = 0
 
-    def __init__(self, name: str = "tun0", *, mtu: int | None = None) -> None:
-        super().__init__(name, mtu)
+    def __init__(self, name: str = "tun0", *, mtu: int | None = None, create: bool = True) -> None:
+        super().__init__(name, mtu, create)
         self.mac = None
 
     def _accept(self, data: bytes) -> bool:
