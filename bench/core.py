@@ -24,7 +24,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from hilkit.rig.netns import Netns, NetnsError
 
@@ -121,12 +121,15 @@ def rss_kib(pid: int) -> int:
     return int(m[1]) if m else 0
 
 
-def wait_ready(proc: subprocess.Popen[str], what: str, timeout: float = 20) -> str:
+def wait_ready(proc: subprocess.Popen[str], what: str, err: IO[str] | None = None) -> str:
     assert proc.stdout is not None
-    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    ready, _, _ = select.select([proc.stdout], [], [], 20)
     line = proc.stdout.readline() if ready else ""
     if not line.startswith("ready"):
-        raise SetupError(f"{what} did not get ready: {line!r}")
+        if err is not None:
+            proc.wait(5)
+            err.seek(0)
+        raise SetupError(f"{what} did not get ready: {line!r} {err.read() if err else ''}")
     return line.strip()
 
 
@@ -242,7 +245,7 @@ def main() -> int:
                 argv = [sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
                         "--ip", f"{HK_IP}/24"]
                 serve = a.popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
-                wait_ready(serve, "hilkit serve")
+                wait_ready(serve, "hilkit serve", err)
                 echo = b.popen([sys.executable, "-c", ECHO_SRC], stdout=subprocess.PIPE,
                                text=True)
                 wait_ready(echo, "kernel UDP echo")
@@ -259,6 +262,9 @@ def main() -> int:
     except (SetupError, NetnsError, OSError, subprocess.SubprocessError) as e:
         print(f"bench/core.py: setup failed: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("bench/core.py: interrupted; namespaces deleted", file=sys.stderr)
+        return 130
     text, floors = table(res)
     res["floors"] = floors
     res["meta"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
