@@ -57,6 +57,7 @@ class ArpConfig:
     retries: int = 3  # requests before the queued packets fail (RFC 1122: rate-limited)
     retry_ms: float = 1_000.0
     max_pending: int = 64  # queued packets per address (a 64 KiB datagram is 45); oldest go
+    max_unresolved: int = 64  # addresses being resolved at once; more are refused
 
 
 @dataclass
@@ -105,6 +106,8 @@ class ArpCache:
         """
         p = self._pending.get(ip)
         new = p is None
+        if p is None and len(self._pending) >= self.config.max_unresolved:
+            return False, pkt
         if p is None:
             p = self._pending[ip] = _Pending(now + self.config.retry_ms)
         dropped = p.packets.popleft() if len(p.packets) >= self.config.max_pending else None

@@ -148,6 +148,7 @@ class _Partial:
     total: int | None = None
     have: int = 0
     poisoned: bool = False
+    broadcast: bool = False  # a fragment came as a broadcast: never answer with an error
 
 
 @dataclass(frozen=True)
@@ -174,7 +175,8 @@ class Reassembler:
         return len(self._partials)
 
     def add(
-        self, hdr: Header, pkt: memoryview, now: float, drops: dict[str, int]
+        self, hdr: Header, pkt: memoryview, now: float, drops: dict[str, int],
+        broadcast: bool = False,
     ) -> tuple[Header, bytes, bytes] | None:
         """Take one fragment (``pkt`` is the whole packet).
 
@@ -195,11 +197,14 @@ class Reassembler:
         if p.poisoned:
             _count(drops, "ipv4.frag_of_discarded")
             return None
+        p.broadcast |= broadcast
         reason = None
         if hdr.more_fragments and len(data) % 8:
             reason = "ipv4.frag_bad_length"
-        elif hdr.ihl + end > lim.max_datagram:
-            reason = "ipv4.frag_too_big"
+        elif end > lim.max_datagram - MIN_HEADER_LEN or (
+            start == 0 and hdr.ihl + (p.total or end) > lim.max_datagram
+        ) or (p.first is not None and p.header.ihl + end > lim.max_datagram):
+            reason = "ipv4.frag_too_big"  # the datagram is the first fragment's header + data
         elif self._inconsistent(p, end, last=not hdr.more_fragments):
             reason = "ipv4.frag_inconsistent"
         elif len(p.pieces) >= lim.max_fragments:
@@ -241,15 +246,19 @@ class Reassembler:
             return True
         return last and any(o + len(d) > end for o, d in p.pieces.items())
 
-    def expire(self, now: float) -> list[tuple[Header, bytes]]:
-        """Drop timed-out datagrams; return (header, header + 8 bytes) of each first fragment.
+    def expire(self, now: float, drops: dict[str, int]) -> list[tuple[Header, bytes]]:
+        """Drop timed-out datagrams; return (header, header + 8 bytes) of first fragments.
 
-        RFC 792 asks for a time-exceeded error only when fragment zero arrived.
+        Only those an ICMP time-exceeded may be sent about: fragment zero
+        arrived (RFC 792) and no fragment came as a broadcast (RFC 1122 §3.2.2).
         """
         firsts = []
         for key in [k for k, p in self._partials.items() if p.deadline <= now]:
             p = self._partials.pop(key)
-            if p.first is not None and not p.poisoned:
+            if p.poisoned:
+                continue  # already counted when it was discarded
+            _count(drops, "ipv4.reasm_timeout")
+            if p.first is not None and not p.broadcast:
                 firsts.append((p.header, p.first))
         return firsts
 

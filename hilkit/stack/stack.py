@@ -313,8 +313,7 @@ class Stack:
                 log.debug("%s: %s did not answer ARP", iface.dev.name, int_to_ip(ip))
                 for pkt in pkts:
                     self._local_error(pkt, errno.EHOSTUNREACH)
-        for hdr, first in self._reasm.expire(now):
-            self.drops["ipv4.reasm_timeout"] += 1
+        for hdr, first in self._reasm.expire(now, self.drops):
             self._icmp_error(hdr, first[:hdr.ihl], first[hdr.ihl:], False,
                              icmp4.TYPE_TIME_EXCEEDED, icmp4.CODE_REASSEMBLY_EXCEEDED)
 
@@ -386,7 +385,7 @@ class Stack:
             return
         bcast = bcast or link_group
         if h.is_fragment:
-            whole = self._reasm.add(h, pkt, self.clock.now_ms(), self.drops)
+            whole = self._reasm.add(h, pkt, self.clock.now_ms(), self.drops, bcast)
             if whole is None:
                 return
             self.stats["ipv4.reassembled"] += 1
@@ -550,7 +549,9 @@ class Stack:
     def _icmp_error(self, h: ipv4.Header, hbytes: Buffer, payload: Buffer, bcast: bool,
                     kind: int, code: int) -> None:
         """Send an ICMP error about a datagram we received (RFC 1122 §3.2.2), rate-limited."""
-        if bcast or h.offset or h.src == ANY or h.src in self._bcast or is_multicast(h.src):
+        if bcast or h.dst in self._bcast or is_multicast(h.dst) or h.offset:
+            return
+        if h.src == ANY or h.src in self._bcast or is_multicast(h.src):
             return
         if h.proto == ipv4.PROTO_ICMP and (len(payload) < 1 or payload[0] in icmp4.ERROR_TYPES):
             return  # never an error about an error

@@ -221,3 +221,12 @@ def test_pending_queue_bound_applies_per_address_and_to_failures() -> None:
     again, failed = c.due(10)
     assert again == []
     assert dict(failed) == {IP_B: [b"b3", b"b4"], IP_C: [b"c3", b"c4"]}
+
+
+def test_unresolved_addresses_are_bounded() -> None:
+    cache = arp.ArpCache(arp.ArpConfig(max_unresolved=2))
+    assert cache.enqueue(1, b"a", 0.0) == (True, None)
+    assert cache.enqueue(2, b"b", 0.0) == (True, None)
+    assert cache.enqueue(3, b"c", 0.0) == (False, b"c")  # refused: no request, packet back
+    assert cache.enqueue(1, b"a2", 0.0) == (False, None)  # an address already waiting still queues
+    assert cache.next_deadline() == 1000.0
