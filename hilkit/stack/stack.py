@@ -22,6 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device, LinkType
 from hilkit.stack import arp, checksum, eth, icmp4, ipv4, udp
@@ -130,18 +131,14 @@ class Stack:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._no_fd = False
         self._more = False
-        self._capture: Any = None
+        self._capture: PcapngWriter | None = None
         if pcap is not None:
-            from hilkit.port.capture import PcapngWriter
-
             self._capture = PcapngWriter(pcap)
 
     # -- configuration ------------------------------------------------------
     def add_device(self, dev: Device) -> Device:
         """Attach a device (``pico_device_init``); returns it, wrapped if capturing."""
         if self._capture is not None:
-            from hilkit.port.capture import CaptureDevice
-
             dev = CaptureDevice(dev, self._capture)
         ethernet = dev.link_type is LinkType.ETHERNET
         if ethernet and (dev.mac is None or len(dev.mac) != 6):
@@ -175,11 +172,16 @@ class Stack:
             self._arp_send(iface, arp.OP_REQUEST, eth.BROADCAST_MAC, b"\0" * 6, addr, addr)
 
     def link_del(self, dev: Device | str, address: str) -> None:
+        """Remove an address; its on-link route goes unless another address keeps the subnet."""
         iface = self._iface(dev)
         addr = ip_to_int(address)
         iface.addrs = [(a, m) for a, m in iface.addrs if a != addr]
-        self.routes = [r for r in self.routes if not (r.iface is iface and r.gateway == ANY
-                       and not any(a & m == r.net and m == r.mask for a, m in iface.addrs))]
+        on_link = {(a & m, m) for a, m in iface.addrs}
+
+        def keep(r: Route) -> bool:
+            return r.iface is not iface or r.gateway != ANY or (r.net, r.mask) in on_link
+
+        self.routes = [r for r in self.routes if keep(r)]
         self._refresh_addrs()
 
     def route_add(self, dest: str, netmask: str, gateway: str) -> None:
@@ -488,10 +490,13 @@ class Stack:
 
     def _ip_output(
         self, dst: int, proto: int, parts: list[Buffer], src: int | None = None,
-        df: bool = False,
+        df: bool = False, routed: tuple[Route | None, int] | None = None,
     ) -> int:
-        """Send a datagram; 0, or the errno of why it could not go."""
-        route, default_src = self._source_for(dst)
+        """Send a datagram; 0, or the errno of why it could not go.
+
+        ``routed`` is ``_source_for(dst)`` when the caller already looked it up.
+        """
+        route, default_src = routed or self._source_for(dst)
         if route is None:
             self.stats["ipv4.no_route"] += 1
             return errno.ENETUNREACH
@@ -693,13 +698,12 @@ class Stack:
         raise OSError(errno.EADDRNOTAVAIL, "no free UDP port")
 
     def _udp_output(self, laddr: int, lport: int, dst: int, dport: int, data: Buffer) -> None:
-        route, src = self._source_for(dst)
-        if route is None:
+        routed = self._source_for(dst)
+        if routed[0] is None:
             raise OSError(errno.ENETUNREACH, f"no route to {int_to_ip(dst)}")
-        if laddr not in (ANY, BROADCAST):
-            src = laddr
+        src = laddr if laddr not in (ANY, BROADCAST) else routed[1]
         hdr = udp.header(src, lport, dst, dport, data)
-        err = self._ip_output(dst, ipv4.PROTO_UDP, [hdr, data], src=src)
+        err = self._ip_output(dst, ipv4.PROTO_UDP, [hdr, data], src=src, routed=routed)
         if err:
             raise OSError(err, f"cannot send to {int_to_ip(dst)}")
 

@@ -373,3 +373,16 @@ def test_bad_input_counted_per_reason() -> None:
         "ipv4.short": 1, "eth.short": 1, "ipv4.bad_checksum": 1, "ipv4.bad_ihl": 1,
         "ipv4.bad_total_length": 1, "icmp.bad_checksum": 1, "arp.bad_op": 1, "arp.short": 1,
     }
+
+
+def test_link_del_removes_address_and_on_link_route() -> None:
+    p = Pair()
+    p.a.link_add(p.wa, "10.0.1.1", "255.255.255.0")
+    p.a.link_add(p.wa, "10.0.1.2", "255.255.255.0")
+    p.a.link_del(p.wa, "10.0.1.1")
+    assert p.a._route(0x0A000109) is not None  # 10.0.1.2 still keeps 10.0.1.0/24
+    p.a.link_del(p.wa, "10.0.1.2")
+    assert p.a._route(0x0A000109) is None
+    assert p.a._route(0x0A000002) is not None
+    with pytest.raises(OSError):
+        p.a.udp_socket().bind(("10.0.1.2", 1000))
