@@ -3,6 +3,9 @@
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.icmp4 import PingError, PingStats
 from hilkit.stack.stack import Interface, Route, Stack, StackConfig
+from hilkit.stack.tcp_conn import State as TcpState
+from hilkit.stack.tcp_conn import TcpConfig
+from hilkit.stack.tcp_socket import TcpSocket
 from hilkit.stack.udp import UdpSocket
 
 __all__ = [
@@ -13,5 +16,8 @@ __all__ = [
     "SocketEvent",
     "Stack",
     "StackConfig",
+    "TcpConfig",
+    "TcpSocket",
+    "TcpState",
     "UdpSocket",
 ]

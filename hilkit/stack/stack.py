@@ -36,6 +36,9 @@ from hilkit.stack.addr import (
 )
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.icmp4 import PingError, PingSession, PingStats
+from hilkit.stack.tcp_conn import TcpConfig
+from hilkit.stack.tcp_layer import TcpLayer
+from hilkit.stack.tcp_socket import TcpSocket
 from hilkit.stack.timers import Timer, TimerQueue
 from hilkit.stack.udp import UdpSocket
 
@@ -53,6 +56,9 @@ class StackConfig:
     icmp_error_rate: float = 100.0  # generated ICMP errors per second ...
     icmp_error_burst: int = 50  # ... with this burst
     idle_poll_ms: float = 1.0  # wait cap when a device has no descriptor to wait on
+    tcp: TcpConfig = field(default_factory=TcpConfig)
+    tcp_max_syn_backlog: int = 256  # half-open connections per listener, then SYN cookies
+    tcp_syncookies: bool = True
 
 
 @dataclass
@@ -123,9 +129,12 @@ class Stack:
         self._pings: dict[int, PingSession] = {}
         self._ping_cbs: dict[int, Callable[[PingStats], None]] = {}
         self._ping_timers: dict[int, list[Timer]] = {}
+        self.tcp = TcpLayer(self, self.config.tcp, self.config.tcp_max_syn_backlog,
+                            self.config.tcp_syncookies)
         self._error_handlers: dict[int, ErrorHandler] = {
             ipv4.PROTO_UDP: self._udp_error,
             ipv4.PROTO_ICMP: self._ping_error,
+            ipv4.PROTO_TCP: self.tcp.icmp_error,
         }
         self._selector: selectors.BaseSelector | None = None
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
@@ -398,6 +407,8 @@ class Stack:
             hbytes, payload = pkt[:h.ihl], pkt[h.ihl:]
         if h.proto == ipv4.PROTO_ICMP:
             self._icmp_input(h, payload, bcast)
+        elif h.proto == ipv4.PROTO_TCP:
+            self.tcp.input(h, payload, bcast)
         elif h.proto == ipv4.PROTO_UDP:
             self._udp_input(h, hbytes, payload, bcast)
         else:
@@ -660,6 +671,11 @@ class Stack:
         self._ping_cbs.pop(s.ident, None)
 
     # -- UDP -----------------------------------------------------------------------
+    def tcp_socket(
+        self, on_event: Callable[[TcpSocket, SocketEvent], None] | None = None
+    ) -> TcpSocket:
+        return TcpSocket(self, on_event)
+
     def udp_socket(
         self, on_event: Callable[[UdpSocket, SocketEvent], None] | None = None
     ) -> UdpSocket:

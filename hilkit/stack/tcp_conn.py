@@ -1,0 +1,903 @@
+"""One TCP connection (RFC 9293 §3.3.2, §3.10): the state machine, sans-I/O.
+
+A ``Connection`` takes segments, application calls and the time; it puts
+segments to send in ``outbox`` and socket events in ``events``, and says in
+``next_deadline()`` when it next wants ``on_timer``. The stack moves bytes and
+time in and out; a unit test can do the same with a manual clock.
+
+Names follow RFC 9293 (SND.UNA is ``snd_una`` ...). Sequence numbers are
+compared mod 2**32 everywhere (``seq_lt`` and friends).
+"""
+
+from __future__ import annotations
+
+import enum
+import errno
+from dataclasses import dataclass
+from typing import Any
+
+from hilkit.stack import tcp
+from hilkit.stack.events import SocketEvent
+from hilkit.stack.tcp import (
+    ACK,
+    FIN,
+    PSH,
+    RST,
+    SYN,
+    Segment,
+    seq_add,
+    seq_diff,
+    seq_le,
+    seq_lt,
+)
+from hilkit.stack.tcp_cc import CongestionControl, NewReno
+
+
+class State(enum.Enum):
+    CLOSED = "CLOSED"
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN-SENT"
+    SYN_RECEIVED = "SYN-RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN-WAIT-1"
+    FIN_WAIT_2 = "FIN-WAIT-2"
+    CLOSE_WAIT = "CLOSE-WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST-ACK"
+    TIME_WAIT = "TIME-WAIT"
+
+
+SYNCHRONIZED = frozenset(State) - {State.CLOSED, State.LISTEN, State.SYN_SENT}
+CAN_RECEIVE = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
+CAN_SEND = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
+
+
+@dataclass(frozen=True)
+class TcpConfig:
+    sndbuf: int = 512 * 1024
+    rcvbuf: int = 512 * 1024
+    rto_initial_ms: float = 1000.0  # RFC 6298 §2.1
+    rto_min_ms: float = 200.0  # Linux's TCP_RTO_MIN (RFC 6298 says 1 s; configurable)
+    rto_max_ms: float = 60_000.0  # RFC 6298 §2.5: at least 60 s
+    delack_ms: float = 40.0  # RFC 1122 §4.2.3.2: under 500 ms; RFC 5681: at most 200
+    msl_ms: float = 30_000.0  # TIME-WAIT lasts 2*MSL
+    syn_retries: int = 6
+    data_retries: int = 15
+    persist_max_ms: float = 60_000.0
+    ooo_max_segments: int = 256
+    keepalive_idle_ms: float = 7_200_000.0  # RFC 1122 §4.2.3.6: two hours by default
+    keepalive_interval_ms: float = 75_000.0
+    keepalive_count: int = 9
+    timestamps: bool = True
+    sack: bool = True
+    window_scaling: bool = True
+    challenge_acks_per_s: int = 10  # RFC 5961 §7
+
+
+class Connection:
+    """A TCB. ``local``/``remote`` are (IPv4 address as int, port)."""
+
+    def __init__(
+        self, local: tuple[int, int], remote: tuple[int, int], iss: int, mtu: int,
+        config: TcpConfig, now: float, ts_offset: int = 0,
+    ) -> None:
+        self.local = local
+        self.remote = remote
+        self.cfg = config
+        self.state = State.CLOSED
+        self.outbox: list[tuple[bytes, memoryview | bytes]] = []
+        self.events = SocketEvent(0)
+        self.error = 0
+        self.stats: dict[str, int] = {"retransmits": 0, "timeouts": 0, "fast_retransmits": 0,
+                                      "segs_out": 0, "segs_in": 0, "dupacks_in": 0}
+        self.nodelay = False
+        self.keepalive = False
+        self.context: Any = None  # the socket that owns this connection
+        self.passive = False  # opened by a listener (RFC 9293: RST in SYN-RECEIVED differs)
+        # send side
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss  # highest sequence number sent (snd_nxt backs off on timeout)
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = 0
+        self.max_snd_wnd = 0
+        self.snd_wscale = 0
+        self.sndbuf = bytearray()  # starts at snd_una (after the SYN)
+        self.syn_acked = False
+        self.fin_queued = False  # the application has no more to send
+        self.fin_sent = False
+        # receive side
+        self.irs = 0
+        self.rcv_nxt = 0
+        self.rcv_adv = 0  # right edge of the window we advertised
+        self.rcv_wscale = 0
+        self.rcvbuf = bytearray()
+        self.ooo: dict[int, bytes] = {}  # out-of-order data by sequence number
+        self.ooo_fin: int | None = None  # where a FIN that came early sits
+        self.fin_received = False
+        self.last_ack_sent = 0
+        # options
+        self.mss_local = max(mtu - 40, 64)
+        self.mss = tcp.DEFAULT_MSS  # what we send per segment (data bytes)
+        self.ts_ok = False
+        self.ts_offset = ts_offset
+        self.ts_recent = 0
+        self.sack_ok = False
+        self.peer_ws = False
+        self.sacked: list[tuple[int, int]] = []  # peer's SACK scoreboard, sorted, merged
+        # timers
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = config.rto_initial_ms
+        self.rto_deadline: float | None = None
+        self.delack_deadline: float | None = None
+        self.persist_deadline: float | None = None
+        self.persist_backoff = 0
+        self.keepalive_deadline: float | None = None
+        self.keepalive_probes = 0
+        self.timewait_deadline: float | None = None
+        self.retries = 0
+        self.rtt_seq: int | None = None  # segment being timed (no timestamps), Karn-safe
+        self.rtt_time = 0.0
+        self.unacked_bytes = 0  # data received since our last ACK
+        self.rcv_mss = tcp.DEFAULT_MSS  # largest segment the peer has sent
+        self.ack_now = False
+        self.challenge_tokens = float(config.challenge_acks_per_s)
+        self.challenge_stamp = now
+        self.now = now  # the time of the call being handled: what timestamps carry
+        # congestion control
+        self.cc: CongestionControl = NewReno(self.mss)
+        self.dupacks = 0
+        self.in_recovery = False
+        self.recover = iss
+        self.retransmit_next: int | None = None  # next hole to fill during SACK recovery
+
+    # -- application side --------------------------------------------------------
+    def connect(self, now: float) -> None:
+        """Active open: send a SYN (RFC 9293 §3.10.1)."""
+        self.now = now
+        self.state = State.SYN_SENT
+        self.rcv_wscale = self._wscale_for(self.cfg.rcvbuf)
+        self._send_syn(now, ack=False)
+
+    def accept_syn(self, seg: Segment, now: float) -> None:
+        """Passive open from a SYN a listener took (RFC 9293 §3.10.7.2)."""
+        self.now = now
+        self.state = State.SYN_RECEIVED
+        self.passive = True
+        self.irs = seg.seq
+        self.rcv_nxt = seq_add(seg.seq, 1)
+        self._take_syn_options(seg, now)
+        self.snd_wnd = seg.wnd  # never scaled in a SYN
+        self.snd_wl1, self.snd_wl2 = seg.seq, self.iss
+        self._send_syn(now, ack=True)
+
+    def establish_from_cookie(self, seg: Segment, mss: int, now: float) -> None:
+        """A listener validated a SYN cookie in ``seg`` (an ACK): start ESTABLISHED."""
+        self.now = now
+        self.passive = True
+        self.state = State.ESTABLISHED
+        self.syn_acked = True
+        self.irs = seq_add(seg.seq, -1)
+        self.rcv_nxt = seg.seq
+        self.snd_una = self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
+        self.mss = min(mss, self.mss_local)
+        self.cc = NewReno(self.mss)
+        self.snd_wnd = self.max_snd_wnd = seg.wnd
+        self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcvbuf, 0xFFFF))
+        self.events |= SocketEvent.CONN | SocketEvent.WR
+
+    def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
+        """Queue what fits of ``data``; returns how many bytes were taken."""
+        self.now = now
+        if self.state not in CAN_SEND and self.state not in (State.SYN_SENT,
+                                                              State.SYN_RECEIVED):
+            raise OSError(self.error or errno.EPIPE, "connection not open for sending")
+        if self.fin_queued:
+            raise OSError(errno.EPIPE, "send after shutdown")
+        room = self.cfg.sndbuf - len(self.sndbuf)
+        n = min(room, len(data))
+        if n > 0:
+            self.sndbuf += memoryview(data)[:n]
+            self.output(now)
+        return n
+
+    def recv(self, n: int, now: float) -> bytes:
+        """Up to ``n`` bytes in order; b"" if none (see ``eof`` for the end)."""
+        self.now = now
+        data = bytes(self.rcvbuf[:n])
+        del self.rcvbuf[:n]
+        if data and self.state in SYNCHRONIZED:
+            self._maybe_window_update(now)
+        return data
+
+    @property
+    def readable(self) -> int:
+        return len(self.rcvbuf)
+
+    @property
+    def eof(self) -> bool:
+        return self.fin_received and not self.rcvbuf
+
+    @property
+    def writable(self) -> int:
+        return self.cfg.sndbuf - len(self.sndbuf) if self.state in CAN_SEND else 0
+
+    def shutdown_write(self, now: float) -> None:
+        """Send FIN after the queued data (RFC 9293 §3.10.4 CLOSE)."""
+        self.now = now
+        if self.fin_queued or self.state in (State.CLOSED, State.TIME_WAIT):
+            return
+        self.fin_queued = True
+        if self.state in (State.SYN_SENT,):
+            self._become_closed(0)
+            return
+        if self.state == State.ESTABLISHED:
+            self.state = State.FIN_WAIT_1
+        elif self.state == State.CLOSE_WAIT:
+            self.state = State.LAST_ACK
+        self.output(now)
+
+    def abort(self, now: float, err: int = errno.ECONNABORTED) -> None:
+        """Reset the connection (RFC 9293 §3.10.5 ABORT)."""
+        self.now = now
+        if self.state in SYNCHRONIZED and self.state != State.TIME_WAIT:
+            self._emit(self.snd_nxt, 0, RST, b"")
+        self._become_closed(err if self.error == 0 else self.error)
+
+    # -- timers --------------------------------------------------------------------
+    def next_deadline(self) -> float | None:
+        ds = [d for d in (self.rto_deadline, self.delack_deadline, self.persist_deadline,
+                          self.keepalive_deadline, self.timewait_deadline) if d is not None]
+        return min(ds) if ds else None
+
+    def on_timer(self, now: float) -> None:
+        self.now = now
+        if self.timewait_deadline is not None and now >= self.timewait_deadline:
+            self._become_closed(0)
+            return
+        if self.delack_deadline is not None and now >= self.delack_deadline:
+            self.delack_deadline = None
+            self.ack_now = True
+        if self.rto_deadline is not None and now >= self.rto_deadline:
+            self._on_rto(now)
+        if self.persist_deadline is not None and now >= self.persist_deadline:
+            self._on_persist(now)
+        if self.keepalive_deadline is not None and now >= self.keepalive_deadline:
+            self._on_keepalive(now)
+        if self.state != State.CLOSED:
+            self.output(now)
+
+    def _on_rto(self, now: float) -> None:
+        self.rto_deadline = None
+        self.retries += 1
+        self.stats["timeouts"] += 1
+        limit = self.cfg.syn_retries if self.state in (State.SYN_SENT, State.SYN_RECEIVED) \
+            else self.cfg.data_retries
+        if self.retries > limit:
+            self.abort(now, errno.ETIMEDOUT)
+            return
+        self.rto = min(self.rto * 2, self.cfg.rto_max_ms)  # back off (RFC 6298 §5.5)
+        self.rtt_seq = None  # Karn: no sample from a retransmitted segment
+        if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            self.stats["retransmits"] += 1
+            self._send_syn(now, ack=self.state == State.SYN_RECEIVED)
+            return
+        flight = seq_diff(self.snd_max, self.snd_una)
+        self.cc.on_timeout(flight, self.mss)
+        self.in_recovery = False
+        self.dupacks = 0
+        self.sacked.clear()  # RFC 6675 §5.1 / RFC 2018: after a timeout, forget SACK state
+        self.recover = self.snd_max
+        # Go back to the first unacknowledged byte and send again from there.
+        self.snd_nxt = self.snd_una
+        self.fin_sent = False
+        self.output(now)
+
+    def _on_persist(self, now: float) -> None:
+        """Zero-window probe: an old sequence number draws an ACK with the window."""
+        self.persist_deadline = None
+        if self.snd_wnd == 0 and self._unsent() > 0:
+            self._emit(seq_add(self.snd_una, -1), self.rcv_nxt, ACK, b"")
+            self.stats["window_probes"] = self.stats.get("window_probes", 0) + 1
+            self.persist_backoff += 1
+            self._arm_persist(now)
+
+    def _on_keepalive(self, now: float) -> None:
+        self.keepalive_deadline = None
+        if not self.keepalive or self.state not in SYNCHRONIZED:
+            return
+        if self.keepalive_probes >= self.cfg.keepalive_count:
+            self.abort(now, errno.ETIMEDOUT)
+            return
+        self.keepalive_probes += 1
+        self._emit(seq_add(self.snd_una, -1), self.rcv_nxt, ACK, b"")
+        self.keepalive_deadline = now + self.cfg.keepalive_interval_ms
+
+    def set_keepalive(self, on: bool, now: float) -> None:
+        self.keepalive = on
+        self.keepalive_probes = 0
+        self.keepalive_deadline = now + self.cfg.keepalive_idle_ms if on else None
+
+    # -- segment arrival (RFC 9293 §3.10.7) ---------------------------------------------
+    def input(self, seg: Segment, now: float) -> None:
+        self.now = now
+        self.stats["segs_in"] += 1
+        self.last_activity = now
+        if self.keepalive:
+            self.keepalive_probes = 0
+            self.keepalive_deadline = now + self.cfg.keepalive_idle_ms
+        if self.state == State.SYN_SENT:
+            self._input_syn_sent(seg, now)
+        elif self.state in SYNCHRONIZED:
+            self._input_synchronized(seg, now)
+        if self.state != State.CLOSED:
+            self.output(now)
+
+    def _input_syn_sent(self, seg: Segment, now: float) -> None:
+        f = seg.flags
+        if f & ACK and not (seq_lt(self.iss, seg.ack) and seq_le(seg.ack, self.snd_max)):
+            if not f & RST:
+                self._emit(seg.ack, 0, RST, b"")
+            return
+        if f & RST:
+            if f & ACK:  # RFC 5961 §3.2 keeps this check for SYN-SENT
+                self._become_closed(errno.ECONNREFUSED)
+            return
+        if not f & SYN:
+            return
+        self.irs = seg.seq
+        self.rcv_nxt = seq_add(seg.seq, 1)
+        self._take_syn_options(seg, now)
+        if f & ACK:
+            self._ack_advance(seg.ack, now, seg)
+            self.snd_wnd = seg.wnd << self.snd_wscale
+            self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
+            self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+            self.state = State.ESTABLISHED
+            self.rto_deadline = None
+            self.retries = 0
+            self.events |= SocketEvent.CONN | SocketEvent.WR
+            self.ack_now = True
+        else:  # simultaneous open (RFC 9293 §3.5, figure 8)
+            self.state = State.SYN_RECEIVED
+            self.snd_wnd = seg.wnd
+            self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+            self.snd_nxt = self.iss
+            self._send_syn(now, ack=True)
+
+    def _acceptable(self, seg: Segment, rcv_wnd: int) -> bool:
+        n = len(seg.payload) + (1 if seg.flags & FIN else 0)
+        if n == 0:
+            if rcv_wnd == 0:
+                return seg.seq == self.rcv_nxt
+            return seq_le(self.rcv_nxt, seg.seq) and seq_lt(seg.seq,
+                                                             seq_add(self.rcv_nxt, rcv_wnd))
+        if rcv_wnd == 0:
+            return False
+        right = seq_add(self.rcv_nxt, rcv_wnd)
+        last = seq_add(seg.seq, n - 1)
+        return (seq_le(self.rcv_nxt, seg.seq) and seq_lt(seg.seq, right)) or (
+            seq_le(self.rcv_nxt, last) and seq_lt(last, right))
+
+    def _input_synchronized(self, seg: Segment, now: float) -> None:
+        f = seg.flags
+        rcv_wnd = max(seq_diff(self.rcv_adv, self.rcv_nxt), 0)
+        # PAWS (RFC 7323 §5.3): an old timestamp marks an old duplicate.
+        if self.ts_ok and seg.ts is not None and not f & RST and seq_lt(seg.ts[0],
+                                                                         self.ts_recent):
+            self.stats["paws_drops"] = self.stats.get("paws_drops", 0) + 1
+            self.ack_now = True
+            return
+        if not self._acceptable(seg, rcv_wnd):
+            if rcv_wnd == 0 and seg.seq == self.rcv_nxt and f & ACK:
+                self._process_ack(seg, now)  # RFC 9293: a zero window still takes ACKs
+            if not f & RST:
+                self.stats["out_of_window"] = self.stats.get("out_of_window", 0) + 1
+                self.ack_now = True
+            return
+        if f & RST:  # RFC 5961 §3.2
+            if seg.seq == self.rcv_nxt:
+                refused = self.state == State.SYN_RECEIVED and not self.passive
+                self._become_closed(errno.ECONNREFUSED if refused else errno.ECONNRESET)
+            else:
+                self._challenge_ack(now)
+            return
+        if f & SYN:  # RFC 5961 §4.2, in every synchronized state
+            if self.state == State.SYN_RECEIVED and seg.seq == self.irs:
+                self._send_syn(now, ack=True)  # our SYN-ACK was lost
+            else:
+                self._challenge_ack(now)
+            return
+        if not f & ACK:
+            return
+        if self.ts_ok and seg.ts is not None and seq_le(seg.seq, self.last_ack_sent):
+            self.ts_recent = seg.ts[0]  # RFC 7323 §4.3
+        if self.state == State.SYN_RECEIVED:
+            if not (seq_lt(self.snd_una, seg.ack) and seq_le(seg.ack, self.snd_max)):
+                self._emit(seg.ack, 0, RST, b"")
+                return
+            self.state = State.ESTABLISHED
+            self.snd_wnd = seg.wnd << self.snd_wscale
+            self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
+            self.events |= SocketEvent.CONN | SocketEvent.WR
+            if self.fin_queued:
+                self.state = State.FIN_WAIT_1
+        if not self._process_ack(seg, now):
+            return
+        if self.state == State.TIME_WAIT:
+            if f & FIN:  # the peer did not hear our ACK of its FIN
+                self.ack_now = True
+                self.timewait_deadline = now + 2 * self.cfg.msl_ms
+            return
+        if self.state in CAN_RECEIVE and (seg.payload or f & FIN):
+            self._receive(seg, now)
+
+    def _process_ack(self, seg: Segment, now: float) -> bool:
+        """RFC 9293 §3.10.7.4 fifth check, with RFC 5961 §5.2; False to stop processing."""
+        ack = seg.ack
+        low = seq_add(self.snd_una, -max(self.max_snd_wnd, 1))
+        if seq_lt(self.snd_max, ack):
+            self.stats["ack_beyond_snd_max"] = self.stats.get("ack_beyond_snd_max", 0) + 1
+            self._challenge_ack(now)
+            return False
+        if seq_lt(ack, low):
+            self.stats["ack_too_old"] = self.stats.get("ack_too_old", 0) + 1
+            self._challenge_ack(now)
+            return False
+        if self.sack_ok and seg.sack:
+            self._take_sack(seg.sack)
+        wnd = seg.wnd << self.snd_wscale
+        if seq_lt(self.snd_una, ack):
+            self._ack_advance(ack, now, seg)
+        elif (ack == self.snd_una and not seg.payload and not seg.flags & (SYN | FIN)
+              and wnd == self.snd_wnd and self.snd_una != self.snd_max):
+            self._dupack(now)
+        # Window update (RFC 9293 §3.10.7.4: SND.WL1/WL2 guard against old segments).
+        if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2,
+                                                                                  ack)):
+            opened = wnd > 0 and self.snd_wnd == 0
+            self.snd_wnd = wnd
+            self.max_snd_wnd = max(self.max_snd_wnd, wnd)
+            self.snd_wl1, self.snd_wl2 = seg.seq, ack
+            if opened:
+                self.persist_deadline = None
+                self.persist_backoff = 0
+        fin_acked = self.fin_sent and ack == self.snd_max
+        if self.state == State.FIN_WAIT_1 and fin_acked:
+            self.state = State.FIN_WAIT_2
+        elif self.state == State.CLOSING and fin_acked:
+            self._enter_time_wait(now)
+            return False
+        elif self.state == State.LAST_ACK and fin_acked:
+            self._become_closed(0)
+            return False
+        return True
+
+    def _ack_advance(self, ack: int, now: float, seg: Segment) -> None:
+        """New data acknowledged: free it, sample the RTT, grow the window."""
+        acked = seq_diff(ack, self.snd_una)
+        fin_in_ack = self.fin_sent and ack == self.snd_max
+        data_acked = acked - (1 if fin_in_ack else 0)
+        if not self.syn_acked:
+            self.syn_acked = True
+            data_acked -= 1  # the SYN
+        if data_acked > 0:
+            self._free_sndbuf(data_acked)
+        self.snd_una = ack
+        if seq_lt(self.snd_nxt, ack):
+            self.snd_nxt = ack
+        self.sacked = [(a, b) for a, b in self.sacked if seq_lt(ack, b)]
+        self.retries = 0
+        # RTT (RFC 6298 §3 / RFC 7323 §4.1), never from retransmissions (Karn).
+        echoed = (self._ts_now(now) - seg.ts[1]) & 0xFFFFFFFF if self.ts_ok and seg.ts else None
+        if echoed is not None and seg.ts and seg.ts[1] and echoed < self.cfg.rto_max_ms:
+            self._rtt_sample(float(echoed))
+        elif self.rtt_seq is not None and seq_lt(self.rtt_seq, ack):
+            self._rtt_sample(now - self.rtt_time)
+            self.rtt_seq = None
+        # Loss recovery (RFC 6582 NewReno, helped by SACK holes) or window growth.
+        if self.in_recovery:
+            if seq_le(self.recover, ack):
+                self.in_recovery = False
+                self.cc.on_recovery_end(seq_diff(self.snd_max, ack), self.mss)
+            else:
+                self.cc.on_partial_ack(max(acked, 0), self.mss)
+                self._retransmit_hole(now, from_una=True)
+        else:
+            self.cc.on_ack(max(acked, 0), self.mss)
+        self.dupacks = 0
+        self.rto_deadline = now + self.rto if self.snd_una != self.snd_max else None
+        if data_acked > 0 and self.state in CAN_SEND:
+            self.events |= SocketEvent.WR
+
+    def _dupack(self, now: float) -> None:
+        self.dupacks += 1
+        self.stats["dupacks_in"] += 1
+        if self.in_recovery:
+            self.cc.on_dupack_in_recovery(self.mss)
+            if self.sacked:  # SACK says which holes remain: fill the next one
+                self._retransmit_hole(now, from_una=False)
+        elif self.dupacks == 3 and seq_lt(self.recover, self.snd_una):
+            self._enter_recovery(now)  # RFC 6582 §3.2 step 1: not for losses before a timeout
+
+    def _enter_recovery(self, now: float) -> None:
+        """Fast retransmit (RFC 5681 §3.2, RFC 6582 §3.2 step 2)."""
+        self.in_recovery = True
+        self.recover = self.snd_max
+        self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), self.mss)
+        self.stats["fast_retransmits"] += 1
+        self._retransmit_hole(now, from_una=True)
+
+    def _retransmit_hole(self, now: float, from_una: bool) -> None:
+        """Resend the first unacknowledged range the peer has not SACKed.
+
+        ``from_una`` starts at SND.UNA (fast retransmit, a partial ACK);
+        otherwise after the last hole filled in this recovery.
+        """
+        start = self.snd_una
+        if not from_una and self.retransmit_next is not None and seq_lt(start,
+                                                                        self.retransmit_next):
+            start = self.retransmit_next
+        for a, b in self.sacked:  # skip what the peer already holds
+            if seq_le(a, start) and seq_lt(start, b):
+                start = b
+        if not seq_lt(start, self.snd_max) or (self.sacked and not seq_lt(
+                start, self.sacked[-1][1]) and start != self.snd_una):
+            return
+        n = min(self.mss, seq_diff(self.snd_max, start))
+        for a, _ in self.sacked:
+            if seq_lt(start, a):
+                n = min(n, seq_diff(a, start))
+                break
+        off = seq_diff(start, self.snd_una)
+        data = memoryview(self.sndbuf)[off:off + n]
+        if not data:
+            return
+        flags = ACK | (PSH if off + n == len(self.sndbuf) else 0)
+        self._emit(start, self.rcv_nxt, flags, data)
+        self.stats["retransmits"] += 1
+        self.retransmit_next = seq_add(start, len(data))
+        if self.rto_deadline is None:
+            self.rto_deadline = now + self.rto
+
+    def _take_sack(self, blocks: list[tuple[int, int]]) -> None:
+        """Merge valid SACK blocks into the scoreboard; ignore ones that lie (RFC 2018 §4)."""
+        for left, right in blocks:
+            if not (seq_lt(self.snd_una, right) and seq_lt(left, right)
+                    and seq_le(right, self.snd_max) and seq_le(self.snd_una, left)):
+                self.stats["sack_invalid"] = self.stats.get("sack_invalid", 0) + 1
+                continue
+            merged = sorted([*self.sacked, (left, right)],
+                            key=lambda r: seq_diff(r[0], self.snd_una))
+            out: list[tuple[int, int]] = []
+            for a, b in merged:
+                if out and seq_le(a, out[-1][1]):
+                    if seq_lt(out[-1][1], b):
+                        out[-1] = (out[-1][0], b)
+                else:
+                    out.append((a, b))
+            self.sacked = out[:32]
+
+    def _receive(self, seg: Segment, now: float) -> None:
+        """Take in-window data and a FIN (RFC 9293 §3.10.7.4, seventh and eighth checks)."""
+        data = seg.payload
+        seq = seg.seq
+        fin = bool(seg.flags & FIN)
+        skip = seq_diff(self.rcv_nxt, seq)
+        if skip > 0:  # already have the start
+            data = data[skip:]
+            seq = self.rcv_nxt
+        room = max(seq_diff(self.rcv_adv, seq), 0)
+        if len(data) > room:
+            data = data[:room]
+            fin = False  # the FIN lies beyond what we can take
+        if seq == self.rcv_nxt:
+            if data:
+                self.rcvbuf += data
+                self.rcv_nxt = seq_add(self.rcv_nxt, len(data))
+                self.events |= SocketEvent.RD
+            if self.ooo:
+                self._drain_ooo()
+                self.ack_now = True  # a filled hole is acknowledged at once (RFC 5681 §4.2)
+            if fin or self.ooo_fin == self.rcv_nxt:
+                self._take_fin(now)
+                return
+            if data:
+                # ACK at least every second full-sized segment, else within delack_ms
+                # (RFC 5681 §4.2); "full-sized" is the largest the peer has sent.
+                self.rcv_mss = max(self.rcv_mss, len(data))
+                self.unacked_bytes += len(data)
+                if self.unacked_bytes >= 2 * self.rcv_mss:
+                    self.ack_now = True
+                elif self.delack_deadline is None:
+                    self.delack_deadline = now + self.cfg.delack_ms
+        else:  # a hole before it: keep it, say so at once with a duplicate ACK and SACK
+            if data and len(self.ooo) < self.cfg.ooo_max_segments:
+                old = self.ooo.get(seq)
+                if old is None or len(old) < len(data):
+                    self.ooo[seq] = bytes(data)
+                self.last_ooo = seq
+            elif data:
+                self.stats["ooo_dropped"] = self.stats.get("ooo_dropped", 0) + 1
+            if fin:
+                self.ooo_fin = seq_add(seq, len(data))
+            self.ack_now = True
+
+    def _drain_ooo(self) -> None:
+        while True:
+            progressed = False
+            for s in list(self.ooo):
+                d = self.ooo[s]
+                end = seq_add(s, len(d))
+                if seq_le(end, self.rcv_nxt):
+                    del self.ooo[s]  # wholly old
+                elif seq_le(s, self.rcv_nxt):
+                    del self.ooo[s]
+                    part = d[seq_diff(self.rcv_nxt, s):]
+                    self.rcvbuf += part
+                    self.rcv_nxt = end
+                    self.events |= SocketEvent.RD
+                    progressed = True
+            if not progressed:
+                return
+
+    def _take_fin(self, now: float) -> None:
+        self.rcv_nxt = seq_add(self.rcv_nxt, 1)
+        self.fin_received = True
+        self.ooo.clear()
+        self.ooo_fin = None
+        self.ack_now = True
+        self.events |= SocketEvent.CLOSE | SocketEvent.RD
+        if self.state == State.ESTABLISHED:
+            self.state = State.CLOSE_WAIT
+        elif self.state == State.FIN_WAIT_1:
+            if self.fin_sent and self.snd_una == self.snd_max:
+                self._enter_time_wait(now)
+            else:
+                self.state = State.CLOSING
+        elif self.state == State.FIN_WAIT_2:
+            self._enter_time_wait(now)
+
+    # -- sending -------------------------------------------------------------------------
+    def _unsent(self) -> int:
+        return len(self.sndbuf) - seq_diff(self.snd_nxt, self.snd_una)
+
+    def output(self, now: float) -> None:
+        """Send what the windows and Nagle allow, then any ACK that is owed."""
+        sent_any = False
+        if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
+                          State.CLOSING, State.LAST_ACK):
+            sent_any = self._output_data(now)
+        if self.ack_now and not sent_any and self.state in SYNCHRONIZED:
+            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"")
+        if self.state != State.CLOSED and self.snd_una != self.snd_max and \
+                self.rto_deadline is None and self.persist_deadline is None:
+            self.rto_deadline = now + self.rto
+
+    def _output_data(self, now: float) -> bool:
+        sent = False
+        while True:
+            flight = seq_diff(self.snd_nxt, self.snd_una)
+            unsent = len(self.sndbuf) - flight
+            wnd = min(self.snd_wnd, self.cc.cwnd)
+            if unsent <= 0:
+                if self.fin_queued and not self.fin_sent and flight == len(self.sndbuf):
+                    self._emit(self.snd_nxt, self.rcv_nxt, FIN | ACK, b"")
+                    self.fin_sent = True
+                    self.snd_nxt = seq_add(self.snd_nxt, 1)
+                    self.snd_max = self._max(self.snd_max, self.snd_nxt)
+                    sent = True
+                break
+            avail = wnd - flight
+            if self.snd_wnd == 0:
+                if flight == 0 and self.persist_deadline is None:
+                    self._arm_persist(now)
+                break
+            if avail <= 0:
+                break
+            n = min(self.mss, unsent, avail)
+            if n < self.mss and n < unsent:
+                # Sender silly-window avoidance (RFC 9293 §3.8.6.2.1).
+                if flight > 0 and n < self.max_snd_wnd // 2:
+                    break
+            elif n < self.mss and flight > 0 and not self.nodelay and not self.fin_queued:
+                break  # Nagle (RFC 896): one small segment in flight at a time
+            last = n == unsent
+            flags = ACK | (PSH if last else 0)
+            fin = last and self.fin_queued
+            if fin:
+                flags |= FIN
+            self._emit(self.snd_nxt, self.rcv_nxt, flags,
+                       memoryview(self.sndbuf)[flight:flight + n])
+            if seq_lt(self.snd_nxt, self.snd_max):
+                self.stats["retransmits"] += 1  # going back over data after a timeout
+            elif self.rtt_seq is None and not self.ts_ok:
+                self.rtt_seq, self.rtt_time = self.snd_nxt, now
+            self.snd_nxt = seq_add(self.snd_nxt, n + (1 if fin else 0))
+            if fin:
+                self.fin_sent = True
+            self.snd_max = self._max(self.snd_max, self.snd_nxt)
+            sent = True
+            if self.rto_deadline is None:
+                self.rto_deadline = now + self.rto
+        return sent
+
+    @staticmethod
+    def _max(a: int, b: int) -> int:
+        return b if seq_lt(a, b) else a
+
+    def _arm_persist(self, now: float) -> None:
+        delay = min(self.rto * (1 << min(self.persist_backoff, 16)), self.cfg.persist_max_ms)
+        self.persist_deadline = now + max(delay, self.cfg.rto_min_ms)
+        self.rto_deadline = None
+
+    def _send_syn(self, now: float, ack: bool) -> None:
+        ts = (self._ts_now(now), self.ts_recent if ack else 0) if (
+            self.cfg.timestamps and (not ack or self.ts_ok)) else None
+        opts = tcp.build_options(
+            mss=self.mss_local,
+            wscale=self.rcv_wscale if self.cfg.window_scaling and (not ack or self.peer_ws)
+            else None,
+            sack_ok=self.cfg.sack and (not ack or self.sack_ok),
+            ts=ts,
+        )
+        wnd = min(self.cfg.rcvbuf, 0xFFFF)
+        hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], self.iss,
+                         self.rcv_nxt if ack else 0, SYN | (ACK if ack else 0), wnd, opts, b"")
+        self.outbox.append((hdr, b""))
+        self.stats["segs_out"] += 1
+        self.rcv_adv = seq_add(self.rcv_nxt, wnd)
+        self.snd_nxt = seq_add(self.iss, 1)
+        self.snd_max = self._max(self.snd_max, self.snd_nxt)
+        if self.rtt_seq is None and self.retries == 0:
+            self.rtt_seq, self.rtt_time = self.iss, now
+        self.rto_deadline = now + self.rto
+
+    def _take_syn_options(self, seg: Segment, now: float) -> None:
+        self.mss = min(seg.mss or tcp.DEFAULT_MSS, self.mss_local)
+        if self.cfg.window_scaling and seg.wscale is not None:
+            self.peer_ws = True
+            self.snd_wscale = seg.wscale
+            if self.state == State.SYN_RECEIVED:
+                self.rcv_wscale = self._wscale_for(self.cfg.rcvbuf)
+        else:
+            self.snd_wscale = 0
+            self.rcv_wscale = 0
+        self.sack_ok = self.cfg.sack and seg.sack_ok
+        self.ts_ok = self.cfg.timestamps and seg.ts is not None
+        if self.ts_ok and seg.ts is not None:
+            self.ts_recent = seg.ts[0]
+            self.mss -= tcp.TS_OPTION_LEN
+        self.cc = NewReno(self.mss)
+
+    @staticmethod
+    def _wscale_for(buf: int) -> int:
+        shift = 0
+        while (0xFFFF << shift) < buf and shift < tcp.MAX_WSCALE:
+            shift += 1
+        return shift
+
+    def _ts_now(self, now: float) -> int:
+        return (int(now) + self.ts_offset) & 0xFFFFFFFF  # a 1 ms timestamp clock
+
+    def _advertise(self) -> int:
+        """The window field to send, never shrinking the right edge (RFC 9293 §3.8.6.2.2)."""
+        space = max(self.cfg.rcvbuf - len(self.rcvbuf), 0)
+        edge = seq_add(self.rcv_nxt, space)
+        grow = seq_diff(edge, self.rcv_adv)
+        if grow >= min(self.cfg.rcvbuf // 2, self.mss_local) or seq_lt(self.rcv_adv,
+                                                                        self.rcv_nxt):
+            self.rcv_adv = edge
+        wnd = max(seq_diff(self.rcv_adv, self.rcv_nxt), 0) >> self.rcv_wscale
+        return min(wnd, 0xFFFF)
+
+    def _maybe_window_update(self, now: float) -> None:
+        before = self.rcv_adv
+        self._advertise()
+        if seq_diff(self.rcv_adv, before) >= 2 * self.mss_local or (
+                seq_diff(before, self.rcv_nxt) < self.mss_local <= seq_diff(self.rcv_adv,
+                                                                              self.rcv_nxt)):
+            self.ack_now = True
+            self.output(now)
+
+    def _sack_blocks(self) -> list[tuple[int, int]] | None:
+        if not self.sack_ok or not self.ooo:
+            return None
+        ranges: list[tuple[int, int]] = []
+        for s in sorted(self.ooo, key=lambda x: seq_diff(x, self.rcv_nxt)):
+            e = seq_add(s, len(self.ooo[s]))
+            if ranges and seq_le(s, ranges[-1][1]):
+                if seq_lt(ranges[-1][1], e):
+                    ranges[-1] = (ranges[-1][0], e)
+            else:
+                ranges.append((s, e))
+        latest = getattr(self, "last_ooo", None)
+        ranges.sort(key=lambda r: 0 if latest is not None and seq_le(r[0], latest)
+                    and seq_lt(latest, r[1]) else 1)  # RFC 2018 §4: newest block first
+        return ranges[:3 if self.ts_ok else 4]
+
+    def _emit(self, seq: int, ack: int, flags: int, payload: memoryview | bytes) -> None:
+        if flags & ACK:
+            wnd = self._advertise()
+            self.last_ack_sent = ack
+            self.ack_now = False
+            self.delack_deadline = None
+            self.unacked_bytes = 0
+        else:
+            wnd = 0
+        ts = (self._ts_now(self.now), self.ts_recent) if self.ts_ok else None
+        opts = tcp.build_options(ts=ts, sack=self._sack_blocks() if flags & ACK else None)
+        hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], seq, ack,
+                         flags, wnd, opts, payload)
+        self.outbox.append((hdr, payload))
+        self.stats["segs_out"] += 1
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7)."""
+        rate = self.cfg.challenge_acks_per_s
+        self.challenge_tokens = min(rate, self.challenge_tokens +
+                                    (now - self.challenge_stamp) * rate / 1000.0)
+        self.challenge_stamp = now
+        if self.challenge_tokens >= 1:
+            self.challenge_tokens -= 1
+            self.stats["challenge_acks"] = self.stats.get("challenge_acks", 0) + 1
+            self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"")
+        else:
+            self.stats["challenge_acks_limited"] = self.stats.get("challenge_acks_limited",
+                                                                  0) + 1
+
+    def _free_sndbuf(self, n: int) -> None:
+        try:
+            del self.sndbuf[:n]
+        except BufferError:  # a view of it is still alive somewhere: copy instead
+            self.sndbuf = bytearray(memoryview(self.sndbuf)[n:])
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 §2.2-2.3, with a clock granularity G of 1 ms."""
+        if self.srtt is None:
+            self.srtt, self.rttvar = r, r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        self.rto = min(max(self.srtt + max(1.0, 4 * self.rttvar), self.cfg.rto_min_ms),
+                       self.cfg.rto_max_ms)
+
+    def _enter_time_wait(self, now: float) -> None:
+        self.state = State.TIME_WAIT
+        self._release_buffers()
+        self.rto_deadline = self.persist_deadline = self.keepalive_deadline = None
+        self.timewait_deadline = now + 2 * self.cfg.msl_ms
+        self.events |= SocketEvent.FIN
+
+    def _become_closed(self, err: int) -> None:
+        was = self.state
+        self.state = State.CLOSED
+        self._release_buffers(keep_rcv=err == 0)
+        self.rto_deadline = self.delack_deadline = self.persist_deadline = None
+        self.keepalive_deadline = self.timewait_deadline = None
+        if err:
+            self.error = err
+            self.events |= SocketEvent.ERR
+        if was != State.CLOSED:
+            self.events |= SocketEvent.FIN
+
+    def _release_buffers(self, keep_rcv: bool = True) -> None:
+        self.sndbuf = bytearray()
+        self.ooo.clear()
+        self.sacked.clear()
+        if not keep_rcv:
+            self.rcvbuf = bytearray()
+
+    def info(self) -> dict[str, object]:
+        """Per-connection figures, like Linux's tcp_info."""
+        return {
+            "state": self.state.value, "mss": self.mss, "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh, "srtt_ms": self.srtt, "rttvar_ms": self.rttvar,
+            "rto_ms": self.rto, "snd_wnd": self.snd_wnd, "snd_wscale": self.snd_wscale,
+            "rcv_wscale": self.rcv_wscale, "timestamps": self.ts_ok, "sack": self.sack_ok,
+            **self.stats,
+        }

@@ -1,0 +1,204 @@
+"""TCP sockets with event callbacks, in the style of picoTCP's ``pico_socket``.
+
+Nothing here blocks: calls return at once, and ``on_event(sock, events)``
+says when to call again (``SocketEvent.CONN`` connected or a connection to
+accept, ``RD`` data or end of stream, ``WR`` room to send, ``CLOSE`` the peer
+sent FIN, ``FIN`` fully closed, ``ERR`` see ``error``). The stack's ``tick()``
+drives them. ``hilkit.stack.sockets`` builds blocking sockets on top.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from hilkit.stack.addr import int_to_ip, ip_to_int
+from hilkit.stack.events import SocketEvent
+from hilkit.stack.tcp_conn import Connection, State
+
+if TYPE_CHECKING:
+    from hilkit.stack.stack import Stack
+
+SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+
+
+class TcpSocket:
+    def __init__(
+        self, stack: Stack, on_event: Callable[[TcpSocket, SocketEvent], None] | None = None
+    ) -> None:
+        self._stack = stack
+        self.on_event = on_event
+        self.conn: Connection | None = None
+        self.local: tuple[int, int] | None = None
+        self.error = 0
+        self.closed = False
+        self.nodelay = False
+        # listening
+        self.listening = False
+        self.backlog = 0
+        self.accept_queue: deque[TcpSocket] = deque()
+        self.half_open = 0
+
+    # -- setup -------------------------------------------------------------------
+    def bind(self, addr: tuple[str, int]) -> None:
+        self._check_open()
+        if self.local is not None or self.conn is not None:
+            raise OSError(errno.EINVAL, "socket already bound")
+        self.local = self._stack.tcp.bind(ip_to_int(addr[0] or "0.0.0.0"), addr[1])
+
+    def listen(self, backlog: int = 128) -> None:
+        """Accept connections; at most ``backlog`` wait in the accept queue.
+
+        SYNs that find the queue full are dropped (the client retries);
+        half-open connections beyond ``StackConfig.tcp_max_syn_backlog`` are
+        answered with SYN cookies instead of being kept.
+        """
+        self._check_open()
+        if self.local is None:
+            raise OSError(errno.EINVAL, "bind before listen")
+        if self.conn is not None:
+            raise OSError(errno.EISCONN, "socket is connected")
+        self.backlog = max(1, backlog)
+        if not self.listening:
+            self.listening = True
+            self._stack.tcp.listen(self)
+
+    def accept(self) -> TcpSocket | None:
+        self._check_open()
+        if not self.listening:
+            raise OSError(errno.EINVAL, "socket is not listening")
+        return self.accept_queue.popleft() if self.accept_queue else None
+
+    def connect(self, addr: tuple[str, int]) -> None:
+        """Start the handshake; ``SocketEvent.CONN`` or ``ERR`` tells how it went."""
+        self._check_open()
+        if self.conn is not None or self.listening:
+            raise OSError(errno.EISCONN, "socket is already connected or listening")
+        self._stack.tcp.connect(self, (ip_to_int(addr[0]), addr[1]))
+
+    # -- data ----------------------------------------------------------------------
+    def send(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue what fits in the send buffer; 0 means full (wait for ``WR``)."""
+        conn = self._connected()
+        n = conn.send(data, self._stack.clock.now_ms())
+        self._stack.tcp.flush(conn)
+        return n
+
+    def recv(self, n: int = 65536) -> bytes:
+        """Up to ``n`` bytes; b"" if none is there yet or at the end (see ``eof``)."""
+        self._check_open()
+        conn = self.conn
+        if conn is None:
+            raise OSError(errno.ENOTCONN, "socket is not connected")
+        if not conn.readable and self.error:
+            self._raise_error()
+        data = conn.recv(n, self._stack.clock.now_ms())
+        self._stack.tcp.flush(conn)
+        return data
+
+    @property
+    def eof(self) -> bool:
+        """The peer closed its side and everything it sent has been read."""
+        return self.conn is not None and self.conn.eof
+
+    @property
+    def readable(self) -> int:
+        return self.conn.readable if self.conn else 0
+
+    @property
+    def writable(self) -> int:
+        return self.conn.writable if self.conn else 0
+
+    @property
+    def state(self) -> State:
+        if self.listening:
+            return State.LISTEN
+        return self.conn.state if self.conn else State.CLOSED
+
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and self.conn.state in (
+            State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1, State.FIN_WAIT_2)
+
+    def set_nodelay(self, on: bool) -> None:
+        self.nodelay = on
+        if self.conn is not None:
+            self.conn.nodelay = on
+            self._stack.tcp.flush(self.conn)
+
+    def set_keepalive(self, on: bool) -> None:
+        if self.conn is None:
+            raise OSError(errno.ENOTCONN, "socket is not connected")
+        self.conn.set_keepalive(on, self._stack.clock.now_ms())
+        self._stack.tcp.flush(self.conn)
+
+    def shutdown(self, how: int = SHUT_WR) -> None:
+        conn = self._connected()
+        if how in (SHUT_WR, SHUT_RDWR):
+            conn.shutdown_write(self._stack.clock.now_ms())
+            self._stack.tcp.flush(conn)
+
+    def close(self) -> None:
+        """Close gracefully (FIN after queued data); unread data means RST, as on Linux."""
+        if self.closed:
+            return
+        self.closed = True
+        self.on_event = None
+        now = self._stack.clock.now_ms()
+        if self.listening:
+            self._stack.tcp.unlisten(self)
+            for child in self.accept_queue:
+                child.abort()
+            self.accept_queue.clear()
+        conn = self.conn
+        if conn is not None:
+            conn.context = None
+            if conn.readable or conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
+                conn.abort(now, errno.ECONNABORTED)
+            else:
+                conn.shutdown_write(now)
+            self._stack.tcp.flush(conn)
+        elif self.local is not None:
+            self._stack.tcp.unbind(self.local)
+
+    def abort(self) -> None:
+        """Reset the connection at once (SO_LINGER 0)."""
+        conn = self.conn
+        if conn is not None and conn.state != State.CLOSED:
+            conn.abort(self._stack.clock.now_ms())
+            self._stack.tcp.flush(conn)
+        self.closed = True
+
+    def getsockname(self) -> tuple[str, int]:
+        if self.conn is not None:
+            return int_to_ip(self.conn.local[0]), self.conn.local[1]
+        return (int_to_ip(self.local[0]), self.local[1]) if self.local else ("0.0.0.0", 0)
+
+    def getpeername(self) -> tuple[str, int]:
+        if self.conn is None:
+            raise OSError(errno.ENOTCONN, "socket is not connected")
+        return int_to_ip(self.conn.remote[0]), self.conn.remote[1]
+
+    def info(self) -> dict[str, object]:
+        """Per-connection figures: cwnd, ssthresh, srtt, rttvar, retransmits, ..."""
+        return self.conn.info() if self.conn else {"state": self.state.value}
+
+    # -- helpers -------------------------------------------------------------------
+    def _connected(self) -> Connection:
+        self._check_open()
+        if self.error:
+            self._raise_error()
+        if self.conn is None:
+            raise OSError(errno.ENOTCONN, "socket is not connected")
+        return self.conn
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise OSError(errno.EBADF, "socket is closed")
+
+    def _raise_error(self) -> None:
+        err = self.error
+        raise OSError(err, os.strerror(err))  # ConnectionResetError, ... by errno
