@@ -14,7 +14,7 @@ from hilkit.stack.addr import int_to_ip, parse_cidr
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hilkit.drivers.tap import TapDevice
-    from hilkit.services import start_udp_services
+    from hilkit.services import start_tcp_services, start_udp_services
     from hilkit.stack import Stack
 
     try:
@@ -34,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     if args.gw:
         stack.route_add("0.0.0.0", "0.0.0.0", args.gw)
     start_udp_services(stack)
+    start_tcp_services(stack)
     stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -55,7 +56,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hilkit", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("serve", help="run a stack on an existing TAP: ARP, ping, UDP echo/discard")
+    s = sub.add_parser("serve", help="run a stack on an existing TAP: ARP, ping, "
+                       "echo/discard (UDP, TCP), chargen (TCP)")
     s.add_argument("--tap", required=True, help="name of an existing TAP interface")
     s.add_argument("--ip", required=True, metavar="ADDR/LEN", help="e.g. 192.168.5.4/24")
     s.add_argument("--gw", metavar="ADDR", help="default gateway")

@@ -201,7 +201,10 @@ class Connection:
         room = self.cfg.sndbuf - len(self.sndbuf)
         n = min(room, len(data))
         if n > 0:
-            self.sndbuf += memoryview(data)[:n]
+            try:
+                self.sndbuf += memoryview(data)[:n]
+            except BufferError:  # a view of it is still alive somewhere: grow a copy
+                self.sndbuf = self.sndbuf + memoryview(data)[:n]
             self.output(now)
         return n
 

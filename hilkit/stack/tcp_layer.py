@@ -228,6 +228,7 @@ class TcpLayer:
             for hdr, payload in out:
                 st._ip_output(conn.remote[0], ipv4.PROTO_TCP, [hdr, payload] if payload
                               else [hdr], src=conn.local[0])
+            del out, hdr, payload  # views of the send buffer: let it grow again
         ev = conn.events
         if ev:
             conn.events = SocketEvent(0)

@@ -63,3 +63,82 @@ def test_serve_names_a_missing_tap(netns: Netns) -> None:
          "--tap", "nosuch0", "--ip", "10.0.0.1/24"], capture_output=True, text=True, timeout=30)
     assert res.returncode == 2
     assert "nosuch0" in res.stderr
+
+
+def test_serve_tcp_echo_discard_chargen(server: Server) -> None:
+    import hashlib
+    import os
+    import socket
+
+    from hilkit.services import chargen_block
+
+    payload = os.urandom(1 << 20)
+    s = server.ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(20)
+    s.connect((HILKIT_IP, 7))
+
+    def send_all() -> None:  # while we read: an echo client that only writes deadlocks
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+
+    import threading
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    got = bytearray()
+    while chunk := s.recv(1 << 16):
+        got += chunk
+    sender.join()
+    s.close()
+    assert hashlib.sha256(got).digest() == hashlib.sha256(payload).digest()
+
+    d = server.ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    d.settimeout(20)
+    d.connect((HILKIT_IP, 9))
+    d.sendall(payload)
+    d.shutdown(socket.SHUT_WR)
+    assert d.recv(10) == b""  # discard sends nothing and closes after our FIN
+    d.close()
+
+    c = server.ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    c.settimeout(20)
+    c.connect((HILKIT_IP, 19))
+    want = chargen_block() * 3
+    got = bytearray()
+    while len(got) < len(want):
+        got += c.recv(1 << 16)
+    c.close()
+    assert bytes(got[:len(want)]) == want
+    assert want[:74] == bytes(range(32, 104)) + b"\r\n"
+    counters = server.stop()
+    assert "internal_error" not in counters["drops"]
+
+
+def test_serve_answers_200_clients_connecting_at_once(server: Server) -> None:
+    import selectors
+    import socket
+
+    n = 200
+    sel = selectors.DefaultSelector()
+    socks = [server.ns.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(n)]
+    for i, s in enumerate(socks):
+        s.setblocking(False)
+        s.connect_ex((HILKIT_IP, 7))
+        sel.register(s, selectors.EVENT_WRITE, i)
+    echoed: dict[int, bytes] = {}
+    import time
+
+    deadline = time.monotonic() + 30
+    while len(echoed) < n and time.monotonic() < deadline:
+        for key, ev in sel.select(1):
+            s, i = key.fileobj, key.data
+            if ev & selectors.EVENT_WRITE:
+                assert s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0  # type: ignore[union-attr]
+                s.send(b"client %03d" % i)  # type: ignore[union-attr]
+                sel.modify(s, selectors.EVENT_READ, i)
+            else:
+                echoed[i] = s.recv(100)  # type: ignore[union-attr]
+                sel.unregister(s)
+    for s in socks:
+        s.close()
+    assert echoed == {i: b"client %03d" % i for i in range(n)}
