@@ -483,6 +483,7 @@ class Connection:
     def _ack_advance(self, ack: int, now: float, seg: Segment) -> None:
         """New data acknowledged: free it, sample the RTT, grow the window."""
         acked = seq_diff(ack, self.snd_una)
+        flight_before = seq_diff(self.snd_max, self.snd_una)
         fin_in_ack = self.fin_sent and ack == self.snd_max
         data_acked = acked - (1 if fin_in_ack else 0)
         if not self.syn_acked:
@@ -510,7 +511,7 @@ class Connection:
             else:
                 self.cc.on_partial_ack(max(acked, 0), self.mss)
                 self._retransmit_hole(now, from_una=True)
-        else:
+        elif flight_before * 2 >= self.cc.cwnd:  # grow only when the window was used (RFC 7661)
             self.cc.on_ack(max(acked, 0), self.mss)
         self.dupacks = 0
         self.rto_deadline = now + self.rto if self.snd_una != self.snd_max else None
