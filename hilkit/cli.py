@@ -14,6 +14,7 @@ from hilkit.stack.addr import int_to_ip, parse_cidr
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from hilkit.drivers.tap import TapDevice
+    from hilkit.port.impair import ImpairedDevice, Impairment
     from hilkit.services import start_tcp_services, start_udp_services
     from hilkit.stack import Stack
 
@@ -22,6 +23,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"hilkit serve: --ip: {e}", file=sys.stderr)
         return 2
+    impairment = None
+    if args.impair:
+        try:
+            impairment = Impairment.parse(args.impair)
+        except ValueError as e:
+            print(f"hilkit serve: --impair: {e}", file=sys.stderr)
+            return 2
     try:
         tap = TapDevice(args.tap, create=False)
     except OSError as e:
@@ -29,7 +37,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"  check: ip link show {args.tap}", file=sys.stderr)
         return 2
     stack = Stack(pcap=args.pcap)
-    dev = stack.add_device(tap)
+    dev = stack.add_device(tap if impairment is None
+                           else ImpairedDevice(tap, impairment, clock=stack.clock))
     stack.link_add(dev, int_to_ip(addr), int_to_ip(mask))
     if args.gw:
         stack.route_add("0.0.0.0", "0.0.0.0", args.gw)
@@ -62,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--ip", required=True, metavar="ADDR/LEN", help="e.g. 192.168.5.4/24")
     s.add_argument("--gw", metavar="ADDR", help="default gateway")
     s.add_argument("--pcap", metavar="FILE", help="write a pcapng capture of the TAP")
+    s.add_argument("--impair", metavar="SPEC",
+                   help="a bad link, e.g. loss=2%%,reorder=1%%,dup=0.5%%,corrupt=0.1%%,"
+                   "delay=5ms,rate=10mbit,seed=1")
     s.set_defaults(fn=cmd_serve)
     return p
 

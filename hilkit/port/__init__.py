@@ -8,6 +8,7 @@ from hilkit.port.device import (
     LinkType,
     max_frame_len,
 )
+from hilkit.port.impair import ImpairCounters, ImpairedDevice, Impairment
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import BusCounters, SpiBus
 
@@ -18,6 +19,9 @@ __all__ = [
     "DeviceClosed",
     "DeviceCounters",
     "Edge",
+    "ImpairCounters",
+    "ImpairedDevice",
+    "Impairment",
     "LinkType",
     "ManualClock",
     "MonotonicClock",

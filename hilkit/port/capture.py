@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import BinaryIO
 
-from hilkit.port.device import Device, DeviceCounters, LinkType
+from hilkit.port.device import Device, DeviceCounters, LinkType, device_deadline
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -370,6 +370,10 @@ class CaptureDevice:
 
     def fileno(self) -> int | None:
         return self.inner.fileno()
+
+    def next_deadline(self) -> float | None:
+        """Forwarded: a wrapped device that holds frames says when it needs a poll."""
+        return device_deadline(self.inner)
 
     def close(self) -> None:
         self.inner.close()

@@ -78,3 +78,23 @@ ETH_HEADER_LEN = 14  # destination, source, EtherType (IEEE 802.3 clause 3.2)
 def max_frame_len(dev: Device) -> int:
     """Largest frame ``send`` must accept for this device."""
     return dev.mtu + (ETH_HEADER_LEN if dev.link_type is LinkType.ETHERNET else 0)
+
+
+def device_deadline(dev: Device) -> float | None:
+    """When ``dev`` next needs ``poll`` though its descriptor stays quiet (ms), or None.
+
+    Optional in the contract: a device that holds frames for later (the
+    impairment wrapper's delay line, a chip model's timer) offers
+    ``next_deadline()`` in the stack clock's milliseconds; ``Stack.run`` wakes
+    for it. Wrappers forward it.
+    """
+    fn = getattr(dev, "next_deadline", None)
+    return fn() if fn is not None else None
+
+
+def unwrap_chain(dev: Device) -> list[Device]:
+    """``dev`` and every device it wraps (middleware keeps the wrapped one in ``inner``)."""
+    chain = [dev]
+    while (inner := getattr(chain[-1], "inner", None)) is not None and len(chain) < 16:
+        chain.append(inner)
+    return chain

@@ -24,7 +24,7 @@ from typing import Any, Protocol
 
 from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, LinkType
+from hilkit.port.device import Device, LinkType, device_deadline, unwrap_chain
 from hilkit.stack import arp, checksum, eth, icmp4, ipv4, udp
 from hilkit.stack.addr import (
     ANY,
@@ -162,8 +162,7 @@ class Stack:
 
     def _iface(self, dev: Device | str) -> Interface:
         for i in self.interfaces:
-            inner = getattr(i.dev, "inner", None)
-            if dev is i.dev or dev is inner or dev == i.dev.name:
+            if dev == i.dev.name or any(dev is d for d in unwrap_chain(i.dev)):
                 return i
         raise ValueError(f"device {getattr(dev, 'name', dev)!r} was not added to this stack")
 
@@ -240,6 +239,7 @@ class Stack:
     def next_deadline(self) -> float | None:
         cands = [self.timers.next_deadline(), self._reasm.next_deadline()]
         cands += [i.arp.next_deadline() for i in self.interfaces]
+        cands += [device_deadline(i.dev) for i in self.interfaces]
         return min((c for c in cands if c is not None), default=None)
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> bool:

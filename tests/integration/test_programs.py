@@ -142,3 +142,17 @@ def test_serve_answers_200_clients_connecting_at_once(server: Server) -> None:
     for s in socks:
         s.close()
     assert echoed == {i: b"client %03d" % i for i in range(n)}
+
+
+def test_serve_impair_spec_is_applied_and_checked(netns: Netns, tmp_path: Path) -> None:
+    srv = start_server(netns, tmp_path, "--impair", "delay=30ms,seed=3")
+    out = kping(netns, "-c", "2", "-i", "0.2", "-W", "5", HILKIT_IP)
+    assert received(out) == (2, 2), out
+    rtts = [float(t) for t in re.findall(r"time=([\d.]+) ms", out)]
+    assert min(rtts) >= 60.0, rtts  # 30 ms each way through the wrapper
+    srv.stop()
+    bad = subprocess.run(
+        ["ip", "netns", "exec", netns.name, sys.executable, "-m", "hilkit.cli", "serve",
+         "--tap", "hk0", "--ip", "10.0.0.1/24", "--impair", "loss=200%"],
+        capture_output=True, text=True, timeout=30)
+    assert bad.returncode == 2 and "loss" in bad.stderr
