@@ -34,6 +34,8 @@ class Socket:
         self.tcp = sock if sock is not None else stack.tcp_socket()
         self._timeout = timeout
         self._closed = False
+        self._io_refs = 0  # open makefile() files; the socket closes when the last goes
+        self._close_wanted = False
 
     # -- stdlib surface ----------------------------------------------------------
     def settimeout(self, timeout: float | None) -> None:
@@ -110,6 +112,7 @@ class Socket:
                  newline: str | None = None) -> Any:
         """A file over the socket, as ``socket.makefile`` (what ``http.client`` reads)."""
         raw = _SocketIO(self, "rb" if "r" in mode else "wb")
+        self._io_refs += 1
         size = io.DEFAULT_BUFFER_SIZE if buffering is None or buffering < 0 else buffering
         if size == 0:
             if "b" not in mode:
@@ -127,10 +130,22 @@ class Socket:
             self.stack.run(until=lambda: True, timeout=0)
 
     def close(self) -> None:
-        if not self._closed:
+        """Close; with files from ``makefile`` still open, only once they are closed too.
+
+        ``http.client`` closes its socket before reading a body that ends with
+        the connection, and goes on reading through the file, as stdlib
+        sockets allow.
+        """
+        self._close_wanted = True
+        if self._io_refs == 0 and not self._closed:
             self._closed = True
             self.tcp.close()
             self.stack.run(until=lambda: True, timeout=0)  # let the FIN go out now
+
+    def _io_closed(self) -> None:
+        self._io_refs -= 1
+        if self._io_refs == 0 and self._close_wanted:
+            self.close()
 
     def getsockname(self) -> tuple[str, int]:
         return self.tcp.getsockname()
@@ -187,6 +202,11 @@ class _SocketIO(io.RawIOBase):
     def write(self, b: Any) -> int:
         self._sock.sendall(b)
         return len(memoryview(b))
+
+    def close(self) -> None:
+        if not self.closed:
+            super().close()
+            self._sock._io_closed()
 
 
 def create_connection(

@@ -64,7 +64,7 @@ class TcpConfig:
     syn_retries: int = 6
     data_retries: int = 15
     persist_max_ms: float = 60_000.0
-    ooo_max_segments: int = 256
+    ooo_max_segments: int = 1024  # disjoint out-of-order ranges kept
     keepalive_idle_ms: float = 7_200_000.0  # RFC 1122 §4.2.3.6: two hours by default
     keepalive_interval_ms: float = 75_000.0
     keepalive_count: int = 9
@@ -114,7 +114,9 @@ class Connection:
         self.rcv_adv = 0  # right edge of the window we advertised
         self.rcv_wscale = 0
         self.rcvbuf = bytearray()
-        self.ooo: dict[int, bytes] = {}  # out-of-order data by sequence number
+        # Out-of-order data: disjoint ranges [start seq, bytes], in sequence order.
+        self.ooo: list[tuple[int, bytearray]] = []
+        self.last_ooo = 0  # a sequence number in the newest range (first SACK block)
         self.ooo_fin: int | None = None  # where a FIN that came early sits
         self.fin_received = False
         self.last_ack_sent = 0
@@ -152,7 +154,7 @@ class Connection:
         self.dupacks = 0
         self.in_recovery = False
         self.recover = iss
-        self.retransmit_next: int | None = None  # next hole to fill during SACK recovery
+        self.high_rxt = iss  # RFC 6675 HighRxt: highest sequence retransmitted in recovery
 
     # -- application side --------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -469,6 +471,7 @@ class Connection:
             if opened:
                 self.persist_deadline = None
                 self.persist_backoff = 0
+        self._maybe_sack_recovery(now)
         fin_acked = self.fin_sent and ack == self.snd_max
         if self.state == State.FIN_WAIT_1 and fin_acked:
             self.state = State.FIN_WAIT_2
@@ -508,9 +511,12 @@ class Connection:
             if seq_le(self.recover, ack):
                 self.in_recovery = False
                 self.cc.on_recovery_end(seq_diff(self.snd_max, ack), self.mss)
-            else:
+            elif not self.sack_ok:  # NewReno partial ACK: the next hole is at SND.UNA
                 self.cc.on_partial_ack(max(acked, 0), self.mss)
-                self._retransmit_hole(now, from_una=True)
+                self._retransmit(self.snd_una, now)
+            elif seq_le(self.high_rxt, self.snd_una) and self._next_hole() is None:
+                # A partial ACK with no SACK evidence beyond: SND.UNA is the hole (RFC 6582).
+                self.high_rxt = seq_add(self.snd_una, self._retransmit(self.snd_una, now))
         elif flight_before * 2 >= self.cc.cwnd:  # grow only when the window was used (RFC 7661)
             self.cc.on_ack(max(acked, 0), self.mss)
         self.dupacks = 0
@@ -522,36 +528,30 @@ class Connection:
         self.dupacks += 1
         self.stats["dupacks_in"] += 1
         if self.in_recovery:
-            self.cc.on_dupack_in_recovery(self.mss)
-            if self.sacked:  # SACK says which holes remain: fill the next one
-                self._retransmit_hole(now, from_una=False)
-        elif self.dupacks == 3 and seq_lt(self.recover, self.snd_una):
+            if not self.sack_ok:
+                self.cc.on_dupack_in_recovery(self.mss)  # NewReno inflation (RFC 6582)
+        elif self.dupacks >= 3 and seq_lt(self.recover, self.snd_una):
             self._enter_recovery(now)  # RFC 6582 §3.2 step 1: not for losses before a timeout
 
+    def _maybe_sack_recovery(self, now: float) -> None:
+        """RFC 6675 §5: SACK can show loss before three duplicate ACKs (IsLost(SND.UNA))."""
+        if (not self.in_recovery and self.sack_ok and seq_lt(self.recover, self.snd_una)
+                and self._is_lost(self.snd_una)):
+            self._enter_recovery(now)
+
     def _enter_recovery(self, now: float) -> None:
-        """Fast retransmit (RFC 5681 §3.2, RFC 6582 §3.2 step 2)."""
+        """Fast retransmit (RFC 5681 §3.2; RFC 6675 §5 with SACK, RFC 6582 without)."""
         self.in_recovery = True
         self.recover = self.snd_max
         self.cc.on_loss(seq_diff(self.snd_max, self.snd_una), self.mss)
+        if self.sack_ok:
+            self.cc.cwnd = self.cc.ssthresh  # RFC 6675: the pipe, not inflation, paces sending
         self.stats["fast_retransmits"] += 1
-        self._retransmit_hole(now, from_una=True)
+        self.high_rxt = self.snd_una
+        self._retransmit(self.snd_una, now)
 
-    def _retransmit_hole(self, now: float, from_una: bool) -> None:
-        """Resend the first unacknowledged range the peer has not SACKed.
-
-        ``from_una`` starts at SND.UNA (fast retransmit, a partial ACK);
-        otherwise after the last hole filled in this recovery.
-        """
-        start = self.snd_una
-        if not from_una and self.retransmit_next is not None and seq_lt(start,
-                                                                        self.retransmit_next):
-            start = self.retransmit_next
-        for a, b in self.sacked:  # skip what the peer already holds
-            if seq_le(a, start) and seq_lt(start, b):
-                start = b
-        if not seq_lt(start, self.snd_max) or (self.sacked and not seq_lt(
-                start, self.sacked[-1][1]) and start != self.snd_una):
-            return
+    def _retransmit(self, start: int, now: float) -> int:
+        """Resend up to one MSS from ``start``, stopping at the next SACKed block."""
         n = min(self.mss, seq_diff(self.snd_max, start))
         for a, _ in self.sacked:
             if seq_lt(start, a):
@@ -560,19 +560,88 @@ class Connection:
         off = seq_diff(start, self.snd_una)
         data = memoryview(self.sndbuf)[off:off + n]
         if not data:
-            return
-        flags = ACK | (PSH if off + n == len(self.sndbuf) else 0)
-        self._emit(start, self.rcv_nxt, flags, data)
+            return 0
+        self._emit(start, self.rcv_nxt, ACK | (PSH if off + n == len(self.sndbuf) else 0), data)
         self.stats["retransmits"] += 1
-        self.retransmit_next = seq_add(start, len(data))
         if self.rto_deadline is None:
             self.rto_deadline = now + self.rto
+        return len(data)
+
+    def _sacked_above(self, seq: int) -> tuple[int, int]:
+        """(SACKed bytes, SACKed blocks) above ``seq``."""
+        nbytes = nblocks = 0
+        for a, b in self.sacked:
+            if seq_lt(seq, b):
+                nbytes += seq_diff(b, a if seq_lt(seq, a) else seq)
+                nblocks += 1
+        return nbytes, nblocks
+
+    def _is_lost(self, seq: int) -> bool:
+        """RFC 6675 §4 IsLost: DupThresh (3) SACKed segments' worth lies above ``seq``."""
+        nbytes, nblocks = self._sacked_above(seq)
+        return nblocks >= 3 or nbytes > 2 * self.mss
+
+    def _next_hole(self) -> tuple[int, int] | None:
+        """RFC 6675 §4 NextSeg rule 1: the first unSACKed range past HighRxt that is lost."""
+        if not self.sacked:
+            return None
+        start = self.high_rxt if seq_lt(self.snd_una, self.high_rxt) else self.snd_una
+        for a, b in self.sacked:
+            if seq_le(a, start) and seq_lt(start, b):
+                start = b
+            elif seq_lt(start, a):
+                return (start, seq_diff(a, start)) if self._is_lost(start) else None
+        return None
+
+    def _pipe(self) -> int:
+        """RFC 6675 §4 SetPipe, with every hole below the highest SACK taken as lost."""
+        highest = self.sacked[-1][1] if self.sacked else self.snd_una
+        pipe = max(seq_diff(self.snd_nxt, highest), 0)  # sent beyond what the peer reported
+        if seq_lt(self.snd_una, self.high_rxt):  # plus retransmissions still out
+            pipe += seq_diff(self.high_rxt, self.snd_una) - self._sacked_between(
+                self.snd_una, self.high_rxt)
+        return pipe
+
+    def _sacked_between(self, lo: int, hi: int) -> int:
+        total = 0
+        for a, b in self.sacked:
+            a2 = a if seq_lt(lo, a) else lo
+            b2 = b if seq_lt(b, hi) else hi
+            if seq_lt(a2, b2):
+                total += seq_diff(b2, a2)
+        return total
+
+    def _recovery_output(self, now: float) -> bool:
+        """Send during SACK recovery while the pipe has room (RFC 6675 §5 step 4)."""
+        sent = False
+        for _ in range(64):  # bounded: one ACK never releases more than a window
+            if self.cc.cwnd - self._pipe() < self.mss:
+                break
+            hole = self._next_hole()
+            if hole is not None:
+                n = self._retransmit(hole[0], now)
+                if n == 0:
+                    break
+                self.high_rxt = seq_add(hole[0], n)
+                sent = True
+                continue
+            flight = seq_diff(self.snd_nxt, self.snd_una)
+            n = min(self.mss, len(self.sndbuf) - flight, self.snd_wnd - flight)
+            if n <= 0 or not seq_le(self.snd_max, self.snd_nxt):
+                break
+            self._emit(self.snd_nxt, self.rcv_nxt, ACK, memoryview(self.sndbuf)[flight:flight + n])
+            self.snd_nxt = self.snd_max = seq_add(self.snd_nxt, n)
+            sent = True
+        return sent
 
     def _take_sack(self, blocks: list[tuple[int, int]]) -> None:
         """Merge valid SACK blocks into the scoreboard; ignore ones that lie (RFC 2018 §4)."""
         for left, right in blocks:
-            if not (seq_lt(self.snd_una, right) and seq_lt(left, right)
-                    and seq_le(right, self.snd_max) and seq_le(self.snd_una, left)):
+            if seq_le(right, self.snd_una) or (seq_lt(left, self.snd_una)
+                                               and seq_le(right, self.snd_max)):
+                self.stats["dsack"] = self.stats.get("dsack", 0) + 1  # RFC 2883: a duplicate
+                continue
+            if not (seq_lt(left, right) and seq_le(right, self.snd_max)):
                 self.stats["sack_invalid"] = self.stats.get("sack_invalid", 0) + 1
                 continue
             merged = sorted([*self.sacked, (left, right)],
@@ -620,34 +689,57 @@ class Connection:
                 elif self.delack_deadline is None:
                     self.delack_deadline = now + self.cfg.delack_ms
         else:  # a hole before it: keep it, say so at once with a duplicate ACK and SACK
-            if data and len(self.ooo) < self.cfg.ooo_max_segments:
-                old = self.ooo.get(seq)
-                if old is None or len(old) < len(data):
-                    self.ooo[seq] = bytes(data)
-                self.last_ooo = seq
-            elif data:
+            if data and not self._ooo_add(seq, data):
                 self.stats["ooo_dropped"] = self.stats.get("ooo_dropped", 0) + 1
             if fin:
                 self.ooo_fin = seq_add(seq, len(data))
             self.ack_now = True
 
+    def _ooo_add(self, seq: int, data: memoryview) -> bool:
+        """Keep out-of-order data, merged into disjoint ranges; False if over the limit."""
+        base = self.rcv_nxt
+        start = seq_diff(seq, base)
+        self.last_ooo = seq
+        if self.ooo:  # the common case: the next segment after the newest range
+            last_seq, last = self.ooo[-1]
+            last_end = seq_diff(last_seq, base) + len(last)
+            if start == last_end:
+                last += data
+                return True
+            if start > last_end:
+                if len(self.ooo) >= self.cfg.ooo_max_segments:
+                    return False
+                self.ooo.append((seq, bytearray(data)))
+                return True
+        elif start >= 0:
+            self.ooo.append((seq, bytearray(data)))
+            return True
+        # Somewhere in between (a retransmission filling part of a hole): merge.
+        pieces = [(seq_diff(s0, base), b) for s0, b in self.ooo] + [(start, bytearray(data))]
+        pieces.sort(key=lambda p: p[0])
+        merged: list[tuple[int, bytearray]] = []
+        for off, buf in pieces:
+            if merged and off <= merged[-1][0] + len(merged[-1][1]):
+                m_off, m_buf = merged[-1]
+                tail = off + len(buf) - (m_off + len(m_buf))
+                if tail > 0:
+                    m_buf += buf[len(buf) - tail:]
+            else:
+                merged.append((off, bytearray(buf)))
+        if len(merged) > self.cfg.ooo_max_segments:
+            return False
+        self.ooo = [(seq_add(base, off), buf) for off, buf in merged]
+        return True
+
     def _drain_ooo(self) -> None:
-        while True:
-            progressed = False
-            for s in list(self.ooo):
-                d = self.ooo[s]
-                end = seq_add(s, len(d))
-                if seq_le(end, self.rcv_nxt):
-                    del self.ooo[s]  # wholly old
-                elif seq_le(s, self.rcv_nxt):
-                    del self.ooo[s]
-                    part = d[seq_diff(self.rcv_nxt, s):]
-                    self.rcvbuf += part
-                    self.rcv_nxt = end
-                    self.events |= SocketEvent.RD
-                    progressed = True
-            if not progressed:
-                return
+        """Move ranges that now start at or before RCV.NXT into the receive buffer."""
+        while self.ooo and seq_le(self.ooo[0][0], self.rcv_nxt):
+            start, buf = self.ooo.pop(0)
+            skip = seq_diff(self.rcv_nxt, start)
+            if skip < len(buf):
+                self.rcvbuf += memoryview(buf)[skip:]
+                self.rcv_nxt = seq_add(start, len(buf))
+                self.events |= SocketEvent.RD
 
     def _take_fin(self, now: float) -> None:
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
@@ -675,7 +767,12 @@ class Connection:
         sent_any = False
         if self.state in (State.ESTABLISHED, State.CLOSE_WAIT, State.FIN_WAIT_1,
                           State.CLOSING, State.LAST_ACK):
-            sent_any = self._output_data(now)
+            if self.in_recovery and self.sack_ok:
+                sent_any = self._recovery_output(now)
+                if self._unsent() <= 0 and self.fin_queued and not self.fin_sent:
+                    sent_any = self._output_data(now) or sent_any
+            else:
+                sent_any = self._output_data(now)
         if self.ack_now and not sent_any and self.state in SYNCHRONIZED:
             self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"")
         if self.state != State.CLOSED and self.snd_una != self.snd_max and \
@@ -809,20 +906,14 @@ class Connection:
             self.output(now)
 
     def _sack_blocks(self) -> list[tuple[int, int]] | None:
+        """Up to 3 (4 without timestamps) blocks, the newest first (RFC 2018 §4)."""
         if not self.sack_ok or not self.ooo:
             return None
-        ranges: list[tuple[int, int]] = []
-        for s in sorted(self.ooo, key=lambda x: seq_diff(x, self.rcv_nxt)):
-            e = seq_add(s, len(self.ooo[s]))
-            if ranges and seq_le(s, ranges[-1][1]):
-                if seq_lt(ranges[-1][1], e):
-                    ranges[-1] = (ranges[-1][0], e)
-            else:
-                ranges.append((s, e))
-        latest = getattr(self, "last_ooo", None)
-        ranges.sort(key=lambda r: 0 if latest is not None and seq_le(r[0], latest)
-                    and seq_lt(latest, r[1]) else 1)  # RFC 2018 §4: newest block first
-        return ranges[:3 if self.ts_ok else 4]
+        blocks = [(s0, seq_add(s0, len(b))) for s0, b in self.ooo]
+        newest = next((i for i, (a, b) in enumerate(blocks)
+                       if seq_le(a, self.last_ooo) and seq_lt(self.last_ooo, b)), 0)
+        blocks.insert(0, blocks.pop(newest))
+        return blocks[:3 if self.ts_ok else 4]
 
     def _emit(self, seq: int, ack: int, flags: int, payload: memoryview | bytes) -> None:
         if flags & ACK:
