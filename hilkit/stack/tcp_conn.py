@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import enum
 import errno
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ class TcpConfig:
     sack: bool = True
     window_scaling: bool = True
     challenge_acks_per_s: int = 10  # RFC 5961 §7
+    congestion: Callable[[int], CongestionControl] = NewReno  # made with the MSS
 
 
 class Connection:
@@ -150,7 +152,7 @@ class Connection:
         self.challenge_stamp = now
         self.now = now  # the time of the call being handled: what timestamps carry
         # congestion control
-        self.cc: CongestionControl = NewReno(self.mss)
+        self.cc: CongestionControl = config.congestion(self.mss)
         self.dupacks = 0
         self.in_recovery = False
         self.recover = iss
@@ -186,7 +188,7 @@ class Connection:
         self.rcv_nxt = seg.seq
         self.snd_una = self.snd_nxt = self.snd_max = seq_add(self.iss, 1)
         self.mss = min(mss, self.mss_local)
-        self.cc = NewReno(self.mss)
+        self.cc = self.cfg.congestion(self.mss)
         self.snd_wnd = self.max_snd_wnd = seg.wnd
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
         self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcvbuf, 0xFFFF))
@@ -873,7 +875,7 @@ class Connection:
         if self.ts_ok and seg.ts is not None:
             self.ts_recent = seg.ts[0]
             self.mss -= tcp.TS_OPTION_LEN
-        self.cc = NewReno(self.mss)
+        self.cc = self.cfg.congestion(self.mss)
 
     @staticmethod
     def _wscale_for(buf: int) -> int:
