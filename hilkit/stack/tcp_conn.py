@@ -157,6 +157,10 @@ class Connection:
         self.in_recovery = False
         self.recover = iss
         self.high_rxt = iss  # RFC 6675 HighRxt: highest sequence retransmitted in recovery
+        self.rxt_una_time: float | None = None  # when SND.UNA was last retransmitted
+        self.rack_deadline: float | None = None  # check that retransmission arrived
+        self.tlp_deadline: float | None = None  # tail loss probe (RFC 8985 §7)
+        self.tlp_sent = False  # one probe per flight
 
     # -- application side --------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -258,7 +262,9 @@ class Connection:
     # -- timers --------------------------------------------------------------------
     def next_deadline(self) -> float | None:
         ds = [d for d in (self.rto_deadline, self.delack_deadline, self.persist_deadline,
-                          self.keepalive_deadline, self.timewait_deadline) if d is not None]
+                          self.keepalive_deadline, self.timewait_deadline, self.rack_deadline,
+                          self.tlp_deadline)
+              if d is not None]
         return min(ds) if ds else None
 
     def on_timer(self, now: float) -> None:
@@ -269,6 +275,13 @@ class Connection:
         if self.delack_deadline is not None and now >= self.delack_deadline:
             self.delack_deadline = None
             self.ack_now = True
+        if self.tlp_deadline is not None and now >= self.tlp_deadline:
+            self.tlp_deadline = None
+            self._tail_loss_probe(now)
+        if self.rack_deadline is not None and now >= self.rack_deadline:
+            self.rack_deadline = None
+            if self.in_recovery and self.sack_ok and self._is_lost(self.snd_una):
+                self._resend_lost_retransmission(now)
         if self.rto_deadline is not None and now >= self.rto_deadline:
             self._on_rto(now)
         if self.persist_deadline is not None and now >= self.persist_deadline:
@@ -279,7 +292,7 @@ class Connection:
             self.output(now)
 
     def _on_rto(self, now: float) -> None:
-        self.rto_deadline = None
+        self.rto_deadline = self.tlp_deadline = None
         self.retries += 1
         self.stats["timeouts"] += 1
         limit = self.cfg.syn_retries if self.state in (State.SYN_SENT, State.SYN_RECEIVED) \
@@ -455,13 +468,14 @@ class Connection:
             self.stats["ack_too_old"] = self.stats.get("ack_too_old", 0) + 1
             self._challenge_ack(now)
             return False
-        if self.sack_ok and seg.sack:
-            self._take_sack(seg.sack)
+        new_sack = self._take_sack(seg.sack) if self.sack_ok and seg.sack else False
         wnd = seg.wnd << self.snd_wscale
         if seq_lt(self.snd_una, ack):
             self._ack_advance(ack, now, seg)
         elif (ack == self.snd_una and not seg.payload and not seg.flags & (SYN | FIN)
-              and wnd == self.snd_wnd and self.snd_una != self.snd_max):
+              and self.snd_una != self.snd_max and (wnd == self.snd_wnd or new_sack)):
+            # RFC 5681 §2 asks for an unchanged window; with SACK, new SACK information
+            # is what makes a duplicate (RFC 6675 §2), as receivers move the window often.
             self._dupack(now)
         # Window update (RFC 9293 §3.10.7.4: SND.WL1/WL2 guard against old segments).
         if seq_lt(self.snd_wl1, seg.seq) or (self.snd_wl1 == seg.seq and seq_le(self.snd_wl2,
@@ -497,6 +511,8 @@ class Connection:
         if data_acked > 0:
             self._free_sndbuf(data_acked)
         self.snd_una = ack
+        self.rxt_una_time = self.rack_deadline = None
+        self.tlp_sent = False
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack
         self.sacked = [(a, b) for a, b in self.sacked if seq_lt(ack, b)]
@@ -513,6 +529,8 @@ class Connection:
             if seq_le(self.recover, ack):
                 self.in_recovery = False
                 self.cc.on_recovery_end(seq_diff(self.snd_max, ack), self.mss)
+                # The next loss may be the very next segment: let it trigger recovery.
+                self.recover = seq_add(ack, -1)
             elif not self.sack_ok:  # NewReno partial ACK: the next hole is at SND.UNA
                 self.cc.on_partial_ack(max(acked, 0), self.mss)
                 self._retransmit(self.snd_una, now)
@@ -523,6 +541,7 @@ class Connection:
             self.cc.on_ack(max(acked, 0), self.mss)
         self.dupacks = 0
         self.rto_deadline = now + self.rto if self.snd_una != self.snd_max else None
+        self._arm_tlp(now)
         if data_acked > 0 and self.state in CAN_SEND:
             self.events |= SocketEvent.WR
 
@@ -532,14 +551,62 @@ class Connection:
         if self.in_recovery:
             if not self.sack_ok:
                 self.cc.on_dupack_in_recovery(self.mss)  # NewReno inflation (RFC 6582)
-        elif self.dupacks >= 3 and seq_lt(self.recover, self.snd_una):
+        elif self.dupacks >= self._dupthresh() and seq_lt(self.recover, self.snd_una):
             self._enter_recovery(now)  # RFC 6582 §3.2 step 1: not for losses before a timeout
 
+    def _dupthresh(self) -> int:
+        """3, or fewer when too little is in flight to draw three (RFC 5827 early retransmit)."""
+        if self._unsent() > 0 and self.snd_wnd > seq_diff(self.snd_max, self.snd_una):
+            return 3
+        segs = -(-seq_diff(self.snd_max, self.snd_una) // self.mss)
+        return max(1, min(3, segs - 1))
+
     def _maybe_sack_recovery(self, now: float) -> None:
-        """RFC 6675 §5: SACK can show loss before three duplicate ACKs (IsLost(SND.UNA))."""
-        if (not self.in_recovery and self.sack_ok and seq_lt(self.recover, self.snd_una)
-                and self._is_lost(self.snd_una)):
-            self._enter_recovery(now)
+        """RFC 6675 §5: SACK can show loss before three duplicate ACKs (IsLost(SND.UNA)).
+
+        SACK names what arrived, so unlike RFC 6582's duplicate-ACK rule this does
+        not wait for SND.UNA to pass ``recover`` after a timeout.
+        """
+        if not self.sack_ok or not self.sacked:
+            return
+        if not self.in_recovery:
+            if self._is_lost(self.snd_una):
+                self._enter_recovery(now)
+        elif (self.rxt_una_time is not None and now - self.rxt_una_time > self._rexmit_wait()
+              and self._is_lost(self.snd_una)):
+            self._resend_lost_retransmission(now)
+
+    def _arm_tlp(self, now: float) -> None:
+        """RFC 8985 §7.2: a probe timeout of 2*SRTT (more with one segment out, for
+        the peer's delayed ACK), so a lost tail costs a round trip, not an RTO."""
+        flight = seq_diff(self.snd_max, self.snd_una)
+        if flight <= 0 or self.in_recovery or self.srtt is None or self.tlp_sent:
+            self.tlp_deadline = None
+            return
+        pto = max(2.0 * self.srtt, 10.0) + (self.cfg.delack_ms if flight <= self.mss else 0.0)
+        self.tlp_deadline = now + pto
+
+    def _tail_loss_probe(self, now: float) -> None:
+        """Send the last segment again: its ACK (or SACK) tells what the tail lost."""
+        if self.snd_una == self.snd_max or self.in_recovery or self.state not in SYNCHRONIZED:
+            return
+        data_end = seq_add(self.snd_max, -1) if self.fin_sent else self.snd_max
+        start = seq_add(data_end, -min(self.mss, seq_diff(data_end, self.snd_una)))
+        if seq_lt(start, data_end):
+            self.tlp_sent = True
+            self.stats["tail_loss_probes"] = self.stats.get("tail_loss_probes", 0) + 1
+            self._retransmit(start, now)
+
+    def _rexmit_wait(self) -> float:
+        """How long a retransmission of SND.UNA may go unanswered in recovery (ms)."""
+        return max(2.0 * (self.srtt or 1.0) + 4.0 * self.rttvar, 5.0)
+
+    def _resend_lost_retransmission(self, now: float) -> None:
+        """A retransmission can be lost too. When SACKs for later data show it did not
+        arrive in time, send it again rather than wait for the RTO: the idea of RACK
+        (RFC 8985), applied to SND.UNA, on an ACK or on its own short timer."""
+        self.stats["lost_retransmits"] = self.stats.get("lost_retransmits", 0) + 1
+        self._retransmit(self.snd_una, now)
 
     def _enter_recovery(self, now: float) -> None:
         """Fast retransmit (RFC 5681 §3.2; RFC 6675 §5 with SACK, RFC 6582 without)."""
@@ -549,8 +616,7 @@ class Connection:
         if self.sack_ok:
             self.cc.cwnd = self.cc.ssthresh  # RFC 6675: the pipe, not inflation, paces sending
         self.stats["fast_retransmits"] += 1
-        self.high_rxt = self.snd_una
-        self._retransmit(self.snd_una, now)
+        self.high_rxt = seq_add(self.snd_una, self._retransmit(self.snd_una, now))
 
     def _retransmit(self, start: int, now: float) -> int:
         """Resend up to one MSS from ``start``, stopping at the next SACKed block."""
@@ -563,6 +629,10 @@ class Connection:
         data = memoryview(self.sndbuf)[off:off + n]
         if not data:
             return 0
+        if off == 0:
+            self.rxt_una_time = now
+            if self.in_recovery and self.sack_ok:
+                self.rack_deadline = now + self._rexmit_wait()
         self._emit(start, self.rcv_nxt, ACK | (PSH if off + n == len(self.sndbuf) else 0), data)
         self.stats["retransmits"] += 1
         if self.rto_deadline is None:
@@ -579,9 +649,10 @@ class Connection:
         return nbytes, nblocks
 
     def _is_lost(self, seq: int) -> bool:
-        """RFC 6675 §4 IsLost: DupThresh (3) SACKed segments' worth lies above ``seq``."""
+        """RFC 6675 §4 IsLost: DupThresh SACKed segments' worth lies above ``seq``."""
         nbytes, nblocks = self._sacked_above(seq)
-        return nblocks >= 3 or nbytes > 2 * self.mss
+        thresh = self._dupthresh()
+        return nblocks >= thresh or nbytes > (thresh - 1) * self.mss
 
     def _next_hole(self) -> tuple[int, int] | None:
         """RFC 6675 §4 NextSeg rule 1: the first unSACKed range past HighRxt that is lost."""
@@ -636,8 +707,12 @@ class Connection:
             sent = True
         return sent
 
-    def _take_sack(self, blocks: list[tuple[int, int]]) -> None:
-        """Merge valid SACK blocks into the scoreboard; ignore ones that lie (RFC 2018 §4)."""
+    def _take_sack(self, blocks: list[tuple[int, int]]) -> bool:
+        """Merge valid SACK blocks into the scoreboard; ignore ones that lie (RFC 2018 §4).
+
+        Returns whether the scoreboard learned something new.
+        """
+        before = self._sacked_between(self.snd_una, self.snd_max)
         for left, right in blocks:
             if seq_le(right, self.snd_una) or (seq_lt(left, self.snd_una)
                                                and seq_le(right, self.snd_max)):
@@ -656,6 +731,7 @@ class Connection:
                 else:
                     out.append((a, b))
             self.sacked = out[:32]
+        return self._sacked_between(self.snd_una, self.snd_max) > before
 
     def _receive(self, seg: Segment, now: float) -> None:
         """Take in-window data and a FIN (RFC 9293 §3.10.7.4, seventh and eighth checks)."""
@@ -786,7 +862,10 @@ class Connection:
         while True:
             flight = seq_diff(self.snd_nxt, self.snd_una)
             unsent = len(self.sndbuf) - flight
-            wnd = min(self.snd_wnd, self.cc.cwnd)
+            # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets
+            # one new segment out, so a small window can still draw three.
+            extra = min(self.dupacks, 2) * self.mss if not self.in_recovery else 0
+            wnd = min(self.snd_wnd, self.cc.cwnd + extra)
             if unsent <= 0:
                 if self.fin_queued and not self.fin_sent and flight == len(self.sndbuf):
                     self._emit(self.snd_nxt, self.rcv_nxt, FIN | ACK, b"")
@@ -827,6 +906,8 @@ class Connection:
             sent = True
             if self.rto_deadline is None:
                 self.rto_deadline = now + self.rto
+            if self.tlp_deadline is None:
+                self._arm_tlp(now)
         return sent
 
     @staticmethod
@@ -967,6 +1048,7 @@ class Connection:
         self.state = State.TIME_WAIT
         self._release_buffers()
         self.rto_deadline = self.persist_deadline = self.keepalive_deadline = None
+        self.rack_deadline = self.tlp_deadline = None
         self.timewait_deadline = now + 2 * self.cfg.msl_ms
         self.events |= SocketEvent.FIN
 
@@ -976,6 +1058,7 @@ class Connection:
         self._release_buffers(keep_rcv=err == 0)
         self.rto_deadline = self.delack_deadline = self.persist_deadline = None
         self.keepalive_deadline = self.timewait_deadline = None
+        self.rack_deadline = self.tlp_deadline = None
         if err:
             self.error = err
             self.events |= SocketEvent.ERR
