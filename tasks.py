@@ -18,8 +18,9 @@ def lint(c: Context) -> None:
 
 @task
 def bench(c: Context) -> None:
-    """Figures: ping RTT next to kernel<->kernel, flood rate, UDP round trips, idle CPU, RSS."""
+    """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per connection."""
     c.run("python bench/core.py", pty=False)
+    c.run("python bench/tcp.py", pty=False)
 
 
 @task

@@ -62,7 +62,7 @@ class TcpConfig:
     rto_max_ms: float = 60_000.0  # RFC 6298 §2.5: at least 60 s
     delack_ms: float = 40.0  # RFC 1122 §4.2.3.2: under 500 ms; RFC 5681: at most 200
     msl_ms: float = 30_000.0  # TIME-WAIT lasts 2*MSL
-    syn_retries: int = 6
+    syn_retries: int = 7  # 1+2+...+128 s: over the 3 minutes RFC 9293 §3.8.3 asks for
     data_retries: int = 15
     persist_max_ms: float = 60_000.0
     ooo_max_segments: int = 1024  # disjoint out-of-order ranges kept
@@ -74,6 +74,7 @@ class TcpConfig:
     window_scaling: bool = True
     challenge_acks_per_s: int = 10  # RFC 5961 §7
     congestion: Callable[[int], CongestionControl] = NewReno  # made with the MSS
+    tail_loss_probe: bool = True  # RFC 8985 §7: probe a silent tail before the RTO
 
 
 class Connection:
@@ -221,8 +222,8 @@ class Connection:
         self.now = now
         data = bytes(self.rcvbuf[:n])
         del self.rcvbuf[:n]
-        if data and self.state in SYNCHRONIZED:
-            self._maybe_window_update(now)
+        if data and self.state in SYNCHRONIZED and not self.fin_received:
+            self._maybe_window_update(now)  # after the peer's FIN it has nothing to send
         return data
 
     @property
@@ -371,13 +372,15 @@ class Connection:
             return
         self.irs = seg.seq
         self.rcv_nxt = seq_add(seg.seq, 1)
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcvbuf, 0xFFFF))  # as our SYN said
         self._take_syn_options(seg, now)
         if f & ACK:
             self._ack_advance(seg.ack, now, seg)
-            self.snd_wnd = seg.wnd << self.snd_wscale
+            self.snd_wnd = seg.wnd  # never scaled in a SYN-ACK (RFC 7323 §2.2)
             self.max_snd_wnd = max(self.max_snd_wnd, self.snd_wnd)
             self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
             self.state = State.ESTABLISHED
+            self._after_handshake()
             self.rto_deadline = None
             self.retries = 0
             self.events |= SocketEvent.CONN | SocketEvent.WR
@@ -388,6 +391,13 @@ class Connection:
             self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
             self.snd_nxt = self.iss
             self._send_syn(now, ack=True)
+
+    def _after_handshake(self) -> None:
+        """RFC 6298 §5.7: after a SYN timed out, with no RTT sample, data starts at 3 s."""
+        if self.stats["timeouts"] and self.srtt is None:
+            self.rto = max(self.rto, 3000.0)
+        elif self.srtt is None:
+            self.rto = self.cfg.rto_initial_ms
 
     def _acceptable(self, seg: Segment, rcv_wnd: int) -> bool:
         n = len(seg.payload) + (1 if seg.flags & FIN else 0)
@@ -418,6 +428,12 @@ class Connection:
             if not f & RST:
                 self.stats["out_of_window"] = self.stats.get("out_of_window", 0) + 1
                 self.ack_now = True
+                if self.state == State.TIME_WAIT and f & FIN:  # RFC 9293 §3.10.7.4
+                    self.timewait_deadline = now + 2 * self.cfg.msl_ms
+            return
+        if f & RST and self.state == State.TIME_WAIT:
+            # RFC 1337: a RST must not cut TIME-WAIT short (and the socket closed cleanly).
+            self.stats["timewait_rst_ignored"] = self.stats.get("timewait_rst_ignored", 0) + 1
             return
         if f & RST:  # RFC 5961 §3.2
             if seg.seq == self.rcv_nxt:
@@ -441,6 +457,7 @@ class Connection:
                 self._emit(seg.ack, 0, RST, b"")
                 return
             self.state = State.ESTABLISHED
+            self._after_handshake()
             self.snd_wnd = seg.wnd << self.snd_wscale
             self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
             self.events |= SocketEvent.CONN | SocketEvent.WR
@@ -580,7 +597,8 @@ class Connection:
         """RFC 8985 §7.2: a probe timeout of 2*SRTT (more with one segment out, for
         the peer's delayed ACK), so a lost tail costs a round trip, not an RTO."""
         flight = seq_diff(self.snd_max, self.snd_una)
-        if flight <= 0 or self.in_recovery or self.srtt is None or self.tlp_sent:
+        if (flight <= 0 or self.in_recovery or self.srtt is None or self.tlp_sent
+                or not self.cfg.tail_loss_probe):
             self.tlp_deadline = None
             return
         pto = max(2.0 * self.srtt, 10.0) + (self.cfg.delack_ms if flight <= self.mss else 0.0)
@@ -629,6 +647,9 @@ class Connection:
         data = memoryview(self.sndbuf)[off:off + n]
         if not data:
             return 0
+        if self.rtt_seq is not None and seq_le(start, self.rtt_seq) and seq_lt(
+                self.rtt_seq, seq_add(start, len(data))):
+            self.rtt_seq = None  # Karn (RFC 6298 §3): no sample from a retransmitted segment
         if off == 0:
             self.rxt_una_time = now
             if self.in_recovery and self.sack_ok:
@@ -934,7 +955,8 @@ class Connection:
                          self.rcv_nxt if ack else 0, SYN | (ACK if ack else 0), wnd, opts, b"")
         self.outbox.append((hdr, b""))
         self.stats["segs_out"] += 1
-        self.rcv_adv = seq_add(self.rcv_nxt, wnd)
+        if ack:  # before the peer's SYN there is no RCV.NXT to measure a window from
+            self.rcv_adv = seq_add(self.rcv_nxt, wnd)
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self._max(self.snd_max, self.snd_nxt)
         if self.rtt_seq is None and self.retries == 0:
@@ -1008,7 +1030,11 @@ class Connection:
         else:
             wnd = 0
         ts = (self._ts_now(self.now), self.ts_recent) if self.ts_ok else None
-        opts = tcp.build_options(ts=ts, sack=self._sack_blocks() if flags & ACK else None)
+        sack = self._sack_blocks() if flags & ACK else None
+        if sack:  # options come out of the MSS (RFC 9293 §3.7.1): SACK only where it fits
+            room = (self.mss - len(payload) - 4) // 8
+            sack = sack[:max(room, 0)]
+        opts = tcp.build_options(ts=ts, sack=sack)
         hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], seq, ack,
                          flags, wnd, opts, payload)
         self.outbox.append((hdr, payload))

@@ -180,7 +180,8 @@ class TcpLayer:
     # -- SYN cookies ---------------------------------------------------------------
     def _cookie(self, key: Key, client_isn: int, tick: int, mss_idx: int) -> int:
         mac = hashlib.blake2s(struct.pack("!IHIHII", key[0], key[1], key[2], key[3], client_isn,
-                                          tick), key=self._secret, digest_size=4).digest()
+                                          tick & 0xFFFFFFFF), key=self._secret,
+                              digest_size=4).digest()
         return ((tick & 0x1F) << 27) | (mss_idx << 24) | (int.from_bytes(mac, "big") & 0xFFFFFF)
 
     def _send_cookie(self, key: Key, seg: Segment, now: float) -> None:

@@ -161,7 +161,7 @@ class TcpSocket:
             else:
                 conn.shutdown_write(now)
             self._stack.tcp.flush(conn)
-        elif self.local is not None:
+        if self.local is not None:  # the connection's own 4-tuple stays taken until it ends
             self._stack.tcp.unbind(self.local)
 
     def abort(self) -> None:

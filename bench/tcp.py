@@ -1,0 +1,624 @@
+"""TCP figures: hilkit's TCP on a TAP next to the kernel's on a veth, in one run.
+
+Topology (both namespaces created here and deleted on exit, even on error or Ctrl-C):
+
+    ns A: kernel 192.168.5.5/24 on TAP hk0  <->  hilkit 192.168.5.4 (this process, plain)
+    ns A: kernel 192.168.7.5/24 on TAP hk1  <->  hilkit 192.168.7.4 (this process, 1 % loss)
+    ns A: kernel 192.168.6.5/24 on veth va  <->  ns B: kernel 192.168.6.4/24 on veth vb
+
+hilkit runs in this process: the TAPs are opened by a thread that entered ns A,
+and every stack's run() loop is driven by the main thread only (the blocking
+facade drives it itself; kernel-side threads only call ``stack.wake()``).
+Kernel-side peers are sockets made inside the namespaces, served from threads.
+All links have MTU 1500. Nothing is configured in, or sent to, the machine's
+own namespace. MB = 10^6 bytes. Floors are printed as information; the script
+exits 0 unless the setup itself failed (exit 2). Results also go to
+reports/bench-tcp.json.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import json
+import os
+import re
+import resource
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hilkit.drivers.tap import TapDevice
+from hilkit.port.impair import ImpairedDevice, Impairment
+from hilkit.rig.netns import Netns, NetnsError
+from hilkit.services import ECHO_PORT, start_tcp_services
+from hilkit.stack import Stack
+from hilkit.stack.sockets import SHUT_WR, Socket, create_connection
+from hilkit.stack.tcp_conn import State
+
+MTU = 1500
+TAP0, HK0_IP, K0_IP = "hk0", "192.168.5.4", "192.168.5.5"  # plain link
+TAP1, HK1_IP, K1_IP = "hk1", "192.168.7.4", "192.168.7.5"  # impaired link
+VETH_A, VETH_B, KA_IP, KB_IP = "va", "vb", "192.168.6.5", "192.168.6.4"
+NETMASK = "255.255.255.0"
+SINK_PORT, SOURCE_PORT, KECHO_PORT = 5001, 5002, 5007
+MIB = 1 << 20
+CHUNK = MIB  # what each sendall/recv moves
+GOODPUT_BYTES, LOSSY_BYTES = 64 * MIB, 16 * MIB
+LOSS_SPEC = "loss=1%,seed=7"  # both directions: data and ACKs are lost
+CPS_N, IDLE_N = 500, 1000
+GOODPUT_FLOOR_MBS, RSS_FLOOR_MB = 40.0, 64.0
+IO_TIMEOUT = 30.0  # kernel-side socket timeout: a stuck peer fails the figure, not the run
+PHASE_LIMIT = 40.0  # most seconds one transfer may take before it is reported unfinished
+REPORT = Path(__file__).resolve().parent.parent / "reports" / "bench-tcp.json"
+TCPI_TOTAL_RETRANS = 100  # offset of tcpi_total_retrans in struct tcp_info (linux/tcp.h)
+Fig = dict[str, Any]
+
+
+class SetupError(RuntimeError):
+    pass
+
+
+class Worker(threading.Thread):
+    """Runs ``fn`` in a daemon thread; wakes ``stack`` (thread-safe) when it ends."""
+
+    def __init__(self, fn: Callable[[], Any], stack: Stack | None = None) -> None:
+        super().__init__(daemon=True)
+        self.fn, self.stack = fn, stack
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.done = threading.Event()
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # handed to get()
+            self.error = e
+        finally:
+            self.done.set()
+            if self.stack is not None:
+                with contextlib.suppress(OSError):
+                    self.stack.wake()
+
+    def get(self, timeout: float = IO_TIMEOUT) -> Any:
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError("kernel-side thread did not finish")
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Verifier:
+    """Counts received bytes and checks them against ``data`` repeated (memcmp, no hash).
+
+    ``bytes`` is read live from the main thread to report an unfinished transfer.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        self.ref, self.size = data + data, len(data)
+        self.bytes = 0
+        self.ok = True
+
+    def feed(self, d: bytes) -> None:  # len(d) <= len(data)
+        off = self.bytes % self.size
+        if d != self.ref[off:off + len(d)]:
+            self.ok = False
+        self.bytes += len(d)
+
+
+def mbs(nbytes: int, secs: float) -> float:
+    return nbytes / secs / 1e6 if secs > 0 else 0.0
+
+
+def rss_kib() -> int:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path("/proc/self/status").read_text())
+    return int(m[1]) if m else 0
+
+
+def listener(ns: Netns, ip: str, port: int, backlog: int = 128) -> socket.socket:
+    srv = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    srv.bind((ip, port))
+    srv.listen(backlog)
+    srv.settimeout(IO_TIMEOUT)
+    return srv
+
+
+def total_retrans(c: socket.socket) -> int:
+    info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+    return int(struct.unpack_from("I", info, TCPI_TOTAL_RETRANS)[0]) if len(info) >= 104 else -1
+
+
+# -- kernel-side loops (run in threads; blocking stdlib sockets) --------------------------
+def k_sink(srv: socket.socket, ver: Verifier) -> Fig:
+    """Accept one connection, read (and check) until EOF."""
+    c, _ = srv.accept()
+    with c:
+        c.settimeout(IO_TIMEOUT)
+        while d := c.recv(CHUNK):
+            ver.feed(d)
+        t_end = time.perf_counter()
+    return {"bytes": ver.bytes, "verified": ver.ok, "t_end": t_end}
+
+
+def k_source(srv: socket.socket, data: bytes, total: int) -> Fig:
+    """Accept one connection, send ``total`` bytes, FIN, wait for the peer's FIN."""
+    c, _ = srv.accept()
+    with c:
+        c.settimeout(IO_TIMEOUT)
+        t0 = time.perf_counter()
+        for _ in range(total // len(data)):
+            c.sendall(data)
+        c.shutdown(socket.SHUT_WR)
+        while c.recv(65536):  # the receiver closes once it has read everything
+            pass
+        return {"t0": t0, "kernel_total_retrans": total_retrans(c)}
+
+
+def k_echo_server(srv: socket.socket, n: int) -> int:
+    """Serve ``n`` connections one after another: echo, then wait for the client's FIN."""
+    served = 0
+    for _ in range(n):
+        c, _ = srv.accept()
+        with c:
+            c.settimeout(IO_TIMEOUT)
+            while d := c.recv(4096):
+                c.sendall(d)
+        served += 1
+    return served
+
+
+def k_client_cps(ip: str, port: int, n: int) -> Fig:
+    """``n`` sequential connect / send 1 B / recv 1 B / close (call inside the namespace)."""
+    bad = 0
+    t0 = time.perf_counter()
+    for _ in range(n):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
+            c.settimeout(5.0)
+            c.connect((ip, port))
+            c.sendall(b"x")
+            bad += c.recv(1) != b"x"
+    secs = time.perf_counter() - t0
+    return {"connections": n, "bad_echoes": bad, "elapsed_s": secs, "per_s": n / secs}
+
+
+# -- goodput ------------------------------------------------------------------------------
+def hk_send(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
+    """hilkit -> kernel: blocking facade sends ``total`` bytes; the kernel reads to EOF."""
+    srv = listener(ns, kip, SINK_PORT)
+    ver = Verifier(data)
+    w = Worker(lambda: k_sink(srv, ver), st)
+    w.start()
+    fig: Fig = {"bytes": total}
+    s: Socket | None = None
+    try:
+        s = create_connection(st, (kip, SINK_PORT), timeout=10)
+        t0 = time.perf_counter()
+        end = t0 + PHASE_LIMIT
+        try:
+            for _ in range(total // len(data)):
+                s.settimeout(max(0.001, end - time.perf_counter()))
+                s.sendall(data)
+            s.shutdown(SHUT_WR)
+            finished = st.run(until=w.done.is_set, timeout=max(0.0, end - time.perf_counter()))
+        except TimeoutError:
+            finished = False
+        fig["hilkit_tcp_info"] = s.tcp.info()
+        if not finished:
+            secs = time.perf_counter() - t0
+            s.tcp.abort()  # RST: the kernel's reader ends with ECONNRESET
+            st.run(until=w.done.is_set, timeout=2)
+            return fig | {"complete": False, "received": ver.bytes, "elapsed_s": secs,
+                          "mb_per_s": mbs(ver.bytes, secs)}
+        r = w.get()
+        secs = r["t_end"] - t0
+        return fig | {"complete": r["bytes"] == total, "received": r["bytes"],
+                      "verified": r["verified"], "elapsed_s": secs,
+                      "mb_per_s": mbs(r["bytes"], secs)}
+    finally:
+        if s is not None:
+            s.close()
+        srv.close()
+
+
+def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
+    """kernel -> hilkit: the kernel sends ``total`` bytes; the facade reads to EOF."""
+    srv = listener(ns, kip, SOURCE_PORT)
+    w = Worker(lambda: k_source(srv, data, total), st)
+    w.start()
+    fig: Fig = {"bytes": total}
+    s: Socket | None = None
+    try:
+        s = create_connection(st, (kip, SOURCE_PORT), timeout=10)
+        t0 = time.perf_counter()
+        end, ver = t0 + PHASE_LIMIT, Verifier(data)
+        try:
+            while True:
+                s.settimeout(max(0.001, end - time.perf_counter()))
+                d = s.recv(CHUNK)
+                if not d:
+                    break
+                ver.feed(d)
+            finished = True
+        except TimeoutError:
+            finished = False
+        secs = time.perf_counter() - t0
+        n = ver.bytes
+        fig |= {"complete": finished and n == total, "received": n, "elapsed_s": secs,
+                "mb_per_s": mbs(n, secs), "hilkit_tcp_info": s.tcp.info()}
+        if not finished:
+            s.tcp.abort()
+            st.run(until=w.done.is_set, timeout=2)
+            return fig
+        fig["verified"] = ver.ok
+        s.close()  # our FIN: the kernel's sender sees EOF and reads its tcp_info
+        st.run(until=w.done.is_set, timeout=5)
+        with contextlib.suppress(Exception):
+            fig["kernel_total_retrans"] = w.get(1)["kernel_total_retrans"]
+        return fig
+    finally:
+        if s is not None:
+            s.close()
+        srv.close()
+
+
+def kk_goodput(src: Netns, dst: Netns, dst_ip: str, data: bytes, total: int) -> Fig:
+    """kernel -> kernel over the veth, the same Python loops as on the hilkit side."""
+    srv = listener(dst, dst_ip, SINK_PORT)
+    ver = Verifier(data)
+    w = Worker(lambda: k_sink(srv, ver))
+    w.start()
+    try:
+        with src.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
+            c.settimeout(IO_TIMEOUT)
+            c.connect((dst_ip, SINK_PORT))
+            t0 = time.perf_counter()
+            for _ in range(total // len(data)):
+                c.sendall(data)
+            c.shutdown(socket.SHUT_WR)
+            r = w.get()
+            retrans = total_retrans(c)
+    finally:
+        srv.close()
+    secs = r["t_end"] - t0
+    return {"bytes": total, "complete": r["bytes"] == total, "received": r["bytes"],
+            "verified": r["verified"], "elapsed_s": secs,
+            "mb_per_s": mbs(r["bytes"], secs), "kernel_total_retrans": retrans}
+
+
+# -- connections per second ---------------------------------------------------------------
+def hk_client_cps(st: Stack, ns: Netns, kip: str, n: int) -> Fig:
+    srv = listener(ns, kip, KECHO_PORT)
+    w = Worker(lambda: k_echo_server(srv, n), st)
+    w.start()
+    bad = 0
+    try:
+        t0 = time.perf_counter()
+        for _ in range(n):
+            s = create_connection(st, (kip, KECHO_PORT), timeout=5)
+            s.sendall(b"x")
+            bad += s.recv(1) != b"x"
+            s.close()
+        secs = time.perf_counter() - t0
+        st.run(until=w.done.is_set, timeout=5)  # the last FIN/ACKs
+        served = w.get(1)
+    finally:
+        srv.close()
+    return {"connections": n, "served": served, "bad_echoes": bad, "elapsed_s": secs,
+            "per_s": n / secs}
+
+
+def k_to_hk_cps(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
+    w = Worker(lambda: ns.call(lambda: k_client_cps(hip, ECHO_PORT, n)), st)
+    w.start()
+    st.run(until=w.done.is_set, timeout=60)
+    fig: Fig = w.get(1)
+    return fig
+
+
+def kk_cps(a: Netns, b: Netns, n: int) -> Fig:
+    srv = listener(b, KB_IP, KECHO_PORT)
+    w = Worker(lambda: k_echo_server(srv, n))
+    w.start()
+    try:
+        fig: Fig = a.call(lambda: k_client_cps(KB_IP, KECHO_PORT, n))
+        w.get()
+    finally:
+        srv.close()
+    return fig
+
+
+# -- memory with idle connections ---------------------------------------------------------
+def echo_established(st: Stack) -> int:
+    conns = getattr(st.tcp, "conns", {})
+    return sum(1 for c in conns.values()
+               if c.local[1] == ECHO_PORT and c.state == State.ESTABLISHED)
+
+
+def idle_rss(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+    nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    socks: list[socket.socket] = []
+
+    def open_all() -> None:  # runs in a thread inside ns A
+        for _ in range(n):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(c)
+            c.settimeout(5.0)
+            c.connect((hip, ECHO_PORT))
+
+    st.run(timeout=0.2)
+    gc.collect()
+    before = rss_kib()
+    w = Worker(lambda: ns.call(open_all), st)
+    w.start()
+    try:
+        st.run(until=lambda: w.done.is_set() and echo_established(st) >= n, timeout=60)
+        w.get(1)
+        st.run(timeout=0.5)  # idle: let delayed ACKs and timers settle
+        gc.collect()
+        after, est = rss_kib(), echo_established(st)
+    finally:
+        for c in socks:
+            c.close()
+        st.run(until=lambda: echo_established(st) == 0, timeout=10)
+    return {"connections": n, "established_in_hilkit": est, "before_kib": before,
+            "after_kib": after, "after_mb": after * 1024 / 1e6,
+            "per_conn_kib": (after - before) / n,
+            "rlimit_nofile_before": [soft, hard], "rlimit_nofile": list(nofile)}
+
+
+# -- the run ------------------------------------------------------------------------------
+def open_tap(a: Netns, name: str, kip: str) -> TapDevice:
+    tap: TapDevice = a.call(lambda: TapDevice(name, mtu=MTU))
+    a.ip("link", "set", name, "mtu", str(MTU))
+    a.ip("addr", "add", f"{kip}/24", "dev", name)
+    a.ip("link", "set", name, "up")
+    return tap
+
+
+def setup(a: Netns, b: Netns) -> tuple[Stack, Stack, ImpairedDevice]:
+    tap0, tap1 = open_tap(a, TAP0, K0_IP), open_tap(a, TAP1, K1_IP)
+    # created by ip in ns A with its peer placed straight into ns B: never in our own namespace
+    a.ip("link", "add", VETH_A, "mtu", str(MTU), "type", "veth", "peer", "name", VETH_B,
+         "mtu", str(MTU), "netns", b.name)
+    a.ip("addr", "add", f"{KA_IP}/24", "dev", VETH_A)
+    b.ip("addr", "add", f"{KB_IP}/24", "dev", VETH_B)
+    a.ip("link", "set", VETH_A, "up")
+    b.ip("link", "set", VETH_B, "up")
+    st0 = Stack()
+    st0.add_device(tap0)
+    st0.link_add(tap0, HK0_IP, NETMASK)
+    start_tcp_services(st0)
+    st1 = Stack()
+    dev1 = ImpairedDevice(tap1, Impairment.parse(LOSS_SPEC), clock=st1.clock)
+    st1.add_device(dev1)
+    st1.link_add(dev1, HK1_IP, NETMASK)
+    return st0, st1, dev1
+
+
+def guarded(res: Fig, key: str, fn: Callable[[], Fig]) -> None:
+    """A figure that fails is reported as failed; the run goes on."""
+    try:
+        res[key] = fn()
+    except Exception as e:
+        res[key] = {"error": f"{type(e).__name__}: {e}"}
+
+
+def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice) -> Fig:
+    data = os.urandom(CHUNK)
+    res: Fig = {}
+    # RSS first, while the process holds nothing but an idle stack (no leftovers of
+    # the transfers nor the 500 TIME-WAIT connections the cps run leaves behind)
+    guarded(res, "idle_rss", lambda: idle_rss(st0, a, HK0_IP, IDLE_N))
+    gp: Fig = {}
+    guarded(gp, "hilkit_recv", lambda: hk_recv(st0, a, K0_IP, data, GOODPUT_BYTES))
+    guarded(gp, "hilkit_send", lambda: hk_send(st0, a, K0_IP, data, GOODPUT_BYTES))
+    guarded(gp, "kernel_a_to_b", lambda: kk_goodput(a, b, KB_IP, data, GOODPUT_BYTES))
+    guarded(gp, "kernel_b_to_a", lambda: kk_goodput(b, a, KA_IP, data, GOODPUT_BYTES))
+    res["goodput"] = gp
+    cps: Fig = {}
+    guarded(cps, "hilkit_client", lambda: hk_client_cps(st0, a, K0_IP, CPS_N))
+    guarded(cps, "kernel_client_to_hilkit", lambda: k_to_hk_cps(st0, a, HK0_IP, CPS_N))
+    guarded(cps, "kernel_to_kernel", lambda: kk_cps(a, b, CPS_N))
+    res["cps"] = cps
+    lossy: Fig = {}
+    guarded(lossy, "hilkit_recv", lambda: hk_recv(st1, a, K1_IP, data, LOSSY_BYTES))
+    guarded(lossy, "hilkit_send", lambda: hk_send(st1, a, K1_IP, data, LOSSY_BYTES))
+    lossy["impair_counters"] = {"tx": dev1.impair_counters_tx.as_dict(),
+                                "rx": dev1.impair_counters_rx.as_dict()}
+    res["lossy"] = lossy
+    res["methods"] = methods(a, b)
+    return res
+
+
+def methods(a: Netns, b: Netns) -> Fig:
+    py = "Python threads in this process (bench/tcp.py), sockets made with Netns.socket()"
+    hk0 = f"hilkit Stack on TapDevice({TAP0!r}, mtu={MTU}) opened via ns.call in {a.name}"
+    return {
+        "hilkit_recv": f"{hk0}; hilkit.stack.sockets.create_connection to {K0_IP}:{SOURCE_PORT},"
+                       f" recv({CHUNK}) to EOF, each chunk compared with the data sent;"
+                       " kernel: accept, sendall"
+                       f" {GOODPUT_BYTES // CHUNK} x {CHUNK} B, shutdown(SHUT_WR) ({py});"
+                       " time from connect() returning to EOF read",
+        "hilkit_send": f"{hk0}; create_connection to {K0_IP}:{SINK_PORT}, sendall"
+                       f" {GOODPUT_BYTES // CHUNK} x {CHUNK} B, shutdown(SHUT_WR); kernel:"
+                       f" recv({CHUNK}) to EOF, compared with the data sent ({py}); time"
+                       " from the first sendall to the kernel reading EOF",
+        "kernel": f"veth {VETH_A} ({a.name}, {KA_IP}) <-> {VETH_B} ({b.name}, {KB_IP}), MTU"
+                  f" {MTU}; the same Python sender/receiver loops (iperf3 not used); {py};"
+                  " time from the first sendall to the receiver reading EOF",
+        "lossy": f"as hilkit_send/hilkit_recv with {LOSSY_BYTES} B, on TAP {TAP1}"
+                 f" ({K1_IP} <-> {HK1_IP}) wrapped in ImpairedDevice(Impairment.parse("
+                 f"{LOSS_SPEC!r})) (both directions, so ACKs are lost too); retransmits/timeouts"
+                 " from sock.tcp.info(), kernel retransmits from TCP_INFO tcpi_total_retrans;"
+                 f" each transfer stops after {PHASE_LIMIT:g} s; no kernel figure: this"
+                 " machine's kernel has no netem",
+        "cps_hilkit_client": f"{CPS_N} x (create_connection, sendall 1 B, recv 1 B, close) from"
+                             f" hilkit to a sequential kernel echo server at {K0_IP}:{KECHO_PORT}"
+                             f" ({py})",
+        "cps_kernel_client": f"{CPS_N} x (connect, sendall 1 B, recv 1 B, close) from a thread"
+                             f" in {a.name} to hilkit's echo {HK0_IP}:{ECHO_PORT}"
+                             " (hilkit.services.start_tcp_services; the stack's run() in the"
+                             " main thread, woken with stack.wake())",
+        "cps_kernel": f"the kernel client loop in {a.name} to the kernel echo server loop at"
+                      f" {KB_IP}:{KECHO_PORT} in {b.name}, over the veth",
+        "idle_rss": f"VmRSS of this process (/proc/self/status) after gc.collect(), before and"
+                    f" after a thread in {a.name} opened {IDLE_N} connections to"
+                    f" {HK0_IP}:{ECHO_PORT} and left them idle (checked ESTABLISHED in"
+                    " hilkit); run first, on a fresh stack; the delta includes this process's"
+                    f" {IDLE_N} kernel-side socket objects",
+    }
+
+
+def fmt(v: Any, digits: int = 1) -> str:
+    return "-" if not isinstance(v, (int, float)) else f"{v:.{digits}f}"
+
+
+def table(r: Fig) -> tuple[str, list[Fig]]:
+    gp, cps, lossy, mem = r["goodput"], r["cps"], r["lossy"], r["idle_rss"]
+
+    def val(fig: Fig, key: str) -> float | None:
+        v = fig.get(key)
+        return v if isinstance(v, (int, float)) else None
+
+    def ratio(h: float | None, k: float | None) -> str:
+        return "-" if not h or not k else f"{h / k:.3f}x"
+
+    def rt(fig: Fig) -> str:
+        info = fig.get("hilkit_tcp_info") or {}
+        if "retransmits" not in info:
+            return "-"
+        return (f"{info['retransmits']} ({info.get('timeouts', '-')} RTO, "
+                f"{info.get('dsack', 0)} D-SACK)")
+
+    def note(fig: Fig) -> str:
+        if "error" in fig:
+            return f" [{fig['error'][:60]}]"
+        if fig.get("complete") is False:
+            return f" [unfinished: {fig.get('received', 0)} B]"
+        if fig.get("verified") is False:
+            return " [DATA MISMATCH]"
+        return ""
+
+    def retrans(fig: Fig) -> str:
+        return str(fig.get("kernel_total_retrans", "-"))
+
+    rows: list[tuple[str, str, str, str]] = []
+    floors: list[Fig] = []
+    for label, hk, kk in (("goodput kernel->hilkit (MB/s)", "hilkit_recv", "kernel_a_to_b"),
+                          ("goodput hilkit->kernel (MB/s)", "hilkit_send", "kernel_b_to_a")):
+        h, k = val(gp[hk], "mb_per_s"), val(gp[kk], "mb_per_s")
+        ok = (h is not None and h >= GOODPUT_FLOOR_MBS and gp[hk].get("complete") is True
+              and gp[hk].get("verified") is True)
+        floors.append({"figure": label, "floor": f">= {GOODPUT_FLOOR_MBS:g}", "value": h,
+                       "ok": ok})
+        rows.append((label + note(gp[hk]), fmt(h), fmt(k) + note(gp[kk]), ratio(h, k)))
+        if hk == "hilkit_recv":
+            rows.append(("  kernel sender retransmits", retrans(gp[hk]), retrans(gp[kk]), "-"))
+        else:
+            rows.append(("  sender retransmits", rt(gp[hk]), retrans(gp[kk]), "-"))
+    rl, ls = lossy["hilkit_recv"], lossy["hilkit_send"]
+    ic = lossy.get("impair_counters", {})
+    rows += [
+        ("1% loss: kernel->hilkit (MB/s)" + note(rl), fmt(val(rl, "mb_per_s")), "-", "-"),
+        ("  kernel sender retransmits", retrans(rl), "-", "-"),
+        ("1% loss: hilkit->kernel (MB/s)" + note(ls), fmt(val(ls, "mb_per_s")), "-", "-"),
+        ("  hilkit sender retransmits", rt(ls), "-", "-"),
+        ("  frames lost by the wrapper (tx/rx)",
+         f"{ic.get('tx', {}).get('dropped', '-')}/{ic.get('rx', {}).get('dropped', '-')}",
+         "-", "-"),
+    ]
+    kcps = val(cps["kernel_to_kernel"], "per_s")
+    for label, key in ((f"conn/s hilkit client -> kernel (N={CPS_N})", "hilkit_client"),
+                       (f"conn/s kernel client -> hilkit (N={CPS_N})",
+                        "kernel_client_to_hilkit")):
+        h = val(cps[key], "per_s")
+        rows.append((label + note(cps[key]), fmt(h, 0),
+                     fmt(kcps, 0) + note(cps["kernel_to_kernel"]), ratio(h, kcps)))
+    after_mb = mem["after_kib"] * 1024 / 1e6 if "after_kib" in mem else None
+    rss_label = f"RSS with {IDLE_N} idle conns (MB)"
+    floors.append({"figure": rss_label, "floor": f"<= {RSS_FLOOR_MB:g}", "value": after_mb,
+                   "ok": after_mb is not None and after_mb <= RSS_FLOOR_MB
+                   and mem.get("established_in_hilkit") == IDLE_N})
+    rows += [
+        (rss_label + note(mem), fmt(after_mb), "-", "-"),
+        ("  RSS before them (MB)", fmt(val(mem, "before_kib") and mem["before_kib"] * 1024 / 1e6),
+         "-", "-"),
+        ("  RSS per connection (KiB)", fmt(val(mem, "per_conn_kib"), 2), "-", "-"),
+        ("  established in hilkit", str(mem.get("established_in_hilkit", "-")), "-", "-"),
+        ("  ulimit -n (soft/hard)", "/".join(map(str, mem.get("rlimit_nofile", ["-"]))), "-",
+         "-"),
+    ]
+    marks = {f["figure"]: (f["floor"], "PASS" if f["ok"] else "FAIL") for f in floors}
+    head = ("figure", "hilkit", "kernel (veth)", "ratio", "floor", "")
+    body = [(*row, *marks.get(row[0].split(" [")[0], ("", ""))) for row in rows]
+    widths = [max(len(x[i]) for x in (head, *body)) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) if i < 4 else c.ljust(w)
+                       for i, (c, w) in enumerate(zip(x, widths, strict=True))).rstrip()
+             for x in (head, *body)]
+    lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines), floors
+
+
+def hilkit_rev() -> str | None:
+    root = Path(__file__).resolve().parent.parent
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        out = subprocess.run(["git", "-C", str(root), "describe", "--always", "--dirty"],
+                             capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or None
+    return None
+
+
+def main() -> int:
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: delete the namespaces
+    t_start = time.perf_counter()
+    stacks: list[Stack] = []
+    try:
+        with Netns("hktcpa") as a, Netns("hktcpb") as b:
+            try:
+                st0, st1, dev1 = setup(a, b)
+                stacks += [st0, st1]
+            except (NetnsError, OSError, ValueError) as e:
+                raise SetupError(str(e)) from e
+            try:
+                res = measure(a, b, st0, st1, dev1)
+                res["hilkit_counters"] = {"plain": st0.counters(), "lossy": st1.counters()}
+            finally:
+                for st in stacks:
+                    with contextlib.suppress(Exception):
+                        st.close()
+    except (SetupError, NetnsError, OSError, subprocess.SubprocessError) as e:
+        print(f"bench/tcp.py: setup failed: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("bench/tcp.py: interrupted; namespaces deleted", file=sys.stderr)
+        return 130
+    text, floors = table(res)
+    res["floors"] = floors
+    res["meta"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),
+                   "python": sys.version.split()[0], "kernel": os.uname().release,
+                   "hilkit_rev": hilkit_rev(), "mtu": MTU, "mb": "10^6 bytes",
+                   "run_s": time.perf_counter() - t_start}
+    print(text)
+    REPORT.parent.mkdir(exist_ok=True)
+    REPORT.write_text(json.dumps(res, indent=2) + "\n")
+    print(f"\nJSON: {REPORT}")
+    print(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
