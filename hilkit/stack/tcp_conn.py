@@ -302,6 +302,7 @@ class Connection:
             self.abort(now, errno.ETIMEDOUT)
             return
         self.rto = min(self.rto * 2, self.cfg.rto_max_ms)  # back off (RFC 6298 §5.5)
+        self.stats["max_backoff"] = max(self.stats.get("max_backoff", 0), self.retries)
         self.rtt_seq = None  # Karn: no sample from a retransmitted segment
         if self.state in (State.SYN_SENT, State.SYN_RECEIVED):
             self.stats["retransmits"] += 1
