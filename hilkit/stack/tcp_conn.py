@@ -348,7 +348,6 @@ class Connection:
     def input(self, seg: Segment, now: float) -> None:
         self.now = now
         self.stats["segs_in"] += 1
-        self.last_activity = now
         if self.keepalive:
             self.keepalive_probes = 0
             self.keepalive_deadline = now + self.cfg.keepalive_idle_ms

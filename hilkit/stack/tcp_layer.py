@@ -25,6 +25,7 @@ from hilkit.stack.events import SocketEvent
 from hilkit.stack.tcp import ACK, RST, SYN, Segment, seq_add
 from hilkit.stack.tcp_conn import Connection, State, TcpConfig
 from hilkit.stack.tcp_socket import TcpSocket
+from hilkit.stack.timers import Timer
 
 if TYPE_CHECKING:
     from hilkit.stack.stack import Stack
@@ -46,7 +47,7 @@ class TcpLayer:
         self.conns: dict[Key, Connection] = {}
         self.listeners: dict[int, TcpSocket] = {}
         self.bound: set[tuple[int, int]] = set()
-        self._armed: dict[Connection, float] = {}
+        self._armed: dict[Connection, Timer] = {}  # one timer per connection, the earliest
         self._half_open_of: dict[Connection, TcpSocket] = {}
         self._secret = secrets.token_bytes(16)
         self._next_ephemeral = 0
@@ -249,9 +250,10 @@ class TcpLayer:
         deadline = conn.next_deadline()
         if deadline is not None:
             armed = self._armed.get(conn)
-            if armed is None or deadline < armed:
-                self._armed[conn] = deadline
-                st.timers.at(deadline, lambda: self._timer(conn, deadline))
+            if armed is None or deadline < armed.deadline:
+                if armed is not None:
+                    armed.cancel()
+                self._armed[conn] = st.timers.at(deadline, lambda: self._timer(conn))
 
     def _accepted(self, lst: TcpSocket, conn: Connection) -> None:
         child = TcpSocket(self.stack)
@@ -265,12 +267,9 @@ class TcpLayer:
         lst.accept_queue.append(child)
         self.stack._notify(lst, SocketEvent.CONN)
 
-    def _timer(self, conn: Connection, deadline: float) -> None:
-        if self._armed.get(conn) != deadline:
-            return  # superseded by an earlier deadline
+    def _timer(self, conn: Connection) -> None:
+        """The connection's earliest deadline came; it re-arms for its next in ``flush``."""
         del self._armed[conn]
-        if conn.state == State.CLOSED:
-            return
         conn.on_timer(self.stack.clock.now_ms())
         self.flush(conn)
 
@@ -278,7 +277,9 @@ class TcpLayer:
         key = (conn.local[0], conn.local[1], conn.remote[0], conn.remote[1])
         if self.conns.get(key) is conn:
             del self.conns[key]
-        self._armed.pop(conn, None)
+        timer = self._armed.pop(conn, None)
+        if timer is not None:
+            timer.cancel()  # a closed connection leaves no timer behind
         parent = self._half_open_of.pop(conn, None)
         if parent is not None:
             parent.half_open -= 1
