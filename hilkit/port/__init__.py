@@ -8,17 +8,20 @@ from hilkit.port.device import (
     LinkType,
     max_frame_len,
 )
+from hilkit.port.errors import ChipNotResponding, HardwareNotFound
 from hilkit.port.impair import ImpairCounters, ImpairedDevice, Impairment
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import BusCounters, SpiBus
 
 __all__ = [
     "BusCounters",
+    "ChipNotResponding",
     "Clock",
     "Device",
     "DeviceClosed",
     "DeviceCounters",
     "Edge",
+    "HardwareNotFound",
     "ImpairCounters",
     "ImpairedDevice",
     "Impairment",
