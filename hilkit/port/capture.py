@@ -33,7 +33,8 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import BinaryIO
 
-from hilkit.port.device import Device, DeviceCounters, LinkType, device_deadline
+from hilkit.port.device import Device, LinkType
+from hilkit.port.middleware import DeviceMiddleware
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -281,7 +282,7 @@ class PcapngWriter:
         return f"<PcapngWriter {self.path or self._file!r}: {state}>"
 
 
-class CaptureDevice:
+class CaptureDevice(DeviceMiddleware):
     """A Device that records what passes through another into a pcapng file.
 
     Frames ``send`` accepted are recorded as outbound (a refused frame never
@@ -300,7 +301,7 @@ class CaptureDevice:
         iface_name: str | None = None,
         snaplen: int = 0,
     ) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.writer = writer
         self.iface_id = writer.add_interface(
             inner.name if iface_name is None else iface_name,
@@ -308,51 +309,6 @@ class CaptureDevice:
             snaplen,
             mac=inner.mac,
         )
-
-    # Device attributes, delegated (settable, as the Device protocol declares).
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.inner.name = value
-
-    @property
-    def link_type(self) -> LinkType:
-        return self.inner.link_type
-
-    @link_type.setter
-    def link_type(self, value: LinkType) -> None:
-        self.inner.link_type = value
-
-    @property
-    def mac(self) -> bytes | None:
-        return self.inner.mac
-
-    @mac.setter
-    def mac(self, value: bytes | None) -> None:
-        self.inner.mac = value
-
-    @property
-    def mtu(self) -> int:
-        return self.inner.mtu
-
-    @mtu.setter
-    def mtu(self, value: int) -> None:
-        self.inner.mtu = value
-
-    @property
-    def counters(self) -> DeviceCounters:
-        return self.inner.counters
-
-    @counters.setter
-    def counters(self, value: DeviceCounters) -> None:
-        self.inner.counters = value
-
-    @property
-    def link_up(self) -> bool:
-        return self.inner.link_up
 
     def send(self, frame: bytes | bytearray | memoryview) -> bool:
         ok = self.inner.send(frame)
@@ -367,16 +323,6 @@ class CaptureDevice:
             for frame in frames:
                 write(iface, frame, True)
         return frames
-
-    def fileno(self) -> int | None:
-        return self.inner.fileno()
-
-    def next_deadline(self) -> float | None:
-        """Forwarded: a wrapped device that holds frames says when it needs a poll."""
-        return device_deadline(self.inner)
-
-    def close(self) -> None:
-        self.inner.close()
 
     def __repr__(self) -> str:
         return f"<CaptureDevice {self.inner!r} -> interface {self.iface_id}>"

@@ -94,7 +94,8 @@ from dataclasses import dataclass, fields
 from typing import Literal
 
 from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType, max_frame_len
+from hilkit.port.device import Device, DeviceClosed, max_frame_len
+from hilkit.port.middleware import DeviceMiddleware
 
 __all__ = [
     "DEFAULT_QUEUE_FRAMES",
@@ -543,7 +544,7 @@ class _Path:
         return out
 
 
-class ImpairedDevice:
+class ImpairedDevice(DeviceMiddleware):
     """A Device whose link loses, duplicates, reorders, corrupts, delays and rate-limits.
 
     Everything the Device contract asks is delegated to ``inner``: name, link
@@ -554,7 +555,7 @@ class ImpairedDevice:
     """
 
     def __init__(self, inner: Device, impairment: Impairment, clock: Clock | None = None) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self._tx = _Path("tx")
         self._rx = _Path("rx")
@@ -588,55 +589,6 @@ class ImpairedDevice:
     @property
     def impair_counters_rx(self) -> ImpairCounters:
         return self._rx.counters
-
-    # -- Device attributes, delegated (settable, as the Device protocol declares) --
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.inner.name = value
-
-    @property
-    def link_type(self) -> LinkType:
-        return self.inner.link_type
-
-    @link_type.setter
-    def link_type(self, value: LinkType) -> None:
-        self.inner.link_type = value
-
-    @property
-    def mac(self) -> bytes | None:
-        return self.inner.mac
-
-    @mac.setter
-    def mac(self, value: bytes | None) -> None:
-        self.inner.mac = value
-
-    @property
-    def mtu(self) -> int:
-        return self.inner.mtu
-
-    @mtu.setter
-    def mtu(self, value: int) -> None:
-        self.inner.mtu = value
-
-    @property
-    def counters(self) -> DeviceCounters:
-        return self.inner.counters
-
-    @counters.setter
-    def counters(self, value: DeviceCounters) -> None:
-        self.inner.counters = value
-
-    @property
-    def link_up(self) -> bool:
-        return self.inner.link_up
-
-    def fileno(self) -> int | None:
-        """The inner descriptor. Frames the wrapper holds are announced by ``next_deadline``."""
-        return self.inner.fileno()
 
     # -- traffic ---------------------------------------------------------------
     def send(self, frame: bytes | bytearray | memoryview) -> bool:
@@ -698,10 +650,9 @@ class ImpairedDevice:
             return None
         if self._ready:
             return self.clock.now_ms()
-        tx, rx = self._tx.next_deadline(), self._rx.next_deadline()
-        if tx is None:
-            return rx
-        return tx if rx is None else min(tx, rx)
+        due = [d for d in (self._tx.next_deadline(), self._rx.next_deadline(),
+                           super().next_deadline()) if d is not None]
+        return min(due) if due else None
 
     @property
     def pending(self) -> int:
