@@ -27,3 +27,17 @@ def bench(c: Context) -> None:
 def demo(c: Context) -> None:
     """picoTCP's README ping example against the kernel on tap0, in a private namespace."""
     c.run("python -m hilkit.demo examples/ping.py", pty=False)
+
+
+@task(help={"rig": "a rig name (rigs/NAME.toml) or path", "suite": "comma-separated suites",
+            "k": "pytest -k expression", "out": "report directory"})
+def hil(c: Context, rig: str = "sim-w5100", suite: str = "", k: str = "", out: str = "") -> None:
+    """Run the on-hardware suites on a rig: `invoke hil --rig rpi-w5100`."""
+    args = [f"--rig {rig}"]
+    if suite:
+        args.append(f"--suite {suite}")
+    if k:
+        args.append(f"-k '{k}'")
+    if out:
+        args.append(f"--out {out}")
+    c.run("hilkit hil " + " ".join(args), pty=False)

@@ -25,6 +25,7 @@ ENTRY_POINT_GROUP = "hilkit.drivers"
 BUILTIN_DRIVERS: dict[str, str] = {
     "tap": "hilkit.drivers.tap:TapDevice",
     "tun": "hilkit.drivers.tap:TunDevice",
+    "w5100": "hilkit.drivers.w5100:W5100Device",
 }
 
 DriverFactory = Callable[..., Device]

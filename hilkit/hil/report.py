@@ -1,0 +1,205 @@
+"""What a HIL run leaves behind: results.json, the summary table, the bus figures.
+
+``results.json``::
+
+    {
+      "format": "hilkit-hil-results/1",
+      "rig": "sim-w5100", "driver": "w5100", "bus": "sim", "simulated": true,
+      "started": "2025-01-01T12:00:00Z", "ended": "...", "duration_s": 95.2,
+      "exit_code": 0, "verdict": "passed",
+      "suites": {"icmp": {"passed": 10, "failed": 0, "skipped": 0, "time_s": 3.2}, ...},
+      "checks": [
+        {"id": "icmp::test_hilkit_pings_kernel[1473]", "nodeid": "...", "suite": "icmp",
+         "outcome": "passed", "duration_s": 0.0031, "message": "",
+         "figures": {"rtt_ms": {"value": 1.2, "unit": "ms"}}, "pcapng": "icmp-....pcapng"},
+        ...
+      ],
+      "figures": {
+        "spi_bytes_per_payload_byte": 4.02, "cs_transactions_per_frame": 1019.3,
+        "bus_calls_per_frame": 5.1, "goodput_hilkit_to_kernel": 0.21, ...,
+        "units": {"goodput_hilkit_to_kernel": "MB/s", ...},
+        "counters": {"device": {...}, "stack": {"drops": {...}, "stats": {...}},
+                     "bus": {"bytes": ..., "transactions": ..., "calls": ...},
+                     "model": {...}}
+      },
+      "notes": ["..."]
+    }
+
+Outcomes are ``passed``, ``failed`` (an assertion or exception in the check),
+``error`` (its setup or teardown broke) and ``skipped`` (with the reason as
+``message``). Every figure a check records appears under its check and, by
+name, in ``figures`` (a later check's value wins on a name clash, as with
+``--repeat``).
+
+The bus figures (issue 5 section 6), from the SPI bus's counters over a
+transfer:
+
+- ``spi_bytes_per_payload_byte``: bytes clocked on the bus per byte of Ethernet
+  frame moved through the chip (device rx_bytes + tx_bytes). The W5100 moves
+  one data byte per 4-byte SPI frame, so 4.0 is the physical floor.
+- ``cs_transactions_per_frame`` and ``bus_calls_per_frame``: chip-select
+  assertions and OS/bridge round trips (ioctl, USB write+read) per Ethernet
+  frame, both directions counted.
+- ``silicon_s``: what the same bus traffic would take on real silicon at the
+  rig's SPI clock: ``bytes * 8 / speed_hz + calls * overhead``, where the
+  per-call overhead is ``BUS_CALL_OVERHEAD_S`` for the bus kind (measured
+  orders of magnitude, not guarantees: ~30 us per spidev ioctl on a
+  Raspberry Pi 4, ~125 us per FT232H USB 2.0 write+read round trip).
+- ``silicon_pct_of_spi_ceiling``: the frame-byte rate on silicon as a
+  percentage of the W5100's SPI ceiling, ``W5100_SPI_MAX_HZ / 8 / 4`` frame
+  bytes per second (14 MHz, 4 SPI bytes per data byte, no gaps: 437.5 kB/s).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+FORMAT = "hilkit-hil-results/1"
+
+W5100_SPI_MAX_HZ = 14_000_000  # facts/w5100.md §1: the fastest clock users report working
+SPI_BYTES_PER_DATA_BYTE = 4  # one CS-framed 4-byte transfer per W5100 data byte
+# Seconds of host overhead per bus call (one ioctl, one USB write+read), per bus kind.
+BUS_CALL_OVERHEAD_S: dict[str, float] = {
+    "spidev": 30e-6,  # SPI_IOC_MESSAGE ioctl on a Raspberry Pi 4 (syscall + DMA setup)
+    "ftdi": 125e-6,  # FT232H MPSSE: one USB 2.0 high-speed write + read (microframes)
+    "ft232h": 125e-6,
+    "pyftdi": 125e-6,
+    "mpsse": 125e-6,
+}
+DEFAULT_CALL_OVERHEAD_S = 30e-6  # simulated and python buses: counted as spidev calls
+
+OUTCOMES = ("passed", "failed", "error", "skipped")
+
+
+@dataclass
+class Check:
+    """One check (pytest test item) and how it went."""
+
+    id: str  # "icmp::test_hilkit_pings_kernel[1473]"
+    nodeid: str
+    suite: str
+    outcome: str = "passed"
+    duration_s: float = 0.0
+    message: str = ""
+    figures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pcapng: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "nodeid": self.nodeid,
+            "suite": self.suite,
+            "outcome": self.outcome,
+            "duration_s": round(self.duration_s, 6),
+            "message": self.message,
+            "figures": self.figures,
+            "pcapng": self.pcapng,
+        }
+
+
+def call_overhead_s(bus_kind: str | None) -> float:
+    return BUS_CALL_OVERHEAD_S.get((bus_kind or "").lower(), DEFAULT_CALL_OVERHEAD_S)
+
+
+def bus_figures(
+    *, spi_bytes: int, transactions: int, calls: int, frames: int, frame_bytes: int,
+    speed_hz: float | None, bus_kind: str | None, payload_bytes: int | None = None,
+) -> dict[str, tuple[float, str]]:
+    """The section 6 figures for a stretch of traffic: name -> (value, unit).
+
+    ``frames``/``frame_bytes`` are the device's rx+tx deltas over the same
+    stretch; ``payload_bytes`` (optional) the application bytes it carried.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    if frame_bytes > 0:
+        out["spi_bytes_per_payload_byte"] = (spi_bytes / frame_bytes, "B/B")
+    if frames > 0:
+        out["cs_transactions_per_frame"] = (transactions / frames, "1/frame")
+        out["bus_calls_per_frame"] = (calls / frames, "1/frame")
+    if payload_bytes:
+        out["spi_bytes_per_app_byte"] = (spi_bytes / payload_bytes, "B/B")
+    if speed_hz and speed_hz > 0:
+        overhead = call_overhead_s(bus_kind)
+        silicon_s = spi_bytes * 8 / speed_hz + calls * overhead
+        out["spi_clock_hz"] = (float(speed_hz), "Hz")
+        out["bus_call_overhead_us"] = (overhead * 1e6, "us")
+        out["silicon_s"] = (silicon_s, "s")
+        if silicon_s > 0 and frame_bytes > 0:
+            rate = frame_bytes / silicon_s
+            ceiling = W5100_SPI_MAX_HZ / 8 / SPI_BYTES_PER_DATA_BYTE
+            out["silicon_frame_MBps"] = (rate / 1e6, "MB/s")
+            out["silicon_pct_of_spi_ceiling"] = (100.0 * rate / ceiling, "%")
+            if payload_bytes:
+                out["silicon_goodput_MBps"] = (payload_bytes / silicon_s / 1e6, "MB/s")
+    return out
+
+
+def summarize(checks: Iterable[Check], order: Iterable[str] = ()) -> dict[str, dict[str, Any]]:
+    """Per suite: passed, failed (errors included), skipped, time_s; suites in ``order`` first."""
+    rows: dict[str, dict[str, Any]] = {s: {} for s in order}
+    for c in checks:
+        row = rows.setdefault(c.suite, {})
+        if not row:
+            row.update(passed=0, failed=0, skipped=0, time_s=0.0)
+        key = "failed" if c.outcome in ("failed", "error") else c.outcome
+        row[key] = row.get(key, 0) + 1
+        row["time_s"] += c.duration_s
+    return {s: r for s, r in rows.items() if r}
+
+
+def _fmt_time(s: float) -> str:
+    return f"{s * 1000:.1f} ms" if s < 1 else f"{s:.2f} s" if s < 100 else f"{s:.0f} s"
+
+
+def fmt_duration(s: float) -> str:
+    return _fmt_time(s)
+
+
+def summary_table(checks: list[Check], order: Iterable[str] = ()) -> str:
+    """The table printed at the end of a run."""
+    rows = summarize(checks, order)
+    head = f"{'suite':<14}{'passed':>8}{'failed':>8}{'skipped':>9}{'time':>12}"
+    lines = [head, "-" * len(head)]
+    tot = {"passed": 0, "failed": 0, "skipped": 0, "time_s": 0.0}
+    for suite, r in rows.items():
+        lines.append(f"{suite:<14}{r['passed']:>8}{r['failed']:>8}{r['skipped']:>9}"
+                     f"{_fmt_time(r['time_s']):>12}")
+        for k in tot:
+            tot[k] += r[k]
+    lines.append("-" * len(head))
+    lines.append(f"{'total':<14}{tot['passed']:>8}{tot['failed']:>8}{tot['skipped']:>9}"
+                 f"{_fmt_time(tot['time_s']):>12}")
+    return "\n".join(lines)
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe: no NaN/inf, tuples as lists, unknown objects as strings."""
+    if isinstance(v, float):
+        return v if math.isfinite(v) else None
+    if isinstance(v, Mapping):
+        return {str(k): _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    if v is None or isinstance(v, (str, int, bool)):
+        return v
+    return str(v)
+
+
+def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
+    """Write atomically: a reader never sees half a file."""
+    p = Path(path)
+    tmp = p.with_name(p.name + ".tmp")
+    tmp.write_text(json.dumps(_clean(data), indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, p)
+
+
+def verdict(checks: list[Check]) -> str:
+    if any(c.outcome in ("failed", "error") for c in checks):
+        return "failed"
+    return "passed" if any(c.outcome == "passed" for c in checks) else "nothing passed"

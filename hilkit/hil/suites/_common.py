@@ -1,0 +1,246 @@
+"""What several suites share: sizes per rig kind, payload patterns, bulk TCP both ways."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hilkit.hil.plugin import BuiltRigLike, HilSession, Kernel, is_slow_sim
+from hilkit.stack import SocketEvent, Stack, TcpSocket, TcpState
+from hilkit.stack.tcp_socket import SHUT_WR
+
+MiB = 1 << 20
+KiB = 1 << 10
+
+
+def size_param(hil: HilSession, suite: str, key: str, real: int, sim: int) -> int:
+    """``rig.suites[suite][key]``, else ``real`` bytes (``sim`` on a simulated SPI rig).
+
+    A chip model moves every data byte as a 4-byte SPI frame in Python, so
+    simulated SPI rigs get smaller transfers; the choice is noted in results.json.
+    """
+    p = hil.params(suite)
+    if key in p:
+        return int(p[key])
+    if is_slow_sim(hil.built):
+        hil.note(f"{suite}: {key} = {sim} on this simulated SPI rig (real rigs: {real}); "
+                 f"set [suites.{suite}] {key} in the rig file to change it")
+        return sim
+    return real
+
+
+def timeout_param(hil: HilSession, suite: str, real: float, sim: float) -> float:
+    p = hil.params(suite)
+    if "timeout_s" in p:
+        return float(p["timeout_s"])
+    return sim if is_slow_sim(hil.built) else real
+
+
+_LETTERS = bytes(0x61 + i % 26 for i in range(256))
+
+
+def pattern(n: int, seed: int) -> bytes:
+    """``n`` reproducible pseudo-random bytes, lowercase letters only: random binary now
+    and then looks like a Thrift message to tshark's heuristic dissectors, which then call
+    the frame malformed."""
+    return random.Random(seed).randbytes(n).translate(_LETTERS)
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# -- hilkit's side of a bulk transfer: an event-socket pump ----------------------------------
+
+
+@dataclass
+class Pump:
+    """Send ``data`` (then FIN) and read until the peer's FIN, on one hilkit TCP socket.
+
+    Driven by socket events, so both directions run at once.
+    """
+
+    data: bytes
+    sent: int = 0
+    received: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
+    error: int = 0
+    eof: bool = False
+    shut: bool = False
+    sock: TcpSocket | None = None
+    first_byte_at: float | None = None
+    eof_at: float | None = None
+    on_progress: Callable[[Pump], None] | None = None
+
+    @property
+    def done(self) -> bool:
+        return bool(self.error) or (self.eof and self.shut)
+
+    def attach(self, sock: TcpSocket) -> None:
+        self.sock = sock
+        sock.on_event = self._on_event
+        self._pump(sock)
+
+    def _on_event(self, sock: TcpSocket, ev: SocketEvent) -> None:
+        if ev & SocketEvent.ERR:
+            self.error = sock.error or -1
+            return
+        self._pump(sock)
+
+    def _pump(self, sock: TcpSocket) -> None:
+        if self.error or sock.conn is None:
+            return
+        try:
+            if not self.shut and sock.state in (TcpState.ESTABLISHED, TcpState.CLOSE_WAIT):
+                view = memoryview(self.data)
+                while self.sent < len(self.data):
+                    n = sock.send(view[self.sent:self.sent + 65536])
+                    if n == 0:
+                        break
+                    self.sent += n
+                if self.sent == len(self.data):
+                    sock.shutdown(SHUT_WR)
+                    self.shut = True
+            while True:
+                d = sock.recv(1 << 20)
+                if not d:
+                    break
+                if self.first_byte_at is None:
+                    self.first_byte_at = time.monotonic()
+                self.digest.update(d)
+                self.received += len(d)
+        except OSError as e:
+            self.error = e.errno or -1
+            return
+        if sock.eof and not self.eof:
+            self.eof = True
+            self.eof_at = time.monotonic()
+        if self.on_progress is not None:
+            self.on_progress(self)
+
+
+def hilkit_connect(stack: Stack, addr: tuple[str, int], pump: Pump) -> TcpSocket:
+    """Connect a hilkit socket to ``addr`` and hand it to ``pump`` once connected."""
+
+    def on_event(sock: TcpSocket, ev: SocketEvent) -> None:
+        if ev & SocketEvent.ERR:
+            pump.error = sock.error or -1
+        elif sock.connected:
+            pump.attach(sock)
+
+    s = stack.tcp_socket(on_event)
+    pump.sock = s
+    s.connect(addr)
+    return s
+
+
+def hilkit_listen(stack: Stack, addr: tuple[str, int], pump: Pump) -> TcpSocket:
+    """Listen on ``addr``; the first connection accepted goes to ``pump``."""
+
+    def on_listener(lst: TcpSocket, ev: SocketEvent) -> None:
+        child = lst.accept()
+        if child is not None and pump.sock is None:
+            pump.attach(child)
+
+    s = stack.tcp_socket(on_listener)
+    s.bind(addr)
+    s.listen(4)
+    return s
+
+
+# -- the kernel's side ------------------------------------------------------------------------
+
+
+@dataclass
+class KernelEnd:
+    received: int = 0
+    digest: str = ""
+    sent: int = 0
+    started_at: float = 0.0
+    ended_at: float = 0.0
+
+
+def kernel_duplex(sock: socket.socket, data: bytes) -> KernelEnd:
+    """On a connected kernel socket: send ``data`` then FIN (in a helper thread) while
+    reading until EOF; both ends' counts and the SHA-256 of what came in."""
+    end = KernelEnd(started_at=time.monotonic())
+    errors: list[BaseException] = []
+
+    def sender() -> None:
+        try:
+            view = memoryview(data)
+            off = 0
+            while off < len(data):
+                off += sock.send(view[off:off + (1 << 20)])
+            end.sent = off
+            sock.shutdown(socket.SHUT_WR)
+        except BaseException as e:
+            errors.append(e)
+
+    t = threading.Thread(target=sender, name="kernel-sender", daemon=True)
+    t.start()
+    h = hashlib.sha256()
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    while True:
+        got = sock.recv_into(buf)
+        if got == 0:
+            break
+        h.update(view[:got])
+        end.received += got
+    t.join(sock.gettimeout() or 60)
+    end.digest = h.hexdigest()
+    end.ended_at = time.monotonic()
+    sock.close()
+    if errors:
+        raise errors[0]
+    return end
+
+
+def duplex_transfer(stack: Stack, kernel: Kernel, built: BuiltRigLike, nbytes: int,
+                    hilkit_is_client: bool, port: int, timeout: float,
+                    on_progress: Callable[[Pump], None] | None = None,
+                    seed: int = 1, nbytes_to_hilkit: int | None = None,
+                    ) -> tuple[Pump, KernelEnd, bytes, bytes]:
+    """``nbytes`` from hilkit to the kernel while ``nbytes_to_hilkit`` (default the same)
+    go the other way, at once, between a hilkit socket and a kernel socket.
+
+    Returns (hilkit's end, the kernel's end, what hilkit sent, what the kernel sent).
+    """
+    to_kernel = pattern(nbytes, seed)
+    back = nbytes if nbytes_to_hilkit is None else nbytes_to_hilkit
+    to_hilkit = pattern(back, seed + 1000)
+    pump = Pump(to_kernel, on_progress=on_progress)
+    if hilkit_is_client:
+        lst = kernel.tcp_listener(port)
+        kport = lst.getsockname()[1]
+
+        def kside() -> KernelEnd:
+            conn, _ = lst.accept()
+            conn.settimeout(timeout)
+            return kernel_duplex(conn, to_hilkit)
+
+        th = kernel.start(stack, kside, "kernel-server")
+        hilkit_connect(stack, (built.kernel_ip, kport), pump)
+    else:
+        hilkit_listen(stack, (built.dut_ip, port), pump)
+
+        def kside() -> KernelEnd:
+            c = kernel.tcp_client()
+            c.settimeout(timeout)
+            c.connect((built.dut_ip, port))
+            return kernel_duplex(c, to_hilkit)
+
+        th = kernel.start(stack, kside, "kernel-client")
+    kend: KernelEnd = th.wait(timeout)
+    stack.run(until=lambda: pump.done, timeout=timeout)
+    if pump.sock is not None:
+        pump.sock.close()
+        stack.run(until=lambda: True, timeout=0)
+    return pump, kend, to_kernel, to_hilkit

@@ -1,0 +1,57 @@
+"""link: the device reports link up; on simulated rigs the link goes down and up again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from hilkit.hil.plugin import BuiltRigLike, HilSession, Kernel
+from hilkit.stack import PingError, PingStats, Stack
+
+
+def _until(pred: Callable[[], bool], timeout_s: float) -> bool:
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(0.01)
+    return bool(pred())
+
+
+def test_link_up(rig: BuiltRigLike) -> None:
+    assert isinstance(rig.device.link_up, bool), "link_up is not a bool"
+    assert _until(lambda: rig.device.link_up, 3.0), f"{rig.device.name}: link is down"
+
+
+def test_peer_has_carrier(kernel: Kernel) -> None:
+    flags = kernel.link_flags()
+    assert "UP" in flags, f"{kernel.ifname} is administratively down: {flags}"
+    assert "LOWER_UP" in flags, f"{kernel.ifname} has no carrier (cable?): {flags}"
+
+
+def _ping_once(stack: Stack, dst: str, timeout_ms: float = 3000) -> bool:
+    got: list[PingStats] = []
+    stack.ping(dst, 1, 0, timeout_ms, 56, got.append)
+    stack.run(until=lambda: bool(got), timeout=timeout_ms / 1000 + 2)
+    return bool(got) and got[0].err is PingError.REPLIED
+
+
+def test_link_down_and_up(rig: BuiltRigLike, kernel: Kernel, hil: HilSession,
+                          stack: Stack) -> None:
+    if not getattr(rig.rig, "simulated", False):
+        pytest.skip("taking the link down needs the cable pulled: not automated on real rigs")
+    dev = rig.device
+    assert _until(lambda: dev.link_up, 3.0), "link is not up to begin with"
+    kernel.set_link(False)
+    try:
+        followed = _until(lambda: not dev.link_up, 2.0)
+    finally:
+        kernel.set_link(True)
+    hil.shared["link_follows_peer"] = followed
+    if not followed:
+        pytest.skip(f"{type(dev).__name__} does not report link state "
+                    "(the W5100 has no link register): link is assumed up")
+    assert _until(lambda: dev.link_up, 3.0), "link did not come back up"
+    assert _ping_once(stack, rig.kernel_ip), "no traffic after the link came back"

@@ -1,0 +1,596 @@
+"""From a rig file to a live device: namespace, peer, bus, pins, driver.
+
+``check_hardware(rig)`` says within a few seconds whether what the rig names
+is there (device node, USB device, GPIO chip, host interface), without
+opening a namespace. ``build(rig)`` is a context manager that makes
+everything and always takes it down again::
+
+    with build(load_rig("sim-w5100")) as b:
+        stack = Stack()
+        dev = stack.add_device(b.device)
+        stack.link_add(dev, b.dut_ip, b.dut_netmask)
+        stack.ping(b.kernel_ip, ...)
+
+Network safety: the kernel peer lives in a private namespace made for the
+run. A TAP peer is born inside it; a host peer (a real NIC) is moved into it
+and, in a ``finally``, moved back to the namespace it came from -- also on an
+exception or Ctrl-C. Nothing is configured in the machine's own namespace,
+and the private namespace is always deleted.
+
+Buses, pins, models and drivers are imported only when a rig needs them, so
+this module imports without them.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import importlib
+import inspect
+import json
+import os
+import re
+import shutil
+import signal
+import struct
+import subprocess
+import threading
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from hilkit.port.clock import Clock, MonotonicClock
+from hilkit.port.device import Device
+from hilkit.port.errors import HardwareNotFound
+from hilkit.port.pin import Pin
+from hilkit.port.spi import SpiBus
+from hilkit.rig.netns import Netns, NetnsError
+from hilkit.rig.schema import BusSpec, PinSpec, Problem, Rig, RigError, display_path
+
+__all__ = ["BuiltRig", "build", "check_hardware", "resolve_factory"]
+
+NETNS_PREFIX = "hkr"
+_IP_TIMEOUT_S = 5.0
+
+# <linux/gpio.h>: struct gpiochip_info { char name[32]; char label[32]; __u32 lines; }
+_GPIOCHIP_INFO = struct.Struct("=32s32sI")
+GPIO_GET_CHIPINFO_IOCTL = (2 << 30) | (_GPIOCHIP_INFO.size << 16) | (0xB4 << 8) | 0x01
+
+FTDI_VID = 0x0403
+# Product names pyftdi accepts in URLs (pyftdi/ftdi.py PRODUCT_IDS) -> USB product id.
+FTDI_PRODUCTS = {
+    "232": 0x6001, "232r": 0x6001, "232h": 0x6014, "2232": 0x6010, "2232d": 0x6010,
+    "2232h": 0x6010, "4232": 0x6011, "4232h": 0x6011, "4232ha": 0x6048,
+    "ft-x": 0x6015, "230x": 0x6015, "231x": 0x6015, "234x": 0x6015,
+}
+SYSFS_USB = Path("/sys/bus/usb/devices")
+
+
+@dataclass
+class BuiltRig:
+    """A rig, live. Everything here is torn down when ``build`` exits."""
+
+    rig: Rig
+    ns: Netns  # the private namespace holding the kernel peer
+    device: Device  # what the stack adds (wrapped in a CaptureDevice if capturing)
+    bus: SpiBus | None  # the SPI bus (or the model, for a simulated bus); None for tap
+    model: Any  # the chip model of a simulated rig, else None
+    pins: dict[str, Pin]  # "reset", "irq": as the rig names them
+    kernel_ip: str  # the peer's (Linux kernel's) address, e.g. "192.168.7.1"
+    kernel_prefix: int
+    dut_ip: str  # hilkit's address, for Stack.link_add
+    dut_netmask: str
+    gateway: str | None
+    peer_interface: str = ""  # the kernel's interface in ``ns`` (TAP or moved host NIC)
+    wire: Device | None = None  # the TAP a chip model puts its frames on
+    driver_device: Device | None = None  # the driver's device, under any capture wrapper
+
+    def kernel_mac(self) -> bytes:
+        """The MAC address of the kernel's interface in the namespace."""
+        out = json.loads(self.ns.ip("-j", "link", "show", "dev", self.peer_interface))
+        return bytes.fromhex(out[0]["address"].replace(":", ""))
+
+
+# -- check_hardware -------------------------------------------------------------------
+
+
+def check_hardware(rig: Rig, *, home: Netns | str | None = None) -> None:
+    """Raise ``HardwareNotFound`` if anything the rig names is absent or cannot be opened.
+
+    Looks, without opening a namespace or touching the chip: the spidev node,
+    the FTDI USB device, the GPIO chips and lines, the host interface (in
+    ``home``, the namespace it lives in: the machine's own when None), the
+    TUN device for TAP peers. Returns within a few seconds. A ``python`` bus
+    factory that cannot be imported raises ``RigError``.
+    """
+    _check_tools(rig)
+    if rig.bus is not None:
+        if rig.bus.kind == "spidev":
+            assert rig.bus.device is not None
+            _check_spidev(rig.bus.device)
+        elif rig.bus.kind == "ftdi":
+            assert rig.bus.url is not None
+            _check_ftdi(rig.bus.url)
+        elif rig.bus.kind == "python":
+            resolve_factory(rig)
+    for pin in rig.pins.values():
+        if pin.kind == "gpiod":
+            _check_gpiod(pin)
+    if rig.peer.kind == "host":
+        _check_host_interface(rig, home.name if isinstance(home, Netns) else home)
+
+
+def _check_tools(rig: Rig) -> None:
+    if shutil.which("ip") is None:
+        raise HardwareNotFound("ip", "command not found", "install iproute2")
+    if rig.peer.kind == "tap" and not os.path.exists("/dev/net/tun"):
+        raise HardwareNotFound("/dev/net/tun", "not found", "load the tun module: modprobe tun")
+
+
+def _check_node(path: str, what: str, absent_hint: str, perm_hint: str) -> None:
+    if not os.path.exists(path):
+        raise HardwareNotFound(path, "not found", absent_hint)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        hint = perm_hint if e.errno in (errno.EACCES, errno.EPERM) else absent_hint
+        raise HardwareNotFound(path, f"cannot open {what}: {e.strerror}", hint) from None
+    os.close(fd)
+
+
+def _check_spidev(path: str) -> None:
+    m = re.fullmatch(r"/dev/spidev(\d+)\.(\d+)", path)
+    absent = ("enable SPI (dtparam=spi=on in config.txt, then reboot); "
+              "list the SPI devices: ls /dev/spidev*")
+    if m is not None and m.group(1) != "0":
+        absent = (f"enable SPI{m.group(1)} (dtoverlay=spi{m.group(1)}-1cs in config.txt); "
+                  "list the SPI devices: ls /dev/spidev*")
+    _check_node(path, "the SPI device", absent,
+                "add the user to the spi group (or run as root): ls -l " + path)
+
+
+def _check_gpiod(pin: PinSpec) -> None:
+    assert pin.chip is not None and pin.line is not None
+    what = f"pins.{pin.name}: GPIO chip {pin.chip}"
+    chip = pin.chip
+    if chip.startswith("/"):
+        paths = [chip]
+    elif re.fullmatch(r"gpiochip\d+", chip):
+        paths = [f"/dev/{chip}"]
+    else:
+        paths = sorted(str(p) for p in Path("/dev").glob("gpiochip*"))
+    found: tuple[str, int] | None = None
+    for path in paths:
+        if not os.path.exists(path):
+            continue
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+        except OSError as e:
+            if len(paths) == 1:
+                raise HardwareNotFound(
+                    path, f"cannot open the GPIO chip: {e.strerror}",
+                    "add the user to the gpio group (or run as root): ls -l " + path,
+                ) from None
+            continue
+        try:
+            info = fcntl.ioctl(fd, GPIO_GET_CHIPINFO_IOCTL, bytes(_GPIOCHIP_INFO.size))
+        except OSError as e:
+            raise HardwareNotFound(path, f"not a GPIO chip ({e.strerror})",
+                                   "list the chips: gpiodetect") from None
+        finally:
+            os.close(fd)
+        name_b, label_b, lines = _GPIOCHIP_INFO.unpack(info)
+        label = label_b.rstrip(b"\0").decode(errors="replace")
+        name = name_b.rstrip(b"\0").decode(errors="replace")
+        if len(paths) == 1 or chip in (label, name):
+            found = (path, lines)
+            break
+    if found is None:
+        if len(paths) == 1:
+            raise HardwareNotFound(paths[0], "not found",
+                                   "is this the right board? list the chips: gpiodetect "
+                                   "(or ls /dev/gpiochip*)")
+        raise HardwareNotFound(what, "no GPIO chip has this label",
+                               "list the chips and their labels: gpiodetect")
+    path, lines = found
+    if pin.line >= lines:
+        raise HardwareNotFound(f"{path} line {pin.line}", f"the chip has only {lines} lines",
+                               "check pins." + pin.name + ".line; list them: gpioinfo")
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text().strip()
+    except OSError:
+        return ""
+
+
+def _parse_ftdi_url(url: str) -> tuple[int | None, int | None, str | None]:
+    m = re.fullmatch(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])", url)
+    if m is None:
+        raise HardwareNotFound(url, "not an FTDI URL", "ftdi://ftdi:232h/1")
+    vendor_s, product_s, serial = m.group(1), m.group(2) or "", m.group(3) or None
+
+    def num(s: str) -> int | None:
+        try:
+            return int(s, 16)
+        except ValueError:
+            return None
+
+    vendor = FTDI_VID if vendor_s in ("", "ftdi") else num(vendor_s)
+    product = FTDI_PRODUCTS.get(product_s.lower()) if product_s else None
+    if product_s and product is None:
+        product = num(product_s)
+    return vendor, product, serial
+
+
+def _check_ftdi(url: str) -> None:
+    vendor, product, serial = _parse_ftdi_url(url)
+    hint = ("plug in the FT232H; check: lsusb -d 0403: (an FT232H is 0403:6014); "
+            "in a container, pass the USB device through")
+    if not SYSFS_USB.is_dir():
+        raise HardwareNotFound(url, "no USB bus visible (/sys/bus/usb is missing)", hint)
+    matches: list[Path] = []
+    for dev in sorted(SYSFS_USB.iterdir()):
+        vid, pid = _read(dev / "idVendor"), _read(dev / "idProduct")
+        if not vid or not pid:
+            continue
+        if vendor is not None and int(vid, 16) != vendor:
+            continue
+        if product is not None and int(pid, 16) != product:
+            continue
+        matches.append(dev)
+    if serial is not None:
+        if serial.isdigit():
+            matches = matches[int(serial):int(serial) + 1]
+        elif ":" in serial:
+            bus_s, _, addr_s = serial.partition(":")
+            matches = [d for d in matches if _read(d / "busnum") == str(int(bus_s, 16))
+                       and _read(d / "devnum") == str(int(addr_s, 16))]
+        else:
+            matches = [d for d in matches if _read(d / "serial") == serial]
+    if not matches:
+        want = f"{vendor or 0:04x}:{product:04x}" if product is not None else f"{vendor or 0:04x}:*"
+        raise HardwareNotFound(url, f"no USB device {want}"
+                               + (f" with serial {serial}" if serial else "") + " found", hint)
+    dev = matches[0]
+    busnum, devnum = _read(dev / "busnum"), _read(dev / "devnum")
+    if busnum.isdigit() and devnum.isdigit():
+        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
+        if os.path.exists(node) and not os.access(node, os.R_OK | os.W_OK):
+            raise HardwareNotFound(
+                url, f"{node}: permission denied",
+                "add a udev rule for 0403:6014 (MODE=\"0666\" or GROUP=\"plugdev\"), "
+                "or run as root")
+    try:
+        import usb.backend.libusb1 as libusb1  # type: ignore[import-untyped]
+    except ImportError:
+        raise HardwareNotFound(url, "pyusb is not installed", "pip install pyftdi") from None
+    if libusb1.get_backend() is None:
+        raise HardwareNotFound(url, "libusb-1.0 not found", "apt install libusb-1.0-0")
+
+
+def _check_host_interface(rig: Rig, home: str | None) -> None:
+    ifname = rig.peer.interface
+    argv = ["ip", "-j", "link", "show", "dev", ifname]
+    res = _ip(argv if home is None else ["ip", "-n", home, *argv[1:]])
+    if res.returncode != 0:
+        where = "this machine" if home is None else f"namespace {home}"
+        stale = _stale_holder(ifname)
+        hint = (f"it is in namespace {stale}, left by an interrupted run: "
+                f"ip -n {stale} link set dev {ifname} netns 1" if stale else
+                "list the interfaces: ip link; set peer.interface to the NIC cabled to the DUT")
+        raise HardwareNotFound(ifname, f"no such network interface on {where}", hint)
+    _refuse_uplink(ifname, home)
+
+
+def _refuse_uplink(ifname: str, home: str | None) -> None:
+    argv = ["ip", "-j", "route", "show", "default"]
+    res = _ip(argv if home is None else ["ip", "-n", home, *argv[1:]])
+    try:
+        routes = json.loads(res.stdout or "[]")
+    except json.JSONDecodeError:
+        routes = []
+    if any(r.get("dev") == ifname for r in routes):
+        raise HardwareNotFound(
+            ifname, "carries this machine's default route; refusing to move it into the "
+                    "rig's namespace", "set peer.interface to a NIC used only for the DUT")
+
+
+def _stale_holder(ifname: str) -> str | None:
+    res = _ip(["ip", "-j", "netns", "list"])
+    try:
+        names = [n["name"] for n in json.loads(res.stdout or "[]")]
+    except (json.JSONDecodeError, KeyError, TypeError):
+        return None
+    for name in names:
+        if name.startswith(f"{NETNS_PREFIX}-") and _ip(
+                ["ip", "-n", name, "link", "show", "dev", ifname]).returncode == 0:
+            return str(name)
+    return None
+
+
+def _ip(argv: list[str]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, timeout=_IP_TIMEOUT_S,
+                              check=False)
+    except subprocess.TimeoutExpired:
+        return subprocess.CompletedProcess(argv, 124, "", "timed out")
+
+
+# -- build ------------------------------------------------------------------------------
+
+
+def resolve_factory(rig: Rig) -> Callable[..., Any]:
+    """The callable a ``python`` bus names; ``RigError`` if it cannot be imported."""
+    assert rig.bus is not None and rig.bus.factory is not None
+    module_name, _, attr = rig.bus.factory.partition(":")
+    try:
+        obj: Any = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except ImportError as e:
+        raise RigError(display_path(rig.path), [Problem(
+            "bus.factory", f"cannot import module {module_name!r}: {e}")]) from None
+    except AttributeError:
+        raise RigError(display_path(rig.path), [Problem(
+            "bus.factory", f"module {module_name!r} has no {attr!r}")]) from None
+    if not callable(obj):
+        raise RigError(display_path(rig.path),
+                       [Problem("bus.factory", f"{rig.bus.factory} is not callable")])
+    return obj  # type: ignore[no-any-return]
+
+
+@contextmanager
+def build(
+    rig: Rig,
+    *,
+    capture: str | os.PathLike[str] | None = None,
+    clock: Clock | None = None,
+    home: Netns | str | None = None,
+) -> Iterator[BuiltRig]:
+    """Make the rig live; tear it all down on exit, whatever happens in the body.
+
+    ``capture``: a pcapng path recording the device's frames (the yielded
+    ``device`` is then a ``CaptureDevice``). ``clock``: the chip model's clock.
+    ``home``: the namespace (a ``Netns`` or the name of one in /run/netns) a
+    host peer's interface lives in and returns to: the process's own when None;
+    tests pass a namespace standing in for the host.
+
+    Raises ``HardwareNotFound`` (checked first, before anything is touched),
+    ``RigError`` for a factory that cannot be used, ``NetnsError`` when
+    ``ip`` fails, and whatever a driver raises on probe.
+    """
+    check_hardware(rig, home=home)
+    clock = clock or MonotonicClock()
+    with ExitStack() as es:
+        ns = Netns(NETNS_PREFIX)
+        es.callback(_shielded, lambda: _delete_netns(ns))
+        ns.create()
+        peer, dut = rig.peer, rig.dut
+        in_netns_driver = rig.bus is None and peer.kind == "tap"
+        wire: Device | None = None
+
+        if peer.kind == "host":
+            es.enter_context(_sigterm_unwinds())  # a cancelled CI job still brings it home
+            _move_host_interface(es, ns, peer.interface, rig.mtu,
+                                 home.name if isinstance(home, Netns) else home)
+        elif not in_netns_driver:
+            from hilkit.drivers.tap import TapDevice
+
+            wire_tap = ns.call(lambda: TapDevice(peer.interface, mtu=rig.mtu))
+            es.callback(wire_tap.close)
+            wire = wire_tap
+
+        bus: SpiBus | None = None
+        model: Any = None
+        if rig.bus is not None:
+            bus, model = _make_bus(es, rig, rig.bus, wire, clock)
+        pins = _make_pins(es, rig, bus, model)
+
+        device = _make_driver(es, rig, ns, bus, pins, in_netns_driver, clock)
+        if peer.kind == "tap":
+            ns.ip("link", "set", "dev", peer.interface, "mtu", str(rig.mtu))
+        ns.ip("addr", "add", peer.address, "dev", peer.interface)
+        ns.ip("link", "set", "dev", peer.interface, "up")
+
+        driver_device = device
+        if capture is not None:
+            from hilkit.port.capture import CaptureDevice, PcapngWriter
+
+            writer = PcapngWriter(os.fspath(capture))
+            es.callback(writer.close)
+            device = CaptureDevice(device, writer)
+            es.callback(device.close)
+
+        yield BuiltRig(
+            rig=rig, ns=ns, device=device, bus=bus, model=model, pins=pins,
+            kernel_ip=peer.ip, kernel_prefix=peer.prefix,
+            dut_ip=dut.ip, dut_netmask=dut.netmask, gateway=dut.gateway,
+            peer_interface=peer.interface, wire=wire, driver_device=driver_device,
+        )
+
+
+def _move_host_interface(es: ExitStack, ns: Netns, ifname: str, mtu: int,
+                         home: str | None) -> None:
+    """Move ``ifname`` from ``home`` into ``ns``; register its return on ``es``."""
+    home_ip = ["ip"] if home is None else ["ip", "-n", home]
+    # Back to the namespace it came from: this process's (its main thread never
+    # changes namespace), or the injected home.
+    home_target = str(os.getpid()) if home is None else home
+    info = json.loads(_run([*home_ip, "-j", "link", "show", "dev", ifname]))[0]
+    was_up = "UP" in info.get("flags", [])
+    old_mtu = int(info.get("mtu", 0))
+
+    def move_back() -> None:
+        if _ip(["ip", "-n", ns.name, "link", "show", "dev", ifname]).returncode != 0:
+            return  # never moved, or already back
+        if old_mtu and old_mtu != mtu:
+            _ip(["ip", "-n", ns.name, "link", "set", "dev", ifname, "mtu", str(old_mtu)])
+        _ip(["ip", "-n", ns.name, "addr", "flush", "dev", ifname])
+        _run(["ip", "-n", ns.name, "link", "set", "dev", ifname, "netns", home_target])
+        if was_up:  # leaving a namespace takes an interface down; restore what it was
+            _ip([*home_ip, "link", "set", "dev", ifname, "up"])
+
+    es.callback(_shielded, move_back)
+    _run([*home_ip, "link", "set", "dev", ifname, "netns", ns.name])
+    if old_mtu != mtu:
+        ns.ip("link", "set", "dev", ifname, "mtu", str(mtu))
+
+
+@contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While a host NIC is away, SIGTERM raises SystemExit so the ``finally`` blocks run.
+
+    Only in the main thread and only if nobody else handles SIGTERM; the old
+    disposition is restored on exit. (SIGKILL cannot be caught: ``check_hardware``
+    then finds the NIC in the stale namespace and says how to bring it back.)
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    def unwind(signum: int, frame: FrameType | None) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, unwind)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _delete_netns(ns: Netns) -> None:
+    ns.delete()
+    if os.path.exists(ns.path):  # created, but interrupted before ``Netns`` knew it
+        _ip(["ip", "netns", "delete", ns.name])
+
+
+def _shielded(fn: Callable[[], None], attempts: int = 5) -> None:
+    """Run ``fn`` to the end even if Ctrl-C arrives meanwhile; re-raise the Ctrl-C after."""
+    interrupted: KeyboardInterrupt | None = None
+    for _ in range(attempts):
+        try:
+            fn()
+            break
+        except KeyboardInterrupt as e:
+            interrupted = e
+    if interrupted is not None:
+        raise interrupted
+
+
+def _run(argv: list[str]) -> str:
+    res = _ip(argv)
+    if res.returncode != 0:
+        raise NetnsError(f"{' '.join(argv)}: {res.stderr.strip() or res.returncode}")
+    return res.stdout
+
+
+def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
+              clock: Clock) -> tuple[SpiBus, Any]:
+    bus: Any
+    model: Any = None
+    if spec.kind == "spidev":
+        bus = _load("hilkit.bus.spidev", "SpidevBus")(spec.device, spec.speed_hz, spec.mode)
+    elif spec.kind == "ftdi":
+        bus = _load("hilkit.bus.ftdi", "FtdiSpiBus")(
+            spec.url, spec.speed_hz, spec.cs_pin, spec.mode)
+    elif spec.kind == "sim-w5100":
+        sim = importlib.import_module("hilkit.sim.w5100")
+        model = bus = sim.W5100Model(
+            wire=wire, clock=clock, seed=spec.seed or 0,
+            faults=sim.W5100Faults(**spec.faults), timing=sim.W5100Timing(**spec.timing))
+    else:
+        factory = resolve_factory(rig)
+        kwargs: dict[str, Any] = dict(spec.params)
+        params = _parameters(factory)
+        if wire is not None and "wire" in params:
+            kwargs["wire"] = wire
+        if "clock" in params:
+            kwargs["clock"] = clock
+        bus = factory(**kwargs)
+        if any(hasattr(bus, a) for a in ("reset_pin", "int_pin", "irq_pin")):
+            model = bus
+    if callable(getattr(bus, "close", None)):
+        es.callback(bus.close)
+    if not isinstance(bus, SpiBus):
+        raise RigError(display_path(rig.path), [Problem(
+            "bus.factory" if spec.kind == "python" else "bus.kind",
+            f"{type(bus).__name__} is not an SpiBus (needs counters, transfer, "
+            f"transfer_batch, close)")])
+    return bus, model
+
+
+def _make_pins(es: ExitStack, rig: Rig, bus: SpiBus | None, model: Any) -> dict[str, Pin]:
+    pins: dict[str, Pin] = {}
+    for name, spec in rig.pins.items():
+        pin: Any
+        if spec.kind == "gpiod":
+            pin = _gpiod_pin(_load("hilkit.bus.gpio", "GpiodPin"), spec)
+        elif spec.kind == "ftdi":
+            pin = _load("hilkit.bus.ftdi", "FtdiPin")(bus, spec.bit, spec.active_low)
+        else:
+            attrs = ("reset_pin",) if name == "reset" else ("irq_pin", "int_pin")
+            pin = next((getattr(model, a) for a in attrs if getattr(model, a, None)
+                        is not None), None)
+            if pin is None:
+                raise RigError(display_path(rig.path), [Problem(
+                    f"pins.{name}.kind", f"the bus object has no {' or '.join(attrs)}")])
+            pins[name] = pin
+            continue  # the model owns its pins
+        es.callback(pin.close)
+        pins[name] = pin
+    return pins
+
+
+def _gpiod_pin(cls: Callable[..., Any], spec: PinSpec) -> Any:
+    """A GpiodPin as the driver needs it: reset an output (released), irq an input with edges."""
+    if spec.name == "reset":
+        return cls(spec.chip, spec.line, direction="out", active_low=spec.active_low,
+                   initial=False, bias=spec.bias)
+    from hilkit.port.pin import Edge
+
+    return cls(spec.chip, spec.line, direction="in", active_low=spec.active_low,
+               edge=Edge.BOTH, bias=spec.bias)
+
+
+def _load(module: str, attr: str) -> Any:
+    """``module.attr``, imported only when a rig needs it."""
+    return getattr(importlib.import_module(module), attr)
+
+
+def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    try:
+        return inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return {}
+
+
+def _make_driver(es: ExitStack, rig: Rig, ns: Netns, bus: SpiBus | None, pins: dict[str, Pin],
+                 in_netns: bool, clock: Clock | None = None) -> Device:
+    from hilkit.drivers import load_driver
+
+    factory = load_driver(rig.driver.name)
+    params = _parameters(factory)
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    kwargs: dict[str, Any] = dict(rig.driver.options)
+    if "mtu" in params or takes_any:
+        kwargs.setdefault("mtu", rig.mtu)
+    if "clock" in params:  # the same clock as the chip model's
+        kwargs["clock"] = clock
+    for name, pin in pins.items():
+        kwargs[name] = pin
+    device: Device
+    if bus is not None:
+        device = factory(bus, **kwargs)
+    elif in_netns:  # a driver that is a kernel interface (tap, tun): born inside the namespace
+        ifname = rig.peer.interface
+        device = ns.call(lambda: factory(ifname, **kwargs))
+    else:
+        device = factory(**kwargs)
+    es.callback(device.close)
+    return device

@@ -1,0 +1,823 @@
+"""What a rig file may say, and the frozen dataclasses it becomes.
+
+A rig file is TOML (``rigs/*.toml``, documented key by key in ``docs/rigs.md``).
+``parse_rig`` checks every key before anything is touched and collects every
+problem of a file into one ``RigError``; each line of its message names the
+file, the key as a dotted path, and what is wrong::
+
+    rigs/rpi-w5100.toml: bus.speed_hz: expected an integer, got "8MHz"
+
+Nothing here opens a device or a namespace: that is ``hilkit.rig.builder``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import ipaddress
+import json
+import re
+import tomllib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final
+
+__all__ = [
+    "BUS_KINDS",
+    "DEFAULT_SUITES",
+    "PEER_KINDS",
+    "PIN_KINDS",
+    "PIN_NAMES",
+    "SUITE_NAMES",
+    "BusSpec",
+    "DriverSpec",
+    "DutSpec",
+    "PeerSpec",
+    "PinSpec",
+    "Problem",
+    "Rig",
+    "RigError",
+    "display_path",
+    "parse_rig",
+    "parse_rig_text",
+    "suggest",
+]
+
+SUITE_NAMES: Final = (
+    "identity", "link", "arp", "icmp", "udp", "tcp", "throughput", "recovery", "conformance",
+)
+DEFAULT_SUITES: Final = SUITE_NAMES
+BUS_KINDS: Final = ("spidev", "ftdi", "sim-w5100", "python")
+PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
+PIN_NAMES: Final = ("reset", "irq")
+PEER_KINDS: Final = ("tap", "host")
+GPIO_BIASES: Final = ("as_is", "pull_up", "pull_down", "disabled")
+
+DEFAULT_MTU: Final = 1500
+MIN_MTU: Final = 576  # every IPv4 host must take datagrams this large (RFC 791)
+MAX_MTU: Final = 9216
+DEFAULT_TAP_NAME: Final = "hk0"
+DEFAULT_SPEED_HZ: Final = {"spidev": 8_000_000, "ftdi": 6_000_000, "sim-w5100": 8_000_000}
+FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (facts/ftdi_mpsse.md section 5)
+
+# Parameters the builder supplies to a driver itself; a rig file cannot set them.
+BUILDER_DRIVER_PARAMS: Final = frozenset({"bus", "reset", "irq", "mtu", "create", "clock"})
+
+_TOP_KEYS: Final = (
+    "name", "description", "driver", "bus", "pins", "peer", "dut", "mtu", "suites",
+)
+_BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "spidev": ("kind", "device", "speed_hz", "mode"),
+    "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode"),
+    "sim-w5100": ("kind", "speed_hz", "seed", "faults", "timing"),
+    "python": ("kind", "factory"),  # plus free parameters
+}
+_PIN_KEYS: Final[dict[str, tuple[str, ...]]] = {
+    "gpiod": ("kind", "chip", "line", "active_low", "bias"),
+    "ftdi": ("kind", "bit", "active_low"),
+    "sim": ("kind",),
+}
+_PEER_KEYS: Final = ("kind", "address", "interface")
+_DUT_KEYS: Final = ("address", "gateway")
+
+_NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
+_FACTORY_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
+_MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
+_FTDI_URL_RE: Final = re.compile(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])\Z")
+_IFNAMSIZ: Final = 16
+
+
+# -- errors -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong in a rig file: the key (dotted path, "" for the file) and what."""
+
+    key: str
+    message: str
+
+
+class RigError(ValueError):
+    """A rig file that cannot be used, with every problem found in it.
+
+    ``str(err)`` has one line per problem: ``FILE: KEY: PROBLEM``.
+    """
+
+    def __init__(self, file: str, problems: Sequence[Problem]) -> None:
+        self.file = file
+        self.problems = tuple(problems)
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        return [
+            f"{self.file}: {p.key}: {p.message}" if p.key else f"{self.file}: {p.message}"
+            for p in self.problems
+        ]
+
+
+# -- the data model -----------------------------------------------------------------
+
+
+def _frozen(d: Mapping[str, Any] | None = None) -> Mapping[str, Any]:
+    return MappingProxyType(dict(d or {}))
+
+
+@dataclass(frozen=True)
+class DriverSpec:
+    """``[driver]``: a registered driver and the options passed to it.
+
+    ``options`` holds the file's values, except ``mac``, which is converted
+    to 6 bytes.
+    """
+
+    name: str
+    options: Mapping[str, Any] = field(default_factory=_frozen)
+
+
+@dataclass(frozen=True)
+class BusSpec:
+    """``[bus]``: how the chip is reached. Fields a kind does not use are None."""
+
+    kind: str
+    device: str | None = None  # spidev: /dev/spidevB.C
+    url: str | None = None  # ftdi: ftdi://ftdi:232h/1
+    speed_hz: int | None = None  # spidev, ftdi; sim-w5100: the clock figures assume
+    mode: int = 0  # SPI mode 0..3 (spidev, ftdi)
+    cs_pin: int | None = None  # ftdi: ADBUS bit driven as chip select
+    factory: str | None = None  # python: "module:callable"
+    seed: int | None = None  # sim-w5100: seed of the model's fault randomness
+    faults: Mapping[str, Any] = field(default_factory=_frozen)  # sim-w5100: W5100Faults
+    timing: Mapping[str, Any] = field(default_factory=_frozen)  # sim-w5100: W5100Timing
+    params: Mapping[str, Any] = field(default_factory=_frozen)  # python: the factory's kwargs
+
+    @property
+    def simulated(self) -> bool:
+        return self.kind.startswith("sim")
+
+    def describe(self) -> str:
+        """One short line for tables: ``spidev /dev/spidev0.0 @ 8 MHz``."""
+        where = {"spidev": self.device, "ftdi": self.url, "python": self.factory}.get(self.kind)
+        text = self.kind if where is None else f"{self.kind} {where}"
+        if self.speed_hz is not None and self.kind != "python":
+            text += f" @ {_hz(self.speed_hz)}"
+        return text
+
+
+@dataclass(frozen=True)
+class PinSpec:
+    """``[pins.NAME]``: a GPIO line (gpiod), an FT232H pin (ftdi), or the model's (sim)."""
+
+    name: str  # "reset" or "irq"
+    kind: str
+    chip: str | None = None  # gpiod: /dev/gpiochipN, gpiochipN, or the chip's label
+    line: int | None = None  # gpiod: line offset (BCM GPIO number on a Pi's header chip)
+    bit: int | None = None  # ftdi: 4..7 = ADBUS4..7 (GPIOL0..3), 8..15 = ACBUS0..7
+    active_low: bool = False
+    bias: str = "as_is"  # gpiod: as_is, pull_up, pull_down, disabled
+
+    def describe(self) -> str:
+        if self.kind == "gpiod":
+            where = f"gpiod {self.chip} line {self.line}"
+        elif self.kind == "ftdi":
+            where = f"ftdi bit {self.bit}"
+        else:
+            where = self.kind
+        return where + (" active-low" if self.active_low else "")
+
+
+@dataclass(frozen=True)
+class PeerSpec:
+    """``[peer]``: the Linux kernel at the far end of the wire, in the rig's namespace.
+
+    ``tap``: a TAP the builder creates in the namespace (the model's wire, or
+    the device itself for the tap driver). ``host``: a host NIC cabled to the
+    DUT, moved into the namespace for the run and always moved back.
+    """
+
+    kind: str
+    address: str  # the kernel's address with prefix, "192.168.7.1/24"
+    interface: str  # host: the NIC's name; tap: the TAP's name in the namespace
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.address).ip)
+
+    @property
+    def prefix(self) -> int:
+        return ipaddress.IPv4Interface(self.address).network.prefixlen
+
+    def describe(self) -> str:
+        return (f"host {self.interface} {self.address}" if self.kind == "host"
+                else f"tap {self.address}")
+
+
+@dataclass(frozen=True)
+class DutSpec:
+    """``[dut]``: hilkit's side: its address with prefix, and an optional gateway."""
+
+    address: str
+    gateway: str | None = None
+
+    @property
+    def ip(self) -> str:
+        return str(ipaddress.IPv4Interface(self.address).ip)
+
+    @property
+    def prefix(self) -> int:
+        return ipaddress.IPv4Interface(self.address).network.prefixlen
+
+    @property
+    def netmask(self) -> str:
+        return str(ipaddress.IPv4Interface(self.address).netmask)
+
+
+@dataclass(frozen=True)
+class Rig:
+    """A validated rig file."""
+
+    name: str
+    path: Path
+    description: str
+    driver: DriverSpec
+    bus: BusSpec | None
+    pins: Mapping[str, PinSpec]
+    peer: PeerSpec
+    dut: DutSpec
+    mtu: int
+    suites: Mapping[str, Mapping[str, Any]]  # suite name -> parameters, in run order
+
+    @property
+    def simulated(self) -> bool:
+        """No hardware: the bus is a model (or a python bus, or none) and the peer a TAP.
+
+        A simulated bus (``sim-*``) always has a TAP peer, and a real one a host
+        peer (validation sees to it), so this is also "the bus kind starts with sim"
+        for every rig that has a built-in bus.
+        """
+        if self.bus is not None and self.bus.simulated:
+            return True
+        return self.peer.kind == "tap"
+
+    def suite_params(self, suite: str) -> Mapping[str, Any]:
+        """The parameters of ``suite`` (empty if the rig gives none)."""
+        return self.suites.get(suite, _frozen())
+
+
+# -- parsing ------------------------------------------------------------------------
+
+
+def parse_rig(path: str | Path, *, display: str | None = None) -> Rig:
+    """Read and validate the rig file at ``path``; raise ``RigError`` with every problem."""
+    path = Path(path)
+    shown = display if display is not None else display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise RigError(shown, [Problem("", "no such file")]) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise RigError(shown, [Problem("", f"cannot read: {e}")]) from None
+    return parse_rig_text(text, path, display=shown)
+
+
+def parse_rig_text(text: str, path: str | Path, *, display: str | None = None) -> Rig:
+    """Validate rig TOML ``text`` as if read from ``path``."""
+    path = Path(path)
+    shown = display if display is not None else display_path(path)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise RigError(shown, [Problem("", f"not valid TOML: {e}")]) from None
+    v = _Validator()
+    rig = v.rig(data, path)
+    if v.problems or rig is None:
+        raise RigError(shown, v.problems)
+    return rig
+
+
+def display_path(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _show(value: object) -> str:
+    """A value as it looks in TOML, for messages."""
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list):
+        return "an array" if len(value) > 8 else "[" + ", ".join(_show(x) for x in value) + "]"
+    return str(value)
+
+
+def _hz(hz: int) -> str:
+    if hz % 1_000_000 == 0:
+        return f"{hz // 1_000_000} MHz"
+    if hz >= 1_000_000:
+        return f"{hz / 1e6:g} MHz"
+    if hz % 1000 == 0:
+        return f"{hz // 1000} kHz"
+    return f"{hz} Hz"
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def suggest(word: str, known: Iterable[str]) -> str:
+    """``; did you mean "x"?`` or `` (known: a, b, c)``."""
+    known = list(known)
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    if close:
+        return f'; did you mean "{close[0]}"?'
+    return f" (known: {', '.join(known)})" if known else ""
+
+
+_MISSING: Final = object()
+_TYPE_NAMES: Final = {"str": "a string", "int": "an integer", "bool": "true or false",
+                      "float": "a number", "table": "a table"}
+
+
+def _type_problem(raw: object, kind: str) -> str | None:
+    """None if ``raw`` is a TOML value of ``kind`` (str, int, bool, float, table), else why not."""
+    ok = {
+        "str": isinstance(raw, str),
+        "int": isinstance(raw, int) and not isinstance(raw, bool),
+        "bool": isinstance(raw, bool),
+        "float": isinstance(raw, (int, float)) and not isinstance(raw, bool),
+        "table": isinstance(raw, dict),
+    }[kind]
+    return None if ok else f"expected {_TYPE_NAMES[kind]}, got {_show(raw)}"
+
+
+class _Validator:
+    def __init__(self) -> None:
+        self.problems: list[Problem] = []
+
+    def err(self, key: str, message: str) -> None:
+        self.problems.append(Problem(key, message))
+
+    # -- generic checks ------------------------------------------------------------
+
+    def table(self, value: object, key: str) -> dict[str, Any] | None:
+        if isinstance(value, dict):
+            return value
+        self.err(key, f"expected a table, got {_show(value)}")
+        return None
+
+    def unknown(self, tbl: Mapping[str, Any], path: str, known: Sequence[str]) -> None:
+        for k in tbl:
+            if k in known:
+                continue
+            if path and k in _TOP_KEYS and not isinstance(tbl[k], dict):
+                self.err(_join(path, k), f'unknown key "{k}": in TOML a key written after '
+                                         f"[{path}] belongs to [{path}]; move {k} above the "
+                                         f"first [table] to make it the rig's")
+            else:
+                self.err(_join(path, k), f'unknown key "{k}"{suggest(k, known)}')
+
+    def value(
+        self, tbl: Mapping[str, Any], path: str, key: str, kind: str, *,
+        required: bool = False, default: Any = None, why: str = "",
+    ) -> Any:
+        """``tbl[key]`` if it has type ``kind`` (str, int, bool, float, table); else default."""
+        raw = tbl.get(key, _MISSING)
+        dotted = _join(path, key)
+        if raw is _MISSING:
+            if required:
+                self.err(dotted, f"missing{why}")
+            return default
+        problem = _type_problem(raw, kind)
+        if problem is not None:
+            self.err(dotted, problem)
+            return default
+        if kind == "str" and required and not raw.strip():
+            self.err(dotted, "must not be empty")
+            return default
+        return float(raw) if kind == "float" else raw
+
+    def int_in(
+        self, tbl: Mapping[str, Any], path: str, key: str, lo: int, hi: int, *,
+        required: bool = False, default: int | None = None, why: str = "",
+    ) -> int | None:
+        n: int | None = self.value(tbl, path, key, "int", required=required, default=None, why=why)
+        if n is None:
+            return default
+        if not lo <= n <= hi:
+            self.err(_join(path, key), f"{n} is out of range {lo}..{hi}")
+            return default
+        return n
+
+    def choice(
+        self, tbl: Mapping[str, Any], path: str, key: str, choices: Sequence[str], what: str,
+    ) -> str | None:
+        s: str | None = self.value(tbl, path, key, "str", required=True,
+                                   why=f" (one of: {', '.join(choices)})")
+        if s is None:
+            return None
+        if s not in choices:
+            self.err(_join(path, key), f'unknown {what} "{s}"{suggest(s, choices)}')
+            return None
+        return s
+
+    def interface(self, value: str, key: str) -> bool:
+        raw = value.encode()
+        if (not raw or len(raw) >= _IFNAMSIZ or any(c in value for c in "/: \t\n")
+                or value in (".", "..")):
+            self.err(key, f"{_show(value)} is not an interface name "
+                          f"(1..{_IFNAMSIZ - 1} characters, no '/', ':' or spaces)")
+            return False
+        return True
+
+    def cidr(self, value: str, key: str) -> ipaddress.IPv4Interface | None:
+        addr, sep, plen = value.partition("/")
+        if not sep:
+            self.err(key, f'expected ADDRESS/PREFIX such as "192.168.7.1/24", got {_show(value)}')
+            return None
+        ok = self.ipv4(addr, key)
+        if not plen.isdigit() or not plen.isascii():
+            self.err(key, f"prefix length {_show(plen)} in {_show(value)} is not a number "
+                          f"(write the prefix length, e.g. /24, not a netmask)")
+            return None
+        if not 0 <= int(plen) <= 32:
+            self.err(key, f"prefix length {int(plen)} in {_show(value)} is out of range 0..32")
+            return None
+        if ok is None:
+            return None
+        iface = ipaddress.IPv4Interface(f"{ok}/{int(plen)}")
+        if iface.network.prefixlen < 31:
+            if iface.ip == iface.network.network_address:
+                self.err(key, f"{iface.ip} is the network address of {iface.network}, not a host")
+                return None
+            if iface.ip == iface.network.broadcast_address:
+                self.err(key, f"{iface.ip} is the broadcast address of {iface.network}")
+                return None
+        return iface
+
+    def ipv4(self, value: str, key: str) -> ipaddress.IPv4Address | None:
+        try:
+            ip = ipaddress.IPv4Address(value)
+        except ValueError:
+            self.err(key, f"{_show(value)} is not an IPv4 address")
+            return None
+        if ip.is_multicast or ip.is_loopback or ip.is_unspecified or ip.is_reserved:
+            self.err(key, f"{ip} is not a unicast host address")
+            return None
+        return ip
+
+    # -- the file ------------------------------------------------------------------
+
+    def rig(self, data: dict[str, Any], path: Path) -> Rig | None:
+        self.unknown(data, "", _TOP_KEYS)
+        name = self.value(data, "", "name", "str", default=path.stem)
+        if name is not None and not _NAME_RE.match(name):
+            self.err("name", f"{_show(name)} is not a rig name (letters, digits, '.', '_', '-')")
+        description = self.value(data, "", "description", "str", default="")
+        mtu = self.int_in(data, "", "mtu", MIN_MTU, MAX_MTU, default=DEFAULT_MTU)
+
+        driver_tbl = self.section(data, "driver", required=True)
+        bus_tbl = self.section(data, "bus")
+        peer_tbl = self.section(data, "peer", required=True)
+        dut_tbl = self.section(data, "dut", required=True)
+        pins_tbl = self.section(data, "pins")
+
+        bus = self.bus(bus_tbl) if bus_tbl is not None else None
+        peer = self.peer(peer_tbl) if peer_tbl is not None else None
+        pins = self.pins(pins_tbl, bus) if pins_tbl is not None else {}
+        driver = (self.driver(driver_tbl, bus_tbl is not None, peer, pins)
+                  if driver_tbl is not None else None)
+        dut = self.dut(dut_tbl, peer) if dut_tbl is not None else None
+        suites = self.suites(data.get("suites", _MISSING))
+
+        if bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
+            self.err("peer.kind", f'a simulated bus ({bus.kind}) needs a "tap" peer: '
+                                  f"the model's wire is a TAP")
+        if bus is not None and not bus.simulated and bus.kind != "python" and (
+                peer is not None and peer.kind == "tap"):
+            self.err("peer.kind", f'a real bus ({bus.kind}) needs a "host" peer: '
+                                  f"the NIC's cable goes to a host interface")
+
+        if (self.problems or driver is None or peer is None or dut is None or suites is None
+                or mtu is None):
+            return None
+        return Rig(
+            name=name, path=path, description=description, driver=driver, bus=bus,
+            pins=MappingProxyType(pins), peer=peer, dut=dut, mtu=mtu, suites=suites,
+        )
+
+    def section(self, data: Mapping[str, Any], key: str, *, required: bool = False,
+                ) -> dict[str, Any] | None:
+        raw = data.get(key, _MISSING)
+        if raw is _MISSING:
+            if required:
+                self.err(key, f"missing (add a [{key}] table)")
+            return None
+        return self.table(raw, key)
+
+    def driver(self, tbl: dict[str, Any], has_bus: bool, peer: PeerSpec | None,
+               pins: Mapping[str, PinSpec]) -> DriverSpec | None:
+        from hilkit.drivers import available_drivers
+
+        known = available_drivers()
+        name: str | None = self.value(tbl, "driver", "name", "str", required=True,
+                                      why=f" (one of: {', '.join(known)})")
+        if name is None:
+            return None
+        if name not in known:
+            self.err("driver.name", f'unknown driver "{name}"{suggest(name, known)}'
+                     + ("" if difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                        else "; other drivers register under the entry-point group "
+                             '"hilkit.drivers"'))
+            return None
+        options: dict[str, Any] = {k: v for k, v in tbl.items() if k != "name"}
+        if "mac" in options:
+            options["mac"] = self.mac(options["mac"], "driver.mac")
+        sig = _driver_signature(name)
+        in_netns = not has_bus and peer is not None and peer.kind == "tap"
+        if sig is not None:
+            params = sig.parameters
+            takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+            provided = set(BUILDER_DRIVER_PARAMS) | ({"name"} if in_netns else set())
+            settable = [p.name for p in params.values()
+                        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                        and p.name not in provided]
+            if not takes_any:
+                for k in options:
+                    if k in provided:
+                        self.err(f"driver.{k}", "set by the rig itself, not a driver option"
+                                 + (" (the TAP's name is peer.interface)" if k == "name" else ""))
+                    elif k not in settable:
+                        self.err(f"driver.{k}",
+                                 f'driver {name} has no option "{k}"{suggest(k, settable)}')
+                    elif k != "mac":
+                        self.option_type(f"driver.{k}", options[k], params[k].annotation)
+            first = next(iter(params.values()), None)
+            wants_bus = (first is not None and first.name == "bus"
+                         and first.default is inspect.Parameter.empty)
+            if wants_bus and not has_bus:
+                self.err("bus", f"missing: driver {name} needs a bus (add a [bus] table)")
+            if has_bus and "bus" not in params and not takes_any:
+                self.err("bus", f"driver {name} takes no bus (remove the [bus] table)")
+            for pin in pins:
+                if pin not in params and not takes_any:
+                    self.err(f"pins.{pin}", f"driver {name} takes no {pin} pin")
+        if peer is not None and peer.kind == "host" and not has_bus and name in ("tap", "tun"):
+            self.err("peer.kind", f'driver {name} needs a "tap" peer')
+        return DriverSpec(name, _frozen(options))
+
+    def option_type(self, key: str, value: object, annotation: object) -> None:
+        """Check a driver option against a simple annotation (bool, int, float, str)."""
+        text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        simple = text.removesuffix(" | None") if isinstance(text, str) else ""
+        kind = {"bool": "bool", "int": "int", "float": "float", "str": "str"}.get(simple)
+        problem = None if kind is None else _type_problem(value, kind)
+        if problem is not None:
+            self.err(key, problem)
+
+    def mac(self, value: object, key: str) -> bytes | None:
+        if not isinstance(value, str):
+            self.err(key, f'expected a string such as "02:00:00:00:00:01", got {_show(value)}')
+            return None
+        if not _MAC_RE.match(value):
+            self.err(key, f"{_show(value)} is not a MAC address (six hex octets, "
+                          f'"02:00:00:00:00:01")')
+            return None
+        raw = bytes.fromhex(value.replace(":", "").replace("-", ""))
+        if raw[0] & 0x01:
+            self.err(key, f"{value} is a multicast address; the first octet must be even")
+            return None
+        return raw
+
+    def bus(self, tbl: dict[str, Any]) -> BusSpec | None:
+        kind = self.choice(tbl, "bus", "kind", BUS_KINDS, "bus kind")
+        if kind is None:
+            return None
+        if kind != "python":
+            self.unknown(tbl, "bus", _BUS_KEYS[kind])
+        speed_default = DEFAULT_SPEED_HZ.get(kind)
+        if kind == "spidev":
+            device = self.value(tbl, "bus", "device", "str", required=True,
+                                why=' (e.g. "/dev/spidev0.0")')
+            if device is not None and not device.startswith("/dev/"):
+                self.err("bus.device", f'{_show(device)} is not a device node '
+                                       f'(e.g. "/dev/spidev0.0")')
+            return BusSpec(
+                kind, device=device,
+                speed_hz=self.int_in(tbl, "bus", "speed_hz", 1_000, 200_000_000,
+                                     default=speed_default),
+                mode=self.int_in(tbl, "bus", "mode", 0, 3, default=0) or 0,
+            )
+        if kind == "ftdi":
+            url = self.value(tbl, "bus", "url", "str", required=True,
+                             why=' (e.g. "ftdi://ftdi:232h/1")')
+            if url is not None and not _FTDI_URL_RE.match(url):
+                self.err("bus.url", f'{_show(url)} is not an FTDI URL: expected '
+                                    f'"ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE", '
+                                    f'e.g. "ftdi://ftdi:232h/1"')
+            cs = self.int_in(tbl, "bus", "cs_pin", 3, 7, default=3)  # ADBUS3..7
+            return BusSpec(
+                kind, url=url,
+                speed_hz=self.int_in(tbl, "bus", "speed_hz", 458, 30_000_000,
+                                     default=speed_default),
+                mode=self.int_in(tbl, "bus", "mode", 0, 3, default=0) or 0,
+                cs_pin=cs,
+            )
+        if kind == "sim-w5100":
+            return BusSpec(
+                kind,
+                speed_hz=self.int_in(tbl, "bus", "speed_hz", 1_000, 200_000_000,
+                                     default=speed_default),
+                seed=self.value(tbl, "bus", "seed", "int"),
+                faults=_frozen(self.model_table(tbl, "faults", "W5100Faults")),
+                timing=_frozen(self.model_table(tbl, "timing", "W5100Timing")),
+            )
+        factory = self.value(tbl, "bus", "factory", "str", required=True,
+                             why=' (e.g. "mypackage.bridge:open_bus")')
+        if factory is not None and not _FACTORY_RE.match(factory):
+            self.err("bus.factory", f'{_show(factory)} is not "module:callable" '
+                                    f'(e.g. "mypackage.bridge:open_bus")')
+        params = {k: v for k, v in tbl.items() if k not in ("kind", "factory")}
+        speed = params.get("speed_hz")
+        return BusSpec(kind, factory=factory, params=_frozen(params),
+                       speed_hz=speed if isinstance(speed, int) else None)
+
+    def model_table(self, bus: Mapping[str, Any], key: str, cls_name: str) -> dict[str, Any]:
+        """``bus.faults`` / ``bus.timing``: the fields of the W5100 model's dataclass."""
+        tbl = self.value(bus, "bus", key, "table", default={})
+        path = f"bus.{key}"
+        fields_ = _model_fields(cls_name)
+        if fields_ is None:  # the model is not importable here: its constructor will judge
+            return dict(tbl)
+        self.unknown(tbl, path, list(fields_))
+        out: dict[str, Any] = {}
+        for name, kind in fields_.items():
+            if name in tbl:
+                v = self.value(tbl, path, name, kind)
+                if v is None:
+                    continue
+                if kind == "float" and v < 0:
+                    self.err(f"{path}.{name}", f"{v:g} is negative")
+                    continue
+                if name.endswith("_rate") and v > 1:
+                    self.err(f"{path}.{name}", f"{v:g} is not a probability (0..1)")
+                    continue
+                out[name] = v
+        return out
+
+    def pins(self, tbl: dict[str, Any], bus: BusSpec | None) -> dict[str, PinSpec]:
+        out: dict[str, PinSpec] = {}
+        for name, raw in tbl.items():
+            key = f"pins.{name}"
+            if name not in PIN_NAMES:
+                self.err(key, f'unknown pin "{name}"{suggest(name, PIN_NAMES)}')
+                continue
+            sub = self.table(raw, key)
+            if sub is None:
+                continue
+            kind = self.choice(sub, key, "kind", PIN_KINDS, "pin kind")
+            if kind is None:
+                continue
+            self.unknown(sub, key, _PIN_KEYS[kind])
+            active_low = bool(self.value(sub, key, "active_low", "bool", default=False))
+            if kind == "gpiod":
+                chip = self.value(sub, key, "chip", "str", required=True,
+                                  why=' (e.g. "/dev/gpiochip0" or a chip label)')
+                line = self.int_in(sub, key, "line", 0, 4095, required=True,
+                                   why=" (the line offset, e.g. 25)")
+                bias = "as_is"
+                if "bias" in sub:
+                    bias = self.choice(sub, key, "bias", GPIO_BIASES, "bias") or "as_is"
+                out[name] = PinSpec(name, kind, chip=chip, line=line, active_low=active_low,
+                                    bias=bias)
+            elif kind == "ftdi":
+                bit = self.int_in(sub, key, "bit", 0, 15, required=True,
+                                  why=" (4..7 = ADBUS4..7, 8..15 = ACBUS0..7)")
+                if bus is None or bus.kind != "ftdi":
+                    self.err(f"{key}.kind", 'an "ftdi" pin needs an ftdi bus '
+                                            '([bus] kind = "ftdi")')
+                elif bit in FTDI_SPI_BITS:
+                    self.err(f"{key}.bit", f"bit {bit} is an SPI line "
+                                           f"(ADBUS0..2 = SCK, MOSI, MISO)")
+                elif bit is not None and bit == bus.cs_pin:
+                    self.err(f"{key}.bit", f"bit {bit} is the bus's chip select (bus.cs_pin)")
+                out[name] = PinSpec(name, kind, bit=bit, active_low=active_low)
+            else:
+                if bus is None or not (bus.simulated or bus.kind == "python"):
+                    self.err(f"{key}.kind", 'a "sim" pin needs a simulated bus '
+                                            '(or a python bus whose object has the pin)')
+                out[name] = PinSpec(name, kind, active_low=active_low)
+        gp = [(p.chip, p.line) for p in out.values() if p.kind == "gpiod"]
+        if len(gp) == 2 and gp[0] == gp[1]:
+            self.err("pins.irq.line", "the irq and reset pins are the same line")
+        fb = [p.bit for p in out.values() if p.kind == "ftdi"]
+        if len(fb) == 2 and fb[0] == fb[1]:
+            self.err("pins.irq.bit", "the irq and reset pins are the same bit")
+        return out
+
+    def peer(self, tbl: dict[str, Any]) -> PeerSpec | None:
+        kind = self.choice(tbl, "peer", "kind", PEER_KINDS, "peer kind")
+        self.unknown(tbl, "peer", _PEER_KEYS)
+        address = self.value(tbl, "peer", "address", "str", required=True,
+                             why=' (the kernel\'s address, e.g. "192.168.7.1/24")')
+        iface = None if address is None else self.cidr(address, "peer.address")
+        if kind == "host":
+            ifname = self.value(tbl, "peer", "interface", "str", required=True,
+                                why=' (the host NIC cabled to the DUT, e.g. "eth1")')
+        else:
+            ifname = self.value(tbl, "peer", "interface", "str", default=DEFAULT_TAP_NAME)
+        if ifname is not None and not self.interface(ifname, "peer.interface"):
+            ifname = None
+        if kind is None or iface is None or ifname is None:
+            return None
+        return PeerSpec(kind, address, ifname)
+
+    def dut(self, tbl: dict[str, Any], peer: PeerSpec | None) -> DutSpec | None:
+        self.unknown(tbl, "dut", _DUT_KEYS)
+        address = self.value(tbl, "dut", "address", "str", required=True,
+                             why=' (hilkit\'s address, e.g. "192.168.7.2/24")')
+        iface = None if address is None else self.cidr(address, "dut.address")
+        gateway = self.value(tbl, "dut", "gateway", "str")
+        gw = None if gateway is None else self.ipv4(gateway, "dut.gateway")
+        if iface is not None and gw is not None:
+            if gw not in iface.network:
+                self.err("dut.gateway", f"{gw} is not on the DUT's network {iface.network}")
+            elif gw == iface.ip:
+                self.err("dut.gateway", f"{gw} is the DUT's own address")
+        if iface is not None and peer is not None:
+            kernel = ipaddress.IPv4Interface(peer.address)
+            if kernel.ip == iface.ip:
+                self.err("dut.address", f"{iface.ip} is also the peer's address (peer.address)")
+            elif kernel.network != iface.network:
+                self.err("dut.address", f"{address} is not on the peer's network "
+                                        f"{kernel.network} (peer.address = {peer.address})")
+        if address is None or iface is None or (gateway is not None and gw is None):
+            return None
+        return DutSpec(address, gateway)
+
+    def suites(self, raw: object) -> Mapping[str, Mapping[str, Any]] | None:
+        if raw is _MISSING:
+            return MappingProxyType({s: _frozen() for s in DEFAULT_SUITES})
+        chosen: dict[str, Mapping[str, Any]] = {}
+        ok = True
+        if isinstance(raw, list):
+            for i, s in enumerate(raw):
+                if not isinstance(s, str):
+                    self.err(f"suites[{i}]", f"expected a suite name, got {_show(s)}")
+                    ok = False
+                elif s not in SUITE_NAMES:
+                    self.err(f"suites[{i}]", f'unknown suite "{s}"{suggest(s, SUITE_NAMES)}')
+                    ok = False
+                else:
+                    chosen[s] = _frozen()
+        elif isinstance(raw, dict):
+            for s, params in raw.items():
+                if s not in SUITE_NAMES:
+                    self.err(f"suites.{s}", f'unknown suite "{s}"{suggest(s, SUITE_NAMES)}')
+                    ok = False
+                    continue
+                sub = self.table(params, f"suites.{s}")
+                if sub is None:
+                    ok = False
+                    continue
+                chosen[s] = _frozen(sub)
+        else:
+            self.err("suites", f"expected a table of suites ([suites.NAME]) or an array of "
+                               f"suite names, got {_show(raw)}")
+            return None
+        if ok and not chosen:
+            self.err("suites", f"no suite chosen (known: {', '.join(SUITE_NAMES)})")
+            return None
+        return MappingProxyType({s: chosen[s] for s in SUITE_NAMES if s in chosen})
+
+
+def _model_fields(cls_name: str) -> dict[str, str] | None:
+    """{field: "float" | "int" | "bool" | "str"} of a dataclass in ``hilkit.sim.w5100``."""
+    import dataclasses
+    import importlib
+
+    try:
+        cls = getattr(importlib.import_module("hilkit.sim.w5100"), cls_name)
+    except (ImportError, AttributeError):
+        return None
+    kinds = {"float": "float", "int": "int", "bool": "bool", "str": "str",
+             float: "float", int: "int", bool: "bool", str: "str"}
+    return {f.name: kinds.get(f.type, "float") for f in dataclasses.fields(cls)}
+
+
+def _driver_signature(name: str) -> inspect.Signature | None:
+    """The driver factory's signature, or None if it cannot be loaded or inspected."""
+    from hilkit.drivers import load_driver
+
+    try:
+        factory: Callable[..., Any] = load_driver(name)
+        return inspect.signature(factory)
+    except Exception:  # an unimportable plug-in is reported when the rig is built
+        return None
