@@ -18,9 +18,11 @@ def lint(c: Context) -> None:
 
 @task
 def bench(c: Context) -> None:
-    """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per connection."""
+    """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per
+    connection; the sim-w5100 bus figures."""
     c.run("python bench/core.py", pty=False)
     c.run("python bench/tcp.py", pty=False)
+    c.run("python bench/w5100.py", pty=False)
 
 
 @task

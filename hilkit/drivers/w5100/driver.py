@@ -360,7 +360,7 @@ class W5100Device:
         rtr = q.u16(i)
         if rtr != r.RTR_RESET:
             raise ChipNotResponding(
-                self._no_chip(f"RTR reads 0x{rtr:04X}, want 0x{r.RTR_RESET:04X}", q.raw)
+                self._no_chip(f"RTR read 0x{rtr:04X}, expected 0x{r.RTR_RESET:04X}", q.raw)
             )
 
     def _soft_reset(self, *, init: bool) -> None:
@@ -392,7 +392,7 @@ class W5100Device:
             why = "a chip answers, but not as a W5100 fresh out of reset"
         shown = " ".join(rep.hex() for rep in replies[:4])
         return (
-            f"{self._bus_label}: no W5100 found: {problem}; SPI replies [{shown}]; "
+            f"no W5100 answered on {self._bus_label}: {problem}; SPI replies [{shown}]; "
             f"{why}; {WIRING_HINT}"
         )
 
