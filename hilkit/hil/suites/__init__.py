@@ -14,8 +14,7 @@ arp            --
 icmp           ``sizes`` (ICMP payload bytes; default 0, 56, 1472, 1473, 4000),
                ``count`` (echo requests per size, default 3)
 udp            ``sizes`` (default 0, 1, 512, 1472, 1473, 4000), ``port``
-tcp            ``bytes`` each way (default 16 MiB; 4 MiB on simulated SPI rigs,
-               whose chip model moves a byte per 4-byte SPI frame in Python)
+tcp            ``bytes`` each way (default 16 MiB, simulated SPI rigs included)
 throughput     ``bytes`` per direction (default 4 MiB; 1 MiB on simulated SPI
                rigs)
 recovery       ``bytes`` each way (default 2 MiB; 512 KiB on simulated SPI rigs),

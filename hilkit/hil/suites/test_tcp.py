@@ -15,7 +15,7 @@ PORT = 5001
 
 
 def _nbytes(hil: HilSession) -> int:
-    return size_param(hil, "tcp", "bytes", real=16 * MiB, sim=4 * MiB)
+    return size_param(hil, "tcp", "bytes", real=16 * MiB, sim=16 * MiB)
 
 
 @pytest.mark.parametrize("role", ["client", "server"])
