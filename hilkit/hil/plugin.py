@@ -56,7 +56,8 @@ from hilkit.hil import report
 from hilkit.hil.report import Check
 from hilkit.hil.suites import SUITES, SUITES_DIR, suite_of
 from hilkit.port.capture import CaptureDevice, PcapngWriter
-from hilkit.port.device import Device, DeviceCounters, LinkType, device_deadline
+from hilkit.port.device import Device
+from hilkit.port.middleware import DeviceMiddleware
 from hilkit.rig.netns import Netns
 from hilkit.stack import Stack, StackConfig
 
@@ -180,71 +181,12 @@ def counters_dict(obj: Any) -> dict[str, Any]:
 # -- lending the rig's device to a test ------------------------------------------------------
 
 
-class BorrowedDevice:
+class BorrowedDevice(DeviceMiddleware):
     """The rig's device, lent to one test's stack: ``close`` leaves the real device open.
 
-    Everything else is the inner device's (it is kept in ``inner``, so the stack's
-    ``unwrap_chain`` still finds it).
+    Everything else is the inner device's (``DeviceMiddleware``), so the stack's
+    ``unwrap_chain`` still finds it.
     """
-
-    def __init__(self, inner: Device) -> None:
-        self.inner = inner
-
-    @property
-    def name(self) -> str:
-        return self.inner.name
-
-    @name.setter
-    def name(self, value: str) -> None:
-        self.inner.name = value
-
-    @property
-    def link_type(self) -> LinkType:
-        return self.inner.link_type
-
-    @link_type.setter
-    def link_type(self, value: LinkType) -> None:
-        self.inner.link_type = value
-
-    @property
-    def mac(self) -> bytes | None:
-        return self.inner.mac
-
-    @mac.setter
-    def mac(self, value: bytes | None) -> None:
-        self.inner.mac = value
-
-    @property
-    def mtu(self) -> int:
-        return self.inner.mtu
-
-    @mtu.setter
-    def mtu(self, value: int) -> None:
-        self.inner.mtu = value
-
-    @property
-    def counters(self) -> DeviceCounters:
-        return self.inner.counters
-
-    @counters.setter
-    def counters(self, value: DeviceCounters) -> None:
-        self.inner.counters = value
-
-    @property
-    def link_up(self) -> bool:
-        return self.inner.link_up
-
-    def send(self, frame: bytes | bytearray | memoryview) -> bool:
-        return self.inner.send(frame)
-
-    def poll(self, budget: int) -> list[bytes]:
-        return self.inner.poll(budget)
-
-    def fileno(self) -> int | None:
-        return self.inner.fileno()
-
-    def next_deadline(self) -> float | None:
-        return device_deadline(self.inner)
 
     def close(self) -> None:
         """Not ours to close: the rig closes its device when it is torn down."""

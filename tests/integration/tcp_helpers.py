@@ -21,9 +21,7 @@ import random
 import selectors
 import socket
 import struct
-import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -69,39 +67,6 @@ def sha(data: bytes | bytearray | memoryview) -> str:
 
 
 # -- kernel side -----------------------------------------------------------------------
-class KernelThread(threading.Thread):
-    """Run ``fn`` (kernel socket work) in a thread; wake the stack when it ends."""
-
-    def __init__(self, stack: Stack, fn: Callable[[], Any], name: str = "kernel") -> None:
-        super().__init__(name=name, daemon=True)
-        self.stack = stack
-        self.fn = fn
-        self.done = threading.Event()
-        self.result: Any = None
-        self.error: BaseException | None = None
-        self.ended_at = 0.0
-
-    def run(self) -> None:
-        try:
-            self.result = self.fn()
-        except BaseException as e:  # handed to the test by wait()
-            self.error = e
-        finally:
-            self.ended_at = time.monotonic()
-            self.done.set()
-            with contextlib.suppress(OSError):  # the stack may be closed already
-                self.stack.wake()
-
-    def wait(self, timeout: float = 60.0) -> Any:
-        """Drive the stack until the thread ends; its result, or its exception raised here."""
-        finished = self.stack.run(until=self.done.is_set, timeout=timeout)
-        self.join(5)
-        if self.error is not None:
-            raise self.error
-        assert finished, f"{self.name}: kernel side did not finish within {timeout} s"
-        return self.result
-
-
 def kernel_listener(ns: Netns, port: int, rcvbuf: int | None = None,
                     backlog: int = 256) -> socket.socket:
     k = ns.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -8,7 +8,6 @@ in the same namespace: no frame touches the machine's own namespace.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import selectors
 import socket
@@ -22,73 +21,16 @@ from hilkit.drivers.tap import TapDevice, TunDevice
 from hilkit.port.conformance import DeviceConformance, DevicePair, LinkPeer, ipv4_udp_packet
 from hilkit.port.device import Device, LinkType
 from hilkit.rig.netns import Netns
+from hilkit.rig.peers import PacketPeer
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists("/dev/net/tun"),
     reason="needs root and /dev/net/tun",
 )
 
-ETH_P_ALL = 0x0003  # <linux/if_ether.h>
-ETH_P_IP = 0x0800
 IFNAME = "hkt0"
 KERNEL_IP = "192.168.77.1"
 HILKIT_IP = "192.168.77.2"
-
-
-class PacketPeer:
-    """The kernel end of the interface, seen through an AF_PACKET socket in the namespace."""
-
-    can_set_link = True
-
-    def __init__(self, ns: Netns, ifname: str, link_type: LinkType) -> None:
-        self._ns = ns
-        self._ifname = ifname
-        self._raw_ip = link_type is LinkType.RAW_IP
-        kind = socket.SOCK_DGRAM if self._raw_ip else socket.SOCK_RAW
-        self._sock = ns.socket(socket.AF_PACKET, kind, socket.htons(ETH_P_ALL))
-        self._sock.bind((ifname, ETH_P_ALL))
-        self._sock.setblocking(False)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._sock, selectors.EVENT_READ)
-        self.peer_mac: bytes | None = None
-        if not self._raw_ip:
-            info = json.loads(ns.ip("-j", "link", "show", ifname))
-            self.peer_mac = bytes.fromhex(info[0]["address"].replace(":", ""))
-        self.peer_ipv4 = KERNEL_IP
-        self.device_ipv4 = HILKIT_IP
-
-    def send(self, frame: bytes) -> None:
-        if self._raw_ip:
-            self._sock.sendto(frame, (self._ifname, ETH_P_IP))
-        else:
-            self._sock.send(frame)
-
-    def recv(self, timeout_s: float) -> bytes | None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                data, addr = self._sock.recvfrom(65536)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._sel.select(left)
-                continue
-            except OSError as e:
-                if e.errno == errno.ENETDOWN:  # reported once after the link went down
-                    continue
-                raise
-            if addr[2] != socket.PACKET_OUTGOING:  # not the kernel's own transmissions
-                return data
-
-    def set_link(self, up: bool) -> None:
-        self._ns.ip("link", "set", self._ifname, "up" if up else "down")
-        if up:  # forget the ENETDOWN the socket noted while the link was down
-            self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-
-    def close(self) -> None:
-        self._sel.close()
-        self._sock.close()
 
 
 def _root_ifnames() -> set[str]:
@@ -115,7 +57,8 @@ def opened_pair(ns: Netns, link_type: LinkType, ifname: str = IFNAME) -> Iterato
             ns.ip("addr", "add", f"{KERNEL_IP}/24", "dev", ifname)
         else:
             ns.ip("addr", "add", KERNEL_IP, "peer", HILKIT_IP, "dev", ifname)
-        peer = PacketPeer(ns, ifname, link_type)
+        peer = PacketPeer(ns, ifname, peer_ipv4=KERNEL_IP, device_ipv4=HILKIT_IP,
+                          link_type=link_type)
         yield dev, peer
     finally:
         if peer is not None:
@@ -184,7 +127,7 @@ def test_persistent_tap_by_name(ns: Netns) -> None:
     assert "NO-CARRIER" in ns.ip("link", "show", "tap0")  # nobody attached yet
     mac = b"\x02\x11\x22\x33\x44\x55"
     dev = ns.call(lambda: TapDevice("tap0", mac=mac))
-    peer = PacketPeer(ns, "tap0", LinkType.ETHERNET)
+    peer = PacketPeer(ns, "tap0", peer_ipv4=KERNEL_IP, device_ipv4=HILKIT_IP)
     try:
         assert dev.name == "tap0" and dev.mac == mac and dev.mtu == 1400
         assert dev.link_up

@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 
 from hilkit.drivers.tap import TapDevice
+from hilkit.hil.plugin import KernelThread
 from hilkit.port import ImpairedDevice, Impairment
 from hilkit.rig.netns import Netns
 from hilkit.stack import Stack
 from hilkit.stack.sockets import SHUT_WR, create_connection
 from tests.integration.conftest import HILKIT_IP, KERNEL_IP, TAP, kernel_side
 from tests.integration.tcp_helpers import (
-    KernelThread,
     h_recv_all,
     k_recv_all,
     kernel_listener,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from hilkit.hil.plugin import KernelThread
 from hilkit.rig.netns import Netns
 from hilkit.stack import TcpState, tcp
 from hilkit.stack.sockets import SHUT_WR, Socket, create_connection, create_server
@@ -29,7 +30,6 @@ from tests.integration.tcp_helpers import (
     EchoClients,
     EchoServer,
     KernelEchoServer,
-    KernelThread,
     h_recv_all,
     h_recv_exactly,
     k_recv_all,

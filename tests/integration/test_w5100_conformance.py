@@ -13,10 +13,7 @@ no link control: the link-state tests are skipped (``can_set_link = False``).
 
 from __future__ import annotations
 
-import json
 import os
-import selectors
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -27,6 +24,7 @@ from hilkit.drivers.tap import TapDevice
 from hilkit.drivers.w5100 import W5100Device
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.rig.netns import Netns
+from hilkit.rig.peers import PacketPeer
 from hilkit.sim.w5100 import W5100Model
 from hilkit.stack import PingError, PingStats, Stack
 
@@ -35,48 +33,9 @@ pytestmark = pytest.mark.skipif(
     reason="needs root and /dev/net/tun",
 )
 
-ETH_P_ALL = 0x0003  # <linux/if_ether.h>
 IFNAME = "hk0"
 KERNEL_IP = "192.168.78.1"
 HILKIT_IP = "192.168.78.2"
-
-
-class WirePeer:
-    """The kernel end of the model's wire, through an AF_PACKET socket in the namespace."""
-
-    can_set_link = False  # the W5100 cannot see carrier: nothing for link tests to observe
-
-    def __init__(self, ns: Netns, ifname: str) -> None:
-        self._sock = ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._sock.bind((ifname, ETH_P_ALL))
-        self._sock.setblocking(False)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._sock, selectors.EVENT_READ)
-        info = json.loads(ns.ip("-j", "link", "show", ifname))
-        self.peer_mac = bytes.fromhex(info[0]["address"].replace(":", ""))
-        self.peer_ipv4 = KERNEL_IP
-        self.device_ipv4 = HILKIT_IP
-
-    def send(self, frame: bytes) -> None:
-        self._sock.send(frame)
-
-    def recv(self, timeout_s: float) -> bytes | None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                data, addr = self._sock.recvfrom(65536)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._sel.select(left)
-                continue
-            if addr[2] != socket.PACKET_OUTGOING:  # not the kernel's own transmissions
-                return data
-
-    def close(self) -> None:
-        self._sel.close()
-        self._sock.close()
 
 
 @pytest.fixture
@@ -105,7 +64,8 @@ class TestW5100Conformance(DeviceConformance):
     @pytest.fixture
     def conformance_pair(self, ns: Netns, model: W5100Model) -> Iterator[DevicePair]:
         dev = W5100Device(model, irq=model.int_pin, reset=model.reset_pin, name="w5100@sim")
-        peer = WirePeer(ns, IFNAME)
+        peer = PacketPeer(ns, IFNAME, peer_ipv4=KERNEL_IP, device_ipv4=HILKIT_IP,
+                          can_set_link=False)  # the W5100 cannot see carrier
         try:
             yield dev, peer
         finally:

@@ -8,10 +8,6 @@ check of the run.
 from __future__ import annotations
 
 import contextlib
-import errno
-import json
-import selectors
-import socket
 import time
 from collections.abc import Iterator
 
@@ -20,60 +16,7 @@ import pytest
 from hilkit.hil.plugin import Capture, HilSession, is_slow_sim
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import DeviceClosed
-
-ETH_P_ALL = 0x0003  # <linux/if_ether.h>
-
-
-class PacketPeer:
-    """The kernel's end of the wire, seen through an AF_PACKET socket in the namespace."""
-
-    def __init__(self, hil: HilSession, can_set_link: bool) -> None:
-        built = hil.built
-        self._ns = built.ns
-        self._ifname = hil.peer_ifname
-        self._sock = built.ns.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
-        self._sock.bind((self._ifname, ETH_P_ALL))
-        self._sock.setblocking(False)
-        self._sel = selectors.DefaultSelector()
-        self._sel.register(self._sock, selectors.EVENT_READ)
-        self.can_set_link = can_set_link
-        self.peer_mac = self._mac()
-        self.peer_ipv4 = built.kernel_ip
-        self.device_ipv4 = built.dut_ip
-
-    def _mac(self) -> bytes:
-        info = json.loads(self._ns.ip("-j", "link", "show", self._ifname))
-        return bytes.fromhex(info[0]["address"].replace(":", ""))
-
-    def send(self, frame: bytes) -> None:
-        self._sock.send(frame)
-
-    def recv(self, timeout_s: float) -> bytes | None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            try:
-                data, addr = self._sock.recvfrom(65536)
-            except BlockingIOError:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return None
-                self._sel.select(left)
-                continue
-            except OSError as e:
-                if e.errno == errno.ENETDOWN:  # reported once after the link went down
-                    continue
-                raise
-            if addr[2] != socket.PACKET_OUTGOING:  # not the kernel's own transmissions
-                return data
-
-    def set_link(self, up: bool) -> None:
-        self._ns.ip("link", "set", self._ifname, "up" if up else "down")
-        if up:  # forget the ENETDOWN the socket noted while the link was down
-            self._sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-
-    def close(self) -> None:
-        self._sel.close()
-        self._sock.close()
+from hilkit.rig.peers import PacketPeer
 
 
 def _link_follows_peer(hil: HilSession) -> bool:
@@ -112,7 +55,8 @@ class TestDevice(DeviceConformance):
             for _ in range(1000):  # what earlier checks left behind is not this test's
                 if not dev.poll(64):
                     break
-        peer = PacketPeer(hil, _link_follows_peer(hil))
+        peer = PacketPeer(hil.built.ns, hil.peer_ifname, peer_ipv4=hil.built.kernel_ip,
+                      device_ipv4=hil.built.dut_ip, can_set_link=_link_follows_peer(hil))
         try:
             yield hil_capture.wrap(dev), peer
         finally:
