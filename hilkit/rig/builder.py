@@ -45,7 +45,7 @@ from typing import Any
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device
 from hilkit.port.errors import HardwareNotFound
-from hilkit.port.pin import Pin
+from hilkit.port.pin import InvertedPin, Pin
 from hilkit.port.spi import SpiBus
 from hilkit.rig.netns import Netns, NetnsError
 from hilkit.rig.schema import BusSpec, PinSpec, Problem, Rig, RigError, display_path
@@ -298,6 +298,21 @@ def _refuse_uplink(ifname: str, home: str | None) -> None:
         raise HardwareNotFound(
             ifname, "carries this machine's default route; refusing to move it into the "
                     "rig's namespace", "set peer.interface to a NIC used only for the DUT")
+    # A move into another namespace drops the NIC's addresses, routes and bridge/bond
+    # membership, which moving back cannot restore: take only a NIC that has none.
+    argv = ["ip", "-j", "addr", "show", "dev", ifname]
+    res = _ip(argv if home is None else ["ip", "-n", home, *argv[1:]])
+    try:
+        info = json.loads(res.stdout or "[]")
+    except json.JSONDecodeError:
+        info = []
+    for link in info:
+        addrs = [a for a in link.get("addr_info", []) if a.get("scope") != "link"]
+        if addrs or link.get("master"):
+            what = "has addresses" if addrs else f"belongs to {link.get('master')}"
+            raise HardwareNotFound(
+                ifname, f"{what}; moving it into the rig's namespace would lose that",
+                f"give the DUT a NIC of its own: ip addr flush dev {ifname}, or pick another")
 
 
 def _stale_holder(ifname: str) -> str | None:
@@ -540,7 +555,7 @@ def _make_pins(es: ExitStack, rig: Rig, bus: SpiBus | None, model: Any) -> dict[
             if pin is None:
                 raise RigError(display_path(rig.path), [Problem(
                     f"pins.{name}.kind", f"the bus object has no {' or '.join(attrs)}")])
-            pins[name] = pin
+            pins[name] = InvertedPin(pin)  # the model's raw /RESET and /INT are active low
             continue  # the model owns its pins
         es.callback(pin.close)
         pins[name] = pin

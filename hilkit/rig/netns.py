@@ -51,12 +51,18 @@ class Netns:
         self.delete()
 
     def create(self) -> None:
+        """Create it (deleted again if any step after that fails)."""
         _run(["ip", "netns", "add", self.name])
         self._created = True
-        self.ip("link", "set", "lo", "up")
-        # IPv6 would put router solicitations and DAD probes on every link.
-        self.exec(["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"])
-        self.exec(["sysctl", "-qw", "net.ipv6.conf.default.disable_ipv6=1"])
+        try:
+            self.ip("link", "set", "lo", "up")
+            # IPv6 would put router solicitations and DAD probes on every link
+            # (-e: a kernel booted without IPv6 has no such keys, and needs none).
+            self.exec(["sysctl", "-qew", "net.ipv6.conf.all.disable_ipv6=1"])
+            self.exec(["sysctl", "-qew", "net.ipv6.conf.default.disable_ipv6=1"])
+        except BaseException:
+            self.delete()
+            raise
 
     def delete(self) -> None:
         if self._created:
@@ -110,6 +116,7 @@ class Netns:
 
 
 def _run(argv: Sequence[str], **kw: object) -> str:
+    kw.setdefault("timeout", 30)  # an ip/sysctl call never hangs a run
     res = subprocess.run(list(argv), capture_output=True, text=True, **kw)  # type: ignore[call-overload]
     if res.returncode != 0:
         raise NetnsError(f"{' '.join(argv)}: {res.stderr.strip() or res.returncode}")

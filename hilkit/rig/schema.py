@@ -627,7 +627,7 @@ class _Validator:
                 kind, url=url,
                 speed_hz=self.int_in(tbl, "bus", "speed_hz", 458, 30_000_000,
                                      default=speed_default),
-                mode=self.int_in(tbl, "bus", "mode", 0, 3, default=0) or 0,
+                mode=self.ftdi_mode(tbl),
                 cs_pin=cs,
             )
         if kind == "sim-w5100":
@@ -648,6 +648,13 @@ class _Validator:
         speed = params.get("speed_hz")
         return BusSpec(kind, factory=factory, params=_frozen(params),
                        speed_hz=speed if isinstance(speed, int) else None)
+
+    def ftdi_mode(self, tbl: Mapping[str, Any]) -> int:
+        """MPSSE clocks SPI modes 0 and 2 only (1 and 3 need three-phase clocking)."""
+        mode = self.int_in(tbl, "bus", "mode", 0, 3, default=0) or 0
+        if mode not in (0, 2):
+            self.err("bus.mode", f"{mode}: an FT232H clocks SPI modes 0 and 2 only")
+        return mode
 
     def model_table(self, bus: Mapping[str, Any], key: str, cls_name: str) -> dict[str, Any]:
         """``bus.faults`` / ``bus.timing``: the fields of the W5100 model's dataclass."""

@@ -233,7 +233,13 @@ class Stack:
             if not due:
                 break
             for t in due:
-                t.fn()
+                if t.cancelled:  # cancelled by an earlier callback of this same batch
+                    continue
+                try:
+                    t.fn()
+                except Exception:
+                    self.drops["internal_error"] += 1
+                    log.exception("timer callback failed")
         self._maintain(now)
 
     def next_deadline(self) -> float | None:
@@ -294,6 +300,10 @@ class Stack:
         return self.timers.at(self.clock.now_ms() + delay_ms, fn)
 
     def close(self) -> None:
+        """Abort every connection, end pings, close sockets, devices and the capture."""
+        self.tcp.close_all()
+        for ident in list(self._pings):
+            self.ping_abort(ident)
         for s in [s for socks in self._udp.values() for s in socks]:
             s.close()
         for i in self.interfaces:
@@ -393,6 +403,9 @@ class Stack:
             return
         if h.src in self._bcast or is_multicast(h.src):
             self.drops["ipv4.bad_source"] += 1
+            return
+        if link_group and not bcast and not is_multicast(h.dst):
+            self.drops["ipv4.unicast_in_link_broadcast"] += 1  # RFC 1122 §3.3.6
             return
         bcast = bcast or link_group
         if h.is_fragment:

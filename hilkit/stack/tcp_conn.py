@@ -48,6 +48,8 @@ class State(enum.Enum):
     TIME_WAIT = "TIME-WAIT"
 
 
+MIN_SND_MSS = 48  # the smallest MSS we honour, as Linux's TCP_MIN_SND_MSS
+
 SYNCHRONIZED = frozenset(State) - {State.CLOSED, State.LISTEN, State.SYN_SENT}
 CAN_RECEIVE = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
 CAN_SEND = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
@@ -110,6 +112,7 @@ class Connection:
         self.sndbuf = bytearray()  # starts at snd_una (after the SYN)
         self.syn_acked = False
         self.fin_queued = False  # the application has no more to send
+        self.fin_seq: int | None = None  # the sequence number our FIN takes, once sent
         self.fin_sent = False
         # receive side
         self.irs = 0
@@ -505,7 +508,7 @@ class Connection:
                 self.persist_deadline = None
                 self.persist_backoff = 0
         self._maybe_sack_recovery(now)
-        fin_acked = self.fin_sent and ack == self.snd_max
+        fin_acked = self._fin_acked(ack)
         if self.state == State.FIN_WAIT_1 and fin_acked:
             self.state = State.FIN_WAIT_2
         elif self.state == State.CLOSING and fin_acked:
@@ -520,7 +523,9 @@ class Connection:
         """New data acknowledged: free it, sample the RTT, grow the window."""
         acked = seq_diff(ack, self.snd_una)
         flight_before = seq_diff(self.snd_max, self.snd_una)
-        fin_in_ack = self.fin_sent and ack == self.snd_max
+        fin_in_ack = self._fin_acked(ack) and not self._fin_acked(self.snd_una)
+        if fin_in_ack:
+            self.fin_sent = True  # even if a timeout had us about to send it again
         data_acked = acked - (1 if fin_in_ack else 0)
         if not self.syn_acked:
             self.syn_acked = True
@@ -561,6 +566,10 @@ class Connection:
         self._arm_tlp(now)
         if data_acked > 0 and self.state in CAN_SEND:
             self.events |= SocketEvent.WR
+
+    def _fin_acked(self, ack: int) -> bool:
+        """Our FIN is acknowledged by ``ack`` (it stays where it was first sent, RTO or not)."""
+        return self.fin_seq is not None and seq_lt(self.fin_seq, ack)
 
     def _dupack(self, now: float) -> None:
         self.dupacks += 1
@@ -608,7 +617,7 @@ class Connection:
         """Send the last segment again: its ACK (or SACK) tells what the tail lost."""
         if self.snd_una == self.snd_max or self.in_recovery or self.state not in SYNCHRONIZED:
             return
-        data_end = seq_add(self.snd_max, -1) if self.fin_sent else self.snd_max
+        data_end = self.fin_seq if self.fin_seq is not None else self.snd_max
         start = seq_add(data_end, -min(self.mss, seq_diff(data_end, self.snd_una)))
         if seq_lt(start, data_end):
             self.tlp_sent = True
@@ -850,7 +859,7 @@ class Connection:
         if self.state == State.ESTABLISHED:
             self.state = State.CLOSE_WAIT
         elif self.state == State.FIN_WAIT_1:
-            if self.fin_sent and self.snd_una == self.snd_max:
+            if self._fin_acked(self.snd_una):
                 self._enter_time_wait(now)
             else:
                 self.state = State.CLOSING
@@ -891,6 +900,7 @@ class Connection:
                 if self.fin_queued and not self.fin_sent and flight == len(self.sndbuf):
                     self._emit(self.snd_nxt, self.rcv_nxt, FIN | ACK, b"")
                     self.fin_sent = True
+                    self.fin_seq = self.snd_nxt
                     self.snd_nxt = seq_add(self.snd_nxt, 1)
                     self.snd_max = self._max(self.snd_max, self.snd_nxt)
                     sent = True
@@ -920,9 +930,10 @@ class Connection:
                 self.stats["retransmits"] += 1  # going back over data after a timeout
             elif self.rtt_seq is None and not self.ts_ok:
                 self.rtt_seq, self.rtt_time = self.snd_nxt, now
-            self.snd_nxt = seq_add(self.snd_nxt, n + (1 if fin else 0))
             if fin:
                 self.fin_sent = True
+                self.fin_seq = seq_add(self.snd_nxt, n)
+            self.snd_nxt = seq_add(self.snd_nxt, n + (1 if fin else 0))
             self.snd_max = self._max(self.snd_max, self.snd_nxt)
             sent = True
             if self.rto_deadline is None:
@@ -957,6 +968,7 @@ class Connection:
         self.stats["segs_out"] += 1
         if ack:  # before the peer's SYN there is no RCV.NXT to measure a window from
             self.rcv_adv = seq_add(self.rcv_nxt, wnd)
+            self.last_ack_sent = self.rcv_nxt  # RFC 7323 §4.3 compares against it
         self.snd_nxt = seq_add(self.iss, 1)
         self.snd_max = self._max(self.snd_max, self.snd_nxt)
         if self.rtt_seq is None and self.retries == 0:
@@ -964,7 +976,8 @@ class Connection:
         self.rto_deadline = now + self.rto
 
     def _take_syn_options(self, seg: Segment, now: float) -> None:
-        self.mss = min(seg.mss or tcp.DEFAULT_MSS, self.mss_local)
+        # A hostile MSS option must not shrink segments to nothing (Linux: TCP_MIN_SND_MSS).
+        self.mss = max(min(seg.mss or tcp.DEFAULT_MSS, self.mss_local), MIN_SND_MSS)
         if self.cfg.window_scaling and seg.wscale is not None:
             self.peer_ws = True
             self.snd_wscale = seg.wscale
@@ -977,7 +990,7 @@ class Connection:
         self.ts_ok = self.cfg.timestamps and seg.ts is not None
         if self.ts_ok and seg.ts is not None:
             self.ts_recent = seg.ts[0]
-            self.mss -= tcp.TS_OPTION_LEN
+            self.mss = max(self.mss - tcp.TS_OPTION_LEN, MIN_SND_MSS)
         self.cc = self.cfg.congestion(self.mss)
 
     @staticmethod

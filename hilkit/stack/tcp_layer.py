@@ -45,7 +45,7 @@ class TcpLayer:
         self.max_syn_backlog = max_syn_backlog
         self.syncookies = syncookies
         self.conns: dict[Key, Connection] = {}
-        self.listeners: dict[int, TcpSocket] = {}
+        self.listeners: dict[tuple[int, int], TcpSocket] = {}  # (address or ANY, port)
         self.bound: set[tuple[int, int]] = set()
         self._armed: dict[Connection, Timer] = {}  # one timer per connection, the earliest
         self._half_open_of: dict[Connection, TcpSocket] = {}
@@ -73,12 +73,12 @@ class TcpLayer:
 
     def listen(self, sock: TcpSocket) -> None:
         assert sock.local is not None
-        self.listeners[sock.local[1]] = sock
+        self.listeners[sock.local] = sock
 
     def unlisten(self, sock: TcpSocket) -> None:
         assert sock.local is not None
-        if self.listeners.get(sock.local[1]) is sock:
-            del self.listeners[sock.local[1]]
+        if self.listeners.get(sock.local) is sock:
+            del self.listeners[sock.local]
         self.bound.discard(sock.local)
         for conn, parent in list(self._half_open_of.items()):
             if parent is sock:
@@ -108,6 +108,17 @@ class TcpLayer:
         conn.connect(now)
         self.flush(conn)
 
+    def close_all(self) -> None:
+        """Abort every connection and drop every listener (``Stack.close``)."""
+        now = self.stack.clock.now_ms()
+        for conn in list(self.conns.values()):
+            if conn.state not in (State.CLOSED, State.TIME_WAIT):  # TIME-WAIT closed cleanly
+                conn.abort(now)
+            self.flush(conn)  # the RST goes out while the device is still open
+            self._forget(conn)
+        self.listeners.clear()
+        self.bound.clear()
+
     # -- input ---------------------------------------------------------------------
     def input(self, h: ipv4.Header, data: memoryview, bcast: bool) -> None:
         st = self.stack
@@ -124,8 +135,8 @@ class TcpLayer:
             conn.input(seg, now)
             self.flush(conn)
             return
-        lst = self.listeners.get(seg.dport)
-        if lst is not None and lst.local is not None and lst.local[0] in (ANY, h.dst):
+        lst = self.listeners.get((h.dst, seg.dport)) or self.listeners.get((ANY, seg.dport))
+        if lst is not None:
             self._listen_input(lst, h, seg, now)
             return
         st.stats["tcp.no_socket"] += 1
@@ -186,10 +197,12 @@ class TcpLayer:
         return ((tick & 0x1F) << 27) | (mss_idx << 24) | (int.from_bytes(mac, "big") & 0xFFFFFF)
 
     def _send_cookie(self, key: Key, seg: Segment, now: float) -> None:
-        mss = seg.mss or tcp.DEFAULT_MSS
+        route, _ = self.stack._source_for(key[2])
+        ours = route.iface.dev.mtu - 40 if route is not None else tcp.DEFAULT_MSS
+        mss = min(seg.mss or tcp.DEFAULT_MSS, ours)
         idx = max(i for i, m in enumerate(COOKIE_MSS) if m <= mss or i == 0)
         isn = self._cookie(key, seg.seq, int(now // COOKIE_PERIOD_MS), idx)
-        opts = tcp.build_options(mss=COOKIE_MSS[idx])
+        opts = tcp.build_options(mss=ours)
         hdr = tcp.header(key[0], key[2], key[1], key[3], isn, seq_add(seg.seq, 1), SYN | ACK,
                          0xFFFF, opts, b"")
         self.stack.stats["tcp.syncookies_sent"] += 1
@@ -269,7 +282,7 @@ class TcpLayer:
 
     def _timer(self, conn: Connection) -> None:
         """The connection's earliest deadline came; it re-arms for its next in ``flush``."""
-        del self._armed[conn]
+        self._armed.pop(conn, None)
         conn.on_timer(self.stack.clock.now_ms())
         self.flush(conn)
 
@@ -285,12 +298,18 @@ class TcpLayer:
             parent.half_open -= 1
 
     def icmp_error(self, err: int, src: int, dst: int, transport: memoryview) -> None:
-        """ICMP errors are hard for a connection still in SYN-SENT, soft after (RFC 1122)."""
+        """An ICMP error about one of our segments (or a local failure to send it)."""
         sport = int.from_bytes(transport[0:2], "big")
         dport = int.from_bytes(transport[2:4], "big")
         conn = self.conns.get((src, sport, dst, dport))
         if conn is None:
             return
+        if len(transport) >= 8:  # RFC 5927 §4.1: the quoted SEQ must be one we have in flight
+            seq = int.from_bytes(transport[4:8], "big")
+            if not (tcp.seq_le(conn.snd_una, seq) and tcp.seq_lt(seq, conn.snd_max)):
+                self.stack.stats["tcp.icmp_out_of_window"] += 1
+                return
+        # Hard errors abort a connection still in SYN-SENT (as Linux does); later, soft.
         if conn.state == State.SYN_SENT and err in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                                    errno.ENETUNREACH):
             conn.abort(self.stack.clock.now_ms(), err)
@@ -315,7 +334,7 @@ class TcpLayer:
         mac = hashlib.blake2s(struct.pack("!IIH", laddr, raddr, rport), key=self._secret,
                               digest_size=4)
         offset = int.from_bytes(mac.digest(), "big")
-        used = {p for _, p in self.bound} | set(self.listeners)
+        used = {p for _, p in self.bound} | {p for _, p in self.listeners}
         for i in range(span):
             port = EPHEMERAL_FIRST + (offset + self._next_ephemeral + i) % span
             if port in used or (laddr, port, raddr, rport) in self.conns:

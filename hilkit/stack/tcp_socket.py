@@ -143,6 +143,14 @@ class TcpSocket:
 
     def close(self) -> None:
         """Close gracefully (FIN after queued data); unread data means RST, as on Linux."""
+        self._release(abort=False)
+
+    def abort(self) -> None:
+        """Reset the connection at once (SO_LINGER 0)."""
+        self._release(abort=True)
+
+    def _release(self, abort: bool) -> None:
+        """The one way out: the listener, the port and the connection are let go."""
         if self.closed:
             return
         self.closed = True
@@ -154,23 +162,15 @@ class TcpSocket:
                 child.abort()
             self.accept_queue.clear()
         conn = self.conn
-        if conn is not None:
+        if conn is not None and conn.state != State.CLOSED:
             conn.context = None
-            if conn.readable or conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
+            if abort or conn.readable or conn.state in (State.SYN_SENT, State.SYN_RECEIVED):
                 conn.abort(now, errno.ECONNABORTED)
             else:
                 conn.shutdown_write(now)
             self._stack.tcp.flush(conn)
         if self.local is not None:  # the connection's own 4-tuple stays taken until it ends
             self._stack.tcp.unbind(self.local)
-
-    def abort(self) -> None:
-        """Reset the connection at once (SO_LINGER 0)."""
-        conn = self.conn
-        if conn is not None and conn.state != State.CLOSED:
-            conn.abort(self._stack.clock.now_ms())
-            self._stack.tcp.flush(conn)
-        self.closed = True
 
     def getsockname(self) -> tuple[str, int]:
         if self.conn is not None:

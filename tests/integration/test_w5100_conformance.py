@@ -23,6 +23,7 @@ import pytest
 from hilkit.drivers.tap import TapDevice
 from hilkit.drivers.w5100 import W5100Device
 from hilkit.port.conformance import DeviceConformance, DevicePair
+from hilkit.port.pin import InvertedPin
 from hilkit.rig.netns import Netns
 from hilkit.rig.peers import PacketPeer
 from hilkit.sim.w5100 import W5100Model
@@ -63,7 +64,8 @@ def model(wire: TapDevice) -> W5100Model:
 class TestW5100Conformance(DeviceConformance):
     @pytest.fixture
     def conformance_pair(self, ns: Netns, model: W5100Model) -> Iterator[DevicePair]:
-        dev = W5100Device(model, irq=model.int_pin, reset=model.reset_pin, name="w5100@sim")
+        dev = W5100Device(model, irq=InvertedPin(model.int_pin),
+                          reset=InvertedPin(model.reset_pin), name="w5100@sim")
         peer = PacketPeer(ns, IFNAME, peer_ipv4=KERNEL_IP, device_ipv4=HILKIT_IP,
                           can_set_link=False)  # the W5100 cannot see carrier
         try:
@@ -79,7 +81,7 @@ class TestW5100Conformance(DeviceConformance):
 @pytest.fixture
 def stack(model: W5100Model) -> Iterator[Stack]:
     st = Stack()
-    dev = st.add_device(W5100Device(model, irq=model.int_pin, name="w5100@sim"))
+    dev = st.add_device(W5100Device(model, irq=InvertedPin(model.int_pin), name="w5100@sim"))
     st.link_add(dev, HILKIT_IP, "255.255.255.0")
     yield st
     st.close()

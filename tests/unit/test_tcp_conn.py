@@ -1632,3 +1632,46 @@ def test_no_tail_loss_probe_when_disabled() -> None:
     p.a.send(b"x" * 100, p.now)
     p.run()
     assert p.a.tlp_deadline is None
+
+
+def test_fin_acked_late_after_a_timeout_still_counts() -> None:
+    """Our FIN keeps its sequence number across an RTO: an ACK for it that arrives after
+    the timeout (held in the network) completes FIN-WAIT-1 -> FIN-WAIT-2, with no second
+    FIN at a new sequence number (RFC 9293 §3.10.7.4)."""
+    cfg = TcpConfig(tail_loss_probe=False)  # the RTO alone
+    p = established(cfg, cfg)
+    a = p.a
+    a.send(b"d" * 5000, p.now)
+    a.shutdown_write(p.now)
+    p.hold = lambda src, s: src == "b"  # every ACK from b is delayed
+    p.run()
+    fin_seq = a.fin_seq
+    assert fin_seq is not None and a.state == State.FIN_WAIT_1
+    p.hold = None
+    p.advance(a.rto)  # the RTO fires with everything still unacknowledged
+    assert a.stats["timeouts"] >= 1
+    p.release()  # the old ACKs (including the FIN's) finally arrive
+    p.run()
+    assert a.state in (State.FIN_WAIT_2, State.TIME_WAIT)
+    fins = [seq_add(s.seg.seq, len(s.seg.payload)) for s in p.log
+            if s.src == "a" and s.seg.flags & FIN]
+    assert set(fins) == {fin_seq}
+    assert bytes(p.b.rcvbuf) == b"d" * 5000
+
+
+def test_hostile_tiny_mss_is_clamped() -> None:
+    """An MSS option of 1..12 must not make segments empty or the window negative."""
+    from hilkit.stack.tcp_conn import MIN_SND_MSS
+
+    p = Pipe()
+    a = p.a
+    a.connect(p.now)
+    (syn,) = p.take("a")
+    p.b.state = State.LISTEN
+    syn.mss = 12  # as a hostile peer would announce it
+    p.b.accept_syn(syn, p.now)
+    (synack,) = p.take("b")
+    synack.mss = 12
+    a.input(synack, p.now)
+    assert a.mss >= MIN_SND_MSS and p.b.mss >= MIN_SND_MSS
+    assert a.cc.cwnd > 0

@@ -19,7 +19,7 @@ from hilkit.drivers.w5100 import regs as r
 from hilkit.port.clock import ManualClock
 from hilkit.port.device import Device, DeviceClosed, LinkType
 from hilkit.port.errors import ChipNotResponding
-from hilkit.port.pin import Edge
+from hilkit.port.pin import Edge, InvertedPin
 from hilkit.port.spi import BusCounters, SpiBus
 from hilkit.sim.w5100 import W5100Model, W5100Timing
 
@@ -206,7 +206,7 @@ def test_probe_configures_the_chip(dev: W5100Device, model: W5100Model) -> None:
 
 
 def test_probe_pulses_the_reset_pin(model: W5100Model, clock: ManualClock) -> None:
-    with W5100Device(model, reset=model.reset_pin, clock=clock) as d:
+    with W5100Device(model, reset=InvertedPin(model.reset_pin), clock=clock) as d:
         assert model.stats["hard_resets"] == 1 and model.reset_pin.level is True
         assert d.link_up
 
@@ -214,7 +214,7 @@ def test_probe_pulses_the_reset_pin(model: W5100Model, clock: ManualClock) -> No
 def test_probe_waits_for_the_chip() -> None:
     """PLL lock after /RESET and a soft reset that takes time, on a real clock."""
     model = W5100Model(timing=W5100Timing(pll_lock_ms=4.0, soft_reset_ms=3.0))
-    with W5100Device(model, reset=model.reset_pin) as d:
+    with W5100Device(model, reset=InvertedPin(model.reset_pin)) as d:
         assert d.link_up and model.register(r.S0_SR) == r.SOCK_MACRAW
 
 
@@ -723,7 +723,7 @@ def test_busy_chip_on_a_real_clock() -> None:
 
 
 def test_interrupt_line_goes_quiet_after_poll(model: W5100Model, clock: ManualClock) -> None:
-    with W5100Device(model, mac=MAC, irq=model.int_pin, clock=clock) as d:
+    with W5100Device(model, mac=MAC, irq=InvertedPin(model.int_pin), clock=clock) as d:
         assert model.register(r.IMR) == r.IR_S0
         assert model.int_pin.level is True
         model.inject(frame(100))
@@ -742,7 +742,7 @@ def test_interrupt_line_goes_quiet_after_poll(model: W5100Model, clock: ManualCl
 
 def test_interrupt_line_quiet_after_send_ok_seen_by_poll(clock: ManualClock) -> None:
     model = W5100Model(clock=clock, timing=W5100Timing(send_ms=1.0))
-    with W5100Device(model, mac=MAC, irq=model.int_pin, clock=clock) as d:
+    with W5100Device(model, mac=MAC, irq=InvertedPin(model.int_pin), clock=clock) as d:
         assert d.send(frame(100, dst=PEER))
         clock.advance(1.0)
         assert d.poll(4) == []

@@ -348,10 +348,10 @@ class W5100Device:
 
     def _probe(self) -> None:
         """Hard reset (if we have the pin), soft reset, then RTR must read 0x07D0 (§3)."""
-        if self._reset_pin is not None:
-            self._reset_pin.set(False)
-            time.sleep(self.HARD_RESET_LOW_S)
+        if self._reset_pin is not None:  # logical values: True holds the chip in reset
             self._reset_pin.set(True)
+            time.sleep(self.HARD_RESET_LOW_S)
+            self._reset_pin.set(False)
             time.sleep(self.HARD_RESET_SETTLE_S)
         self._soft_reset(init=True)
         b = _Batch()
@@ -704,7 +704,7 @@ class W5100Device:
         if self._irq is None or getattr(self._irq, "fileno", None) is None:
             return
         for _ in range(8):
-            if not self._irq.wait_edge(Edge.FALLING, 0):
+            if not self._irq.wait_edge(Edge.RISING, 0):  # logical: the line was asserted
                 break
 
     # -- transmit -------------------------------------------------------------------------

@@ -51,8 +51,8 @@ def _resetter(rig: BuiltRigLike, how: str) -> Callable[[Stack], None]:
         pytest.skip("the rig has no reset pin")
 
     def pulse(stack: Stack) -> None:
-        pin.set(False)
-        stack.call_later(RESET_PULSE_MS, lambda: pin.set(True))
+        pin.set(True)  # logical: assert reset (the pin knows the line is active low)
+        stack.call_later(RESET_PULSE_MS, lambda: pin.set(False))
 
     return pulse
 
@@ -100,7 +100,7 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
     finally:
         if how == "pin":
             with contextlib.suppress(Exception):
-                rig.pins["reset"].set(True)
+                rig.pins["reset"].set(False)  # released, whatever happened
     elapsed = time.monotonic() - t0
     assert state["fired_at"] is not None, "the transfer ended before the reset was due"
     figure(f"recovery_{how}_transfer_s", elapsed, "s")
