@@ -75,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a bad link, e.g. loss=2%%,reorder=1%%,dup=0.5%%,corrupt=0.1%%,"
                    "delay=5ms,rate=10mbit,seed=1")
     s.set_defaults(fn=cmd_serve)
+    from hilkit.hil.rig_commands import add_rig_commands
     from hilkit.hil.runner import add_hil_command
-    from hilkit.rig.commands import add_rig_commands
 
     add_hil_command(sub)
     add_rig_commands(sub)

@@ -66,6 +66,9 @@ class PingStats:
     err: PingError
 
 
+_PATTERN = bytes(range(256))
+
+
 @dataclass
 class PingSession:
     ident: int
@@ -77,9 +80,12 @@ class PingSession:
     next_seq: int = 1
     outstanding: dict[int, float] = field(default_factory=dict)  # seq -> time sent
     finished: bool = False
+    _payload: bytes = b""
 
     def payload(self) -> bytes:
-        return bytes(i & 0xFF for i in range(self.size))
+        if len(self._payload) != self.size:  # the 0, 1, 2, ... 255, 0, ... pattern, made once
+            self._payload = (_PATTERN * (self.size // 256 + 1))[:self.size]
+        return self._payload
 
 
 class TokenBucket:

@@ -64,6 +64,7 @@ class TcpConfig:
     rto_max_ms: float = 60_000.0  # RFC 6298 §2.5: at least 60 s
     delack_ms: float = 40.0  # RFC 1122 §4.2.3.2: under 500 ms; RFC 5681: at most 200
     msl_ms: float = 30_000.0  # TIME-WAIT lasts 2*MSL
+    fin_wait2_ms: float = 60_000.0  # an orphan waits this long for the peer's FIN (Linux)
     syn_retries: int = 7  # 1+2+...+128 s: over the 3 minutes RFC 9293 §3.8.3 asks for
     data_retries: int = 15
     persist_max_ms: float = 60_000.0
@@ -99,6 +100,7 @@ class Connection:
         self.keepalive = False
         self.context: Any = None  # the socket that owns this connection
         self.passive = False  # opened by a listener (RFC 9293: RST in SYN-RECEIVED differs)
+        self.orphaned = False  # the application closed: nobody will read what comes in
         # send side
         self.iss = iss
         self.snd_una = iss
@@ -255,6 +257,15 @@ class Connection:
         elif self.state == State.CLOSE_WAIT:
             self.state = State.LAST_ACK
         self.output(now)
+
+    def orphan(self, now: float) -> None:
+        """The application closed the socket; the connection finishes on its own, bounded:
+        data that still arrives draws a RST, and FIN-WAIT-2 lasts at most ``fin_wait2_ms``."""
+        self.now = now
+        self.orphaned = True
+        self.context = None
+        if self.state == State.FIN_WAIT_2:
+            self.timewait_deadline = now + self.cfg.fin_wait2_ms
 
     def abort(self, now: float, err: int = errno.ECONNABORTED) -> None:
         """Reset the connection (RFC 9293 §3.10.5 ABORT)."""
@@ -511,6 +522,8 @@ class Connection:
         fin_acked = self._fin_acked(ack)
         if self.state == State.FIN_WAIT_1 and fin_acked:
             self.state = State.FIN_WAIT_2
+            if self.orphaned:
+                self.timewait_deadline = now + self.cfg.fin_wait2_ms
         elif self.state == State.CLOSING and fin_acked:
             self._enter_time_wait(now)
             return False
@@ -765,6 +778,11 @@ class Connection:
 
     def _receive(self, seg: Segment, now: float) -> None:
         """Take in-window data and a FIN (RFC 9293 §3.10.7.4, seventh and eighth checks)."""
+        if self.orphaned and seg.payload and seq_lt(self.rcv_nxt, seq_add(seg.seq,
+                                                                              len(seg.payload))):
+            self.stats["data_after_close"] = self.stats.get("data_after_close", 0) + 1
+            self.abort(now, errno.ECONNRESET)  # RFC 1122 §4.2.2.13: nobody will read it
+            return
         data = seg.payload
         seq = seg.seq
         fin = bool(seg.flags & FIN)

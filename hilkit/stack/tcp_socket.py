@@ -168,6 +168,7 @@ class TcpSocket:
                 conn.abort(now, errno.ECONNABORTED)
             else:
                 conn.shutdown_write(now)
+                conn.orphan(now)
             self._stack.tcp.flush(conn)
         if self.local is not None:  # the connection's own 4-tuple stays taken until it ends
             self._stack.tcp.unbind(self.local)

@@ -344,7 +344,7 @@ def test_the_uplink_is_never_moved(tmp_path: Path, home: Netns) -> None:
 def run_cli(*argv: str) -> subprocess.CompletedProcess[str]:
     repo = Path(__file__).resolve().parents[2]
     code = ("import argparse, sys\n"
-            "from hilkit.rig.commands import add_rig_commands\n"
+            "from hilkit.hil.rig_commands import add_rig_commands\n"
             "p = argparse.ArgumentParser(prog='hilkit')\n"
             "add_rig_commands(p.add_subparsers(dest='cmd', required=True))\n"
             "a = p.parse_args(sys.argv[1:])\n"

@@ -493,7 +493,7 @@ def test_module_imports_without_the_optional_parts() -> None:
     import sys
 
     code = ("import sys; sys.modules['gpiod'] = None; sys.modules['pyftdi'] = None; "
-            "import hilkit.rig, hilkit.rig.commands; print('ok')")
+            "import hilkit.rig, hilkit.hil.rig_commands; print('ok')")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          cwd=REPO_RIGS.parent, env={**os.environ, "PYTHONPATH": "."})
     assert res.stdout.strip() == "ok", res.stderr
@@ -505,7 +505,7 @@ def test_module_imports_without_the_optional_parts() -> None:
 def run_cli(*argv: str) -> int:
     import argparse
 
-    from hilkit.rig.commands import add_rig_commands
+    from hilkit.hil.rig_commands import add_rig_commands
 
     parser = argparse.ArgumentParser(prog="hilkit")
     add_rig_commands(parser.add_subparsers(dest="cmd", required=True))

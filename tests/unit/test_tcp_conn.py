@@ -1675,3 +1675,33 @@ def test_hostile_tiny_mss_is_clamped() -> None:
     a.input(synack, p.now)
     assert a.mss >= MIN_SND_MSS and p.b.mss >= MIN_SND_MSS
     assert a.cc.cwnd > 0
+
+
+def test_orphan_in_fin_wait_2_ends_after_fin_wait2_ms() -> None:
+    """A connection the application closed must not wait forever for a peer that never
+    sends its FIN (Linux's tcp_fin_timeout): it closes after ``fin_wait2_ms``."""
+    cfg = TcpConfig(fin_wait2_ms=5_000)
+    p = established(cfg, cfg)
+    a = p.a
+    a.shutdown_write(p.now)
+    a.orphan(p.now)
+    p.run()
+    assert a.state == State.FIN_WAIT_2 and p.b.state == State.CLOSE_WAIT
+    p.advance(4_999)
+    assert a.state == State.FIN_WAIT_2
+    p.advance(1)
+    assert a.state == State.CLOSED and a.error == 0 and a.next_deadline() is None
+
+
+def test_data_for_an_orphan_draws_a_reset() -> None:
+    """RFC 1122 §4.2.2.13: data arriving after the application closed gets a RST."""
+    p = established()
+    a, b = p.a, p.b
+    a.shutdown_write(p.now)
+    a.orphan(p.now)
+    p.run()
+    b.send(b"nobody reads this", p.now)
+    p.run()
+    assert a.state == State.CLOSED and a.stats["data_after_close"] == 1
+    assert any(s.src == "a" and s.seg.flags & RST for s in p.log)
+    assert b.state == State.CLOSED and b.error == errno.ECONNRESET

@@ -186,6 +186,7 @@ class W5100Device:
     # Tunables (class attributes: a subclass or a test may change them).
     HARD_RESET_LOW_S = 0.001  # /RESET low >= 2 us (facts, notes)
     HARD_RESET_SETTLE_S = 0.010  # PLL lock after /RESET rises: <= 10 ms
+    RESET_SUPERVISOR_S = 0.600  # a supervisor may hold /RESET 560 ms longer (facts §14.2)
     SOFT_RESET_POLLS = 20  # MR polls after MR.RST, 1 ms apart (§3, as Arduino)
     COMMAND_POLLS = 40  # Sn_CR / Sn_SR polls after OPEN or CLOSE, 0.5 ms apart
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous SEND (1514 B at 10 Mb/s: 1.2 ms)
@@ -353,6 +354,7 @@ class W5100Device:
             time.sleep(self.HARD_RESET_LOW_S)
             self._reset_pin.set(False)
             time.sleep(self.HARD_RESET_SETTLE_S)
+            self._wait_out_of_reset()
         self._soft_reset(init=True)
         b = _Batch()
         i = b.read16(r.RTR)
@@ -362,6 +364,17 @@ class W5100Device:
             raise ChipNotResponding(
                 self._no_chip(f"RTR read 0x{rtr:04X}, expected 0x{r.RTR_RESET:04X}", q.raw)
             )
+
+    def _wait_out_of_reset(self) -> None:
+        """Modules with a reset supervisor (CAT811/MAX811) hold /RESET up to 560 ms after
+        we release it (facts §14.2): wait until RTR reads its reset value, bounded."""
+        deadline = time.monotonic() + self.RESET_SUPERVISOR_S
+        while time.monotonic() < deadline:
+            b = _Batch()
+            i = b.read16(r.RTR)
+            if self._xfer(b).u16(i) == r.RTR_RESET:
+                return
+            time.sleep(0.005)
 
     def _soft_reset(self, *, init: bool) -> None:
         b = _Batch()

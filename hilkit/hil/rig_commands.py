@@ -1,5 +1,8 @@
 """``hilkit rigs`` and ``hilkit rig check NAME``: list rigs; validate and probe one.
 
+They live with the runner because the probe pings through the stack, and the
+rig layer stays below the stack (hil -> rig -> drivers/bus/sim -> port).
+
 ``add_rig_commands(subparsers)`` adds both to the ``hilkit`` command's parser.
 Exit status: 0 all well, 2 a rig is broken or its hardware is not there (the
 message on stderr).
