@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections import deque
 
-from hilkit.port import DeviceClosed, DeviceCounters, LinkType
+from hilkit.port import DeviceClosed, DeviceCounters, LinkType, ManualClock
+from hilkit.stack import Stack, StackConfig
 
 
 class WireEnd:
@@ -59,3 +60,36 @@ def wire(mtu: int = 1500, link_type: LinkType = LinkType.ETHERNET) -> tuple[Wire
     b = WireEnd("b", b"\x02\x00\x00\x00\x00\x0b" if eth else None, link_type, mtu)
     a.peer, b.peer = b, a
     return a, b
+
+
+A_IP, B_IP = "10.0.0.1", "10.0.0.2"
+
+
+class StackPair:
+    """Stacks ``a`` (10.0.0.1) and ``b`` (10.0.0.2) on one in-memory wire, sharing a
+    ManualClock: every timer fires exactly when the test moves the clock."""
+
+    def __init__(self, mtu: int = 1500, link_type: LinkType = LinkType.ETHERNET,
+                 config: StackConfig | None = None) -> None:
+        self.clock = ManualClock(1000.0)
+        self.wa, self.wb = wire(mtu, link_type)
+        self.a = Stack(self.clock, config)
+        self.b = Stack(self.clock, config)
+        self.a.add_device(self.wa)
+        self.b.add_device(self.wb)
+        self.a.link_add(self.wa, A_IP, "255.255.255.0")
+        self.b.link_add(self.wb, B_IP, "255.255.255.0")
+
+    def settle(self, rounds: int = 20) -> None:
+        for _ in range(rounds):
+            self.a.tick()
+            self.b.tick()
+
+    def advance(self, ms: float, step: float | None = None) -> None:
+        """Move the clock by ``ms`` in steps no longer than ``step`` (default: one go)."""
+        left = ms
+        while left > 0:
+            d = left if step is None else min(step, left)
+            self.clock.advance(d)
+            left -= d
+            self.settle()

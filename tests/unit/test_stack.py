@@ -7,35 +7,16 @@ import struct
 
 import pytest
 
-from hilkit.port import LinkType, ManualClock
-from hilkit.stack import PingError, PingStats, SocketEvent, Stack, StackConfig, eth, icmp4, ipv4
+from hilkit.port import LinkType
+from hilkit.stack import PingError, PingStats, SocketEvent, StackConfig, eth, icmp4, ipv4
 from hilkit.stack import arp as arp_mod
-from tests.memwire import wire
+from tests.memwire import StackPair
 
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
 A_MAC, B_MAC = b"\x02\x00\x00\x00\x00\x0a", b"\x02\x00\x00\x00\x00\x0b"
 
 
-class Pair:
-    def __init__(self, mtu: int = 1500, link_type: LinkType = LinkType.ETHERNET,
-                 config: StackConfig | None = None) -> None:
-        self.clock = ManualClock(1000.0)
-        self.wa, self.wb = wire(mtu, link_type)
-        self.a = Stack(self.clock, config)
-        self.b = Stack(self.clock, config)
-        self.a.add_device(self.wa)
-        self.b.add_device(self.wb)
-        self.a.link_add(self.wa, A_IP, "255.255.255.0")
-        self.b.link_add(self.wb, B_IP, "255.255.255.0")
-
-    def settle(self, rounds: int = 20) -> None:
-        for _ in range(rounds):
-            self.a.tick()
-            self.b.tick()
-
-    def advance(self, ms: float) -> None:
-        self.clock.advance(ms)
-        self.settle()
+Pair = StackPair
 
 
 def collect() -> tuple[list[PingStats], object]:

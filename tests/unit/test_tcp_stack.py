@@ -17,10 +17,8 @@ from collections.abc import Callable
 
 import pytest
 
-from hilkit.port import ManualClock
 from hilkit.stack import (
     SocketEvent,
-    Stack,
     StackConfig,
     TcpConfig,
     TcpSocket,
@@ -31,7 +29,7 @@ from hilkit.stack import (
     tcp,
 )
 from hilkit.stack.tcp import ACK, RST, SYN, Segment, seq_diff
-from tests.memwire import wire
+from tests.memwire import StackPair
 
 A_IP, B_IP = "10.0.0.1", "10.0.0.2"
 A_INT, B_INT = 0x0A000001, 0x0A000002
@@ -39,31 +37,7 @@ A_MAC, B_MAC = b"\x02\x00\x00\x00\x00\x0a", b"\x02\x00\x00\x00\x00\x0b"
 PORT = 80
 
 
-class Pair:
-    def __init__(self, mtu: int = 1500, config: StackConfig | None = None) -> None:
-        self.clock = ManualClock(1000.0)
-        self.wa, self.wb = wire(mtu)
-        self.a = Stack(self.clock, config)
-        self.b = Stack(self.clock, config)
-        self.a.add_device(self.wa)
-        self.b.add_device(self.wb)
-        self.a.link_add(self.wa, A_IP, "255.255.255.0")
-        self.b.link_add(self.wb, B_IP, "255.255.255.0")
-
-    def settle(self, rounds: int = 20) -> None:
-        for _ in range(rounds):
-            self.a.tick()
-            self.b.tick()
-
-    def advance(self, ms: float, step: float | None = None) -> None:
-        """Move the clock by ``ms`` in steps no longer than ``step`` (default: one go)."""
-        left = ms
-        while left > 0:
-            d = left if step is None else min(step, left)
-            self.clock.advance(d)
-            left -= d
-            self.settle()
-
+class Pair(StackPair):
     def healthy(self) -> None:
         assert self.a.drops["internal_error"] == 0 and self.b.drops["internal_error"] == 0
         assert self.a.stats["callback_error"] == 0 and self.b.stats["callback_error"] == 0
