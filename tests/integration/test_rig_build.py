@@ -338,6 +338,16 @@ def test_the_uplink_is_never_moved(tmp_path: Path, home: Netns) -> None:
     assert link is not None and [a["local"] for a in link["addr_info"]] == ["10.77.0.2"]
 
 
+def test_a_nic_with_addresses_is_never_moved(tmp_path: Path, home: Netns) -> None:
+    """Moving a NIC to another namespace drops its addresses; the rig refuses such a NIC."""
+    home.ip("addr", "add", "10.78.0.2/24", "dev", HOME_IF)
+    rig = host_rig(tmp_path, home)
+    with pytest.raises(HardwareNotFound, match="has addresses"), build(rig, home=home):
+        pytest.fail("moved a NIC that has addresses")
+    link = home_link(home)
+    assert link is not None and [a["local"] for a in link["addr_info"]] == ["10.78.0.2"]
+
+
 # -- the command --------------------------------------------------------------------------
 
 

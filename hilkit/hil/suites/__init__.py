@@ -36,17 +36,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SUITES: tuple[str, ...] = (
-    "identity",
-    "link",
-    "arp",
-    "icmp",
-    "udp",
-    "tcp",
-    "throughput",
-    "recovery",
-    "conformance",
-)
+from hilkit.rig.schema import SUITE_NAMES
+
+SUITES: tuple[str, ...] = SUITE_NAMES  # one list: rig files name these, in run order
 
 SUITES_DIR = Path(__file__).resolve().parent
 
