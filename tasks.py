@@ -1,34 +1,42 @@
-"""Developer tasks. Logic lives in the package; these only call it."""
+"""Developer tasks. Logic lives in the package; these only call it.
+
+Every command runs with the interpreter invoke itself runs in (the checkout's
+``.venv`` after ``./install``), so nothing depends on what ``PATH`` holds.
+"""
+
+import sys
 
 from invoke import Context, task
+
+PY = sys.executable
 
 
 @task
 def test(c: Context) -> None:
     """Run the whole test suite (unit + integration against the Linux kernel)."""
-    c.run("python -m pytest -q -p no:cacheprovider", pty=False)
+    c.run(f"{PY} -m pytest -q -p no:cacheprovider", pty=False)
 
 
 @task
 def lint(c: Context) -> None:
     """ruff and mypy --strict."""
-    c.run("ruff check .")
-    c.run("mypy")
+    c.run(f"{PY} -m ruff check .")
+    c.run(f"{PY} -m mypy")
 
 
 @task
 def bench(c: Context) -> None:
     """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per
     connection; the sim-w5100 bus figures."""
-    c.run("python bench/core.py", pty=False)
-    c.run("python bench/tcp.py", pty=False)
-    c.run("python bench/w5100.py", pty=False)
+    c.run(f"{PY} bench/core.py", pty=False)
+    c.run(f"{PY} bench/tcp.py", pty=False)
+    c.run(f"{PY} bench/w5100.py", pty=False)
 
 
 @task
 def demo(c: Context) -> None:
     """picoTCP's README ping example against the kernel on tap0, in a private namespace."""
-    c.run("python -m hilkit.demo examples/ping.py", pty=False)
+    c.run(f"{PY} -m hilkit.demo examples/ping.py", pty=False)
 
 
 @task(help={"rig": "a rig name (rigs/NAME.toml) or path", "suite": "comma-separated suites",
@@ -42,4 +50,4 @@ def hil(c: Context, rig: str = "sim-w5100", suite: str = "", k: str = "", out: s
         args.append(f"-k '{k}'")
     if out:
         args.append(f"--out {out}")
-    c.run("hilkit hil " + " ".join(args), pty=False)
+    c.run(f"{PY} -m hilkit.cli hil " + " ".join(args), pty=False)

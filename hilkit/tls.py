@@ -50,6 +50,12 @@ class RawSocket(Protocol):
     def close(self) -> None: ...
 
 
+def _unexpected_eof(e: ssl.SSLError) -> bool:
+    """The stream ended without close_notify. Python before 3.11.4 (Debian 12's 3.11.2)
+    raises a plain SSLError for OpenSSL 3's UNEXPECTED_EOF_WHILE_READING."""
+    return isinstance(e, ssl.SSLEOFError) or e.reason == "UNEXPECTED_EOF_WHILE_READING"
+
+
 def wrap_client(
     raw: RawSocket,
     context: ssl.SSLContext,
@@ -110,6 +116,11 @@ class TlsSocket:
             if not server_side and context.check_hostname and not server_hostname:
                 # SSLSocket refuses this; SSLObject would silently skip the hostname check.
                 raise ValueError("check_hostname requires server_hostname")
+            if context.options & ssl.OP_IGNORE_UNEXPECTED_EOF:
+                # Python 3.10 to 3.11.3 (Debian 12, Raspberry Pi OS) set this by default and
+                # so report a truncated stream as a clean end: RFC 8446 §6.1 says it is not.
+                # With it cleared, a ragged EOF is an SSLEOFError (or b"" when suppressed).
+                context.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF
             self._obj = context.wrap_bio(self._incoming, self._outgoing, server_side=server_side,
                                          server_hostname=server_hostname, session=session)
             self._handshake()
@@ -127,8 +138,10 @@ class TlsSocket:
                 done = True
             except ssl.SSLWantReadError:
                 done = False
-            except ssl.SSLError:
+            except ssl.SSLError as e:
                 self._flush_quietly()  # the alert tells the peer why
+                if _unexpected_eof(e):
+                    raise _eof_error(e) from e
                 raise
             self._flush()
             if done:
@@ -195,15 +208,14 @@ class TlsSocket:
                         got = -1  # e.g. a TLS 1.3 session ticket came, but no data yet
                     except ssl.SSLZeroReturnError:
                         got = 0  # close_notify, when ours was sent first (else read gives b"")
-                    except ssl.SSLEOFError:
+                    except ssl.SSLError as e:
                         self._broken = True
-                        if not self.suppress_ragged_eofs:
+                        if not _unexpected_eof(e):
                             raise
+                        if not self.suppress_ragged_eofs:
+                            raise _eof_error(e) from e
                         self._ragged = True
                         got = 0  # raw EOF without close_notify: ragged, as the stdlib
-                    except ssl.SSLError:
-                        self._broken = True
-                        raise
                 self._flush()
                 if got == -1:
                     if self._raw_eof:  # cannot happen: OpenSSL reports EOF; be safe anyway
@@ -460,7 +472,9 @@ class TlsSocket:
         return self._obj.session_reused
 
 
-def _eof_error() -> ssl.SSLEOFError:
+def _eof_error(cause: ssl.SSLError | None = None) -> ssl.SSLEOFError:
+    if isinstance(cause, ssl.SSLEOFError):
+        return cause
     return ssl.SSLEOFError(ssl.SSL_ERROR_EOF, "EOF occurred in violation of protocol")
 
 

@@ -2,6 +2,11 @@
 
 ``ArpCache`` is sans-I/O: the stack tells it what arrived and what time it
 is; it answers with MACs, packets to release, and addresses to ask for.
+
+RFC 826's merge rule lets any ARP packet rewrite an entry, so one forged
+reply or gratuitous request would redirect our traffic. Like Linux's neighbour
+``locktime``, an entry learnt less than ``locktime_ms`` ago keeps its MAC:
+a different one inside that window is refused (the stack counts it).
 """
 
 from __future__ import annotations
@@ -58,6 +63,14 @@ class ArpConfig:
     retry_ms: float = 1_000.0
     max_pending: int = 64  # queued packets per address (a 64 KiB datagram is 45); oldest go
     max_unresolved: int = 64  # addresses being resolved at once; more are refused
+    locktime_ms: float = 1_000.0  # a fresh entry's MAC is not replaced (Linux: locktime)
+
+
+@dataclass(slots=True)
+class _Entry:
+    mac: bytes
+    expires: float
+    learnt: float  # when ``mac`` was set: the start of its lock time
 
 
 @dataclass
@@ -70,7 +83,7 @@ class _Pending:
 class ArpCache:
     def __init__(self, config: ArpConfig | None = None) -> None:
         self.config = config or ArpConfig()
-        self._entries: OrderedDict[int, tuple[bytes, float]] = OrderedDict()
+        self._entries: OrderedDict[int, _Entry] = OrderedDict()
         self._pending: dict[int, _Pending] = {}
 
     def __len__(self) -> int:
@@ -80,22 +93,33 @@ class ArpCache:
         hit = self._entries.get(ip)
         if hit is None:
             return None
-        if hit[1] <= now:
+        if hit.expires <= now:
             del self._entries[ip]
             return None
-        return hit[0]
+        return hit.mac
+
+    def refuses(self, ip: int, mac: bytes, now: float) -> bool:
+        """Whether learning ``ip`` -> ``mac`` now would overwrite a locked entry."""
+        hit = self._entries.get(ip)
+        return (hit is not None and hit.mac != mac and hit.expires > now
+                and now < hit.learnt + self.config.locktime_ms)
 
     def update(self, ip: int, mac: bytes, now: float, create: bool) -> list[bytes]:
         """Learn ``ip`` -> ``mac`` (RFC 826 merge; ``create`` if it was addressed to us).
 
-        Returns the packets that were waiting for this address.
+        Returns the packets that were waiting for this address; nothing changes
+        if the entry is locked (``refuses``).
         """
         if ip not in self._entries and not create and ip not in self._pending:
             return []
-        self._entries.pop(ip, None)
+        if self.refuses(ip, mac, now):
+            return []
+        old = self._entries.pop(ip, None)
         if len(self._entries) >= self.config.max_entries:
             self._entries.popitem(last=False)
-        self._entries[ip] = (mac, now + self.config.timeout_ms)
+        same = old is not None and old.mac == mac and old.expires > now
+        self._entries[ip] = _Entry(mac, now + self.config.timeout_ms,
+                                   old.learnt if same and old is not None else now)
         waiting = self._pending.pop(ip, None)
         return list(waiting.packets) if waiting else []
 
@@ -135,4 +159,4 @@ class ArpCache:
 
     def entries(self, now: float) -> dict[int, bytes]:
         """The live entries at ``now``."""
-        return {ip: mac for ip, (mac, exp) in self._entries.items() if exp > now}
+        return {ip: e.mac for ip, e in self._entries.items() if e.expires > now}

@@ -72,11 +72,62 @@ def test_lookup_and_expiry() -> None:
 
 
 def test_update_refreshes_expiry_and_mac() -> None:
-    c = cache(timeout_ms=1000)
+    c = cache(timeout_ms=1000, locktime_ms=500)
     c.update(IP_B, MAC_B, T0, create=True)
     c.update(IP_B, MAC_C, T0 + 900, create=False)  # an existing entry is updated
     assert c.lookup(IP_B, T0 + 1500) == MAC_C
     assert c.lookup(IP_B, T0 + 1900) is None
+
+
+# -- lock time: a fresh entry keeps its MAC ------------------------------------------
+
+
+@pytest.mark.parametrize("create", [False, True])
+def test_fresh_entry_refuses_another_mac_for_locktime(create: bool) -> None:
+    c = cache()  # locktime 1 s by default, as Linux's
+    assert c.config.locktime_ms == 1000.0
+    c.update(IP_B, MAC_B, T0, create=True)
+    for dt in (0.0, 1.0, 500.0, 999.9):
+        assert c.refuses(IP_B, MAC_C, T0 + dt)
+        assert c.update(IP_B, MAC_C, T0 + dt, create=create) == []
+        assert c.lookup(IP_B, T0 + dt) == MAC_B
+    assert not c.refuses(IP_B, MAC_B, T0 + 10)  # the same MAC is never refused
+    assert not c.refuses(IP_C, MAC_C, T0 + 10)  # nor an address we do not know
+    assert not c.refuses(IP_B, MAC_C, T0 + 1000)  # the lock is over
+    c.update(IP_B, MAC_C, T0 + 1000, create=create)
+    assert c.lookup(IP_B, T0 + 1000) == MAC_C
+
+
+def test_lock_runs_from_the_last_change_not_the_last_confirmation() -> None:
+    c = cache(locktime_ms=1000)
+    c.update(IP_B, MAC_B, T0, create=True)
+    c.update(IP_B, MAC_B, T0 + 900, create=True)  # a no-op update does not move the window
+    assert not c.refuses(IP_B, MAC_C, T0 + 1000)
+    c.update(IP_B, MAC_C, T0 + 1000, create=False)  # a change does
+    assert c.refuses(IP_B, MAC_A, T0 + 1999)
+    assert not c.refuses(IP_B, MAC_A, T0 + 2000)
+
+
+def test_expired_entry_is_not_locked() -> None:
+    c = cache(timeout_ms=100, locktime_ms=1000)
+    c.update(IP_B, MAC_B, T0, create=True)
+    assert not c.refuses(IP_B, MAC_C, T0 + 100)
+    c.update(IP_B, MAC_C, T0 + 100, create=True)
+    assert c.lookup(IP_B, T0 + 100) == MAC_C
+
+
+@given(st.lists(st.tuples(st.integers(0, 5000), st.sampled_from([MAC_A, MAC_B, MAC_C])),
+                max_size=30), st.integers(0, 3000))
+def test_an_entry_never_changes_mac_inside_its_lock(
+        ops: list[tuple[int, bytes]], lock: int) -> None:
+    c = cache(locktime_ms=lock, timeout_ms=60_000)
+    changed_at, mac_now = None, None
+    for t, mac in sorted(ops):
+        c.update(IP_B, mac, T0 + t, create=True)
+        got = c.lookup(IP_B, T0 + t)
+        if got != mac_now:
+            assert changed_at is None or t >= changed_at + lock
+            changed_at, mac_now = t, got
 
 
 # -- the RFC 826 merge rule --------------------------------------------------------
@@ -88,8 +139,8 @@ def test_merge_rule_creates_only_when_for_us() -> None:
     assert c.lookup(IP_C, T0) is None and len(c) == 0  # overheard: not learned
     c.update(IP_C, MAC_C, T0, create=True)  # addressed to us: learned
     assert c.lookup(IP_C, T0) == MAC_C
-    c.update(IP_C, MAC_A, T0 + 1, create=False)  # overheard, but known: merged
-    assert c.lookup(IP_C, T0 + 1) == MAC_A
+    c.update(IP_C, MAC_A, T0 + 1000, create=False)  # overheard, but known: merged
+    assert c.lookup(IP_C, T0 + 1000) == MAC_A
     assert len(c) == 1
 
 
@@ -114,7 +165,7 @@ def test_eviction_at_max_entries_drops_oldest() -> None:
     c = cache(max_entries=3)
     for i in range(3):
         c.update(100 + i, bytes([2, 0, 0, 0, 0, i]), T0 + i, create=True)
-    c.update(100, b"\x02\0\0\0\0\x09", T0 + 5, create=False)  # refreshed: now the youngest
+    c.update(100, bytes([2, 0, 0, 0, 0, 0]), T0 + 5, create=False)  # refreshed: now the youngest
     c.update(200, MAC_C, T0 + 6, create=True)
     assert len(c) == 3
     assert c.lookup(101, T0 + 7) is None  # the oldest (least recently updated) went
