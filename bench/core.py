@@ -182,6 +182,60 @@ def measure(a: Netns, b: Netns, serve: subprocess.Popen[str], serve_cmd: str) ->
     return res
 
 
+def measure_hostile(a: Netns, serve: subprocess.Popen[str], ready: str, err: IO[str]) -> Fig:
+    hk_mac = bytes.fromhex(ready.split("mac ")[1].strip().replace(":", ""))
+    return {"hilkit": hostile_figure(a, serve.pid, hk_mac, err)}
+
+
+HOSTILE_FRAMES, HOSTILE_PER_S = 20_000, 5_000
+UNROUTABLE = "198.51.100.7"  # TEST-NET-2 (RFC 5737): no route to it from hilkit
+
+
+def hostile_udp_frames(hk_mac: bytes, k_mac: bytes) -> list[bytes]:
+    """Datagrams to the echo port that must not be echoed: source port 0, source
+    0.0.0.0, a source hilkit has no route to, and a subnet-broadcast destination
+    (a reflector would answer the last one to whoever forged it)."""
+    from hilkit.stack import eth, ipv4, udp
+    from hilkit.stack.addr import ip_to_int
+
+    k, h, bcast = ip_to_int(K_TAP_IP), ip_to_int(HK_IP), ip_to_int("192.168.5.255")
+    frames = []
+    for src, sport, dst in ((k, 0, h), (0, 5000, h), (ip_to_int(UNROUTABLE), 5000, h),
+                            (k, 5000, bcast)):
+        body = udp.header(src, sport, dst, ECHO_PORT, b"hostile") + b"hostile"
+        pkt = ipv4.build_header(src, dst, ipv4.PROTO_UDP, len(body), 1) + body
+        mac = eth.BROADCAST_MAC if dst == bcast else hk_mac
+        frames.append(eth.header(mac, k_mac, eth.ETHERTYPE_IPV4) + pkt)
+    return frames
+
+
+def hostile_figure(a: Netns, pid: int, hk_mac: bytes, err: IO[str]) -> Fig:
+    """CPU and log lines that 20,000 unanswerable datagrams cost `hilkit serve`."""
+    import socket
+
+    raw = a.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+    try:
+        raw.bind((TAP, 0))
+        kinds = hostile_udp_frames(hk_mac, raw.getsockname()[4])
+        log_before = os.fstat(err.fileno()).st_size  # serve's stderr, shared with its process
+        tck, before, t0 = os.sysconf("SC_CLK_TCK"), cpu_ticks(pid), time.monotonic()
+        for i in range(HOSTILE_FRAMES):
+            raw.send(kinds[i % len(kinds)])
+            if i % 50 == 49:  # paced: what is measured is the stack, not a full TAP queue
+                time.sleep(max(0.0, t0 + (i + 1) / HOSTILE_PER_S - time.monotonic()))
+        time.sleep(0.5)  # the last frames are read
+        ticks, secs = cpu_ticks(pid) - before, time.monotonic() - t0
+    finally:
+        raw.close()
+    size = os.fstat(err.fileno()).st_size - log_before
+    log = os.pread(err.fileno(), size, log_before).decode(errors="replace")
+    return {"cmd": f"ns {a.name}: AF_PACKET on {TAP}, {HOSTILE_FRAMES} UDP datagrams to port "
+                   f"{ECHO_PORT} at {HOSTILE_PER_S}/s (source port 0, source 0.0.0.0, source "
+                   f"{UNROUTABLE}, destination 192.168.5.255), utime+stime of serve",
+            "frames": HOSTILE_FRAMES, "cpu_percent": ticks / tck / secs * 100.0,
+            "tracebacks": log.count("Traceback"), "log_lines": log.count("\n")}
+
+
 def fmt(v: float | None, unit: str = "", digits: int = 3) -> str:
     return "-" if v is None else f"{v:.{digits}f}{unit}"
 
@@ -210,6 +264,10 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
         ("UDP echo timeouts", str(udp_h["timeouts"]), str(udp_k["timeouts"]), "-"),
         ("65000-byte pings answered", f"{big['received']}/3", "-", "-"),
         (f"idle CPU over {IDLE_SECONDS:g} s (%)", fmt(cpu, digits=2), "-", "-"),
+        (f"CPU for {HOSTILE_PER_S}/s hostile UDP (%)",
+         fmt(r["hostile_udp"]["hilkit"]["cpu_percent"], digits=1), "-", "-"),
+        (f"tracebacks logged for {HOSTILE_FRAMES} hostile UDP",
+         str(r["hostile_udp"]["hilkit"]["tracebacks"]), "-", "-"),
         ("RSS after pings (MiB)", fmt(r["rss_kib"]["hilkit"] / 1024, digits=1), "-", "-"),
     ]
     med = rtt_h.get("median_ms")
@@ -222,6 +280,9 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
          "ok": big["received"] == 3},
         {"figure": f"idle CPU over {IDLE_SECONDS:g} s (%)", "floor": "<= 2", "value": cpu,
          "ok": cpu <= 2.0},
+        {"figure": f"tracebacks logged for {HOSTILE_FRAMES} hostile UDP", "floor": "== 0",
+         "value": r["hostile_udp"]["hilkit"]["tracebacks"],
+         "ok": r["hostile_udp"]["hilkit"]["tracebacks"] == 0},
     ]
     marks = {f["figure"]: (f["floor"], "PASS" if f["ok"] else "FAIL") for f in floors}
     head = ("figure", "hilkit", "kernel (veth)", "ratio", "floor", "")
@@ -245,12 +306,13 @@ def main() -> int:
                 argv = [sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
                         "--ip", f"{HK_IP}/24"]
                 serve = a.popen(argv, stdout=subprocess.PIPE, stderr=err, text=True)
-                wait_ready(serve, "hilkit serve", err)
+                ready = wait_ready(serve, "hilkit serve", err)
                 echo = b.popen([sys.executable, "-c", ECHO_SRC], stdout=subprocess.PIPE,
                                text=True)
                 wait_ready(echo, "kernel UDP echo")
                 res = measure(a, b, serve, shlex.join(["ip", "netns", "exec", a.name, *argv]))
                 res["udp_echo"]["kernel_server"] = f"ns {b.name}: python -c {ECHO_SRC!r}"
+                res["hostile_udp"] = measure_hostile(a, serve, ready, err)
             finally:
                 stop(echo)
                 out = stop(serve)

@@ -14,14 +14,24 @@ All links have MTU 1500. Nothing is configured in, or sent to, the machine's
 own namespace. MB = 10^6 bytes. Floors are printed as information; the script
 exits 0 unless the setup itself failed (exit 2). Results also go to
 reports/bench-tcp.json.
+
+Two figures measure what a peer can make hilkit spend: ``non_reading_clients_rss``
+(the process's RSS with 1000 kernel clients of hilkit's chargen that never
+read; then a new client must still be served) and ``out_of_order_segment_cost``
+(CPU time of an out-of-order segment into a connection holding 1000 one-byte
+ranges, as a ratio to an in-order segment; no device involved). ``--only
+NAME,...`` measures just the named figures (e.g. against another checkout,
+with PYTHONPATH) and prints them as JSON.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import gc
 import json
 import os
+import random
 import re
 import resource
 import signal
@@ -38,10 +48,10 @@ from typing import Any
 from hilkit.drivers.tap import TapDevice
 from hilkit.port.impair import ImpairedDevice, Impairment
 from hilkit.rig.netns import Netns, NetnsError
-from hilkit.services import ECHO_PORT, start_tcp_services
-from hilkit.stack import Stack
+from hilkit.services import CHARGEN_PORT, ECHO_PORT, start_tcp_services
+from hilkit.stack import Stack, tcp
 from hilkit.stack.sockets import SHUT_WR, Socket, create_connection
-from hilkit.stack.tcp_conn import State
+from hilkit.stack.tcp_conn import Connection, State, TcpConfig
 
 MTU = 1500
 TAP0, HK0_IP, K0_IP = "hk0", "192.168.5.4", "192.168.5.5"  # plain link
@@ -54,6 +64,8 @@ CHUNK = MIB  # what each sendall/recv moves
 GOODPUT_BYTES, LOSSY_BYTES = 64 * MIB, 16 * MIB
 LOSS_SPEC = "loss=1%,seed=7"  # both directions: data and ACKs are lost
 CPS_N, IDLE_N = 500, 1000
+CHARGEN_N = 1000  # chargen clients that never read
+OOO_RANGES, OOO_SEGS = 1000, 2000  # one-byte ranges queued; segments timed of each kind
 GOODPUT_FLOOR_MBS, RSS_FLOOR_MB = 40.0, 64.0
 IO_TIMEOUT = 30.0  # kernel-side socket timeout: a stuck peer fails the figure, not the run
 PHASE_LIMIT = 40.0  # most seconds one transfer may take before it is reported unfinished
@@ -380,6 +392,159 @@ def idle_rss(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
             "rlimit_nofile_before": [soft, hard], "rlimit_nofile": list(nofile)}
 
 
+# -- memory with clients that never read ------------------------------------------------
+def chargen_conns(st: Stack) -> list[Connection]:
+    conns = getattr(st.tcp, "conns", {})
+    return [c for c in conns.values()
+            if c.local[1] == CHARGEN_PORT and c.state == State.ESTABLISHED]
+
+
+def buffered(st: Stack) -> int:
+    """Bytes in hilkit's TCP buffers (send, receive, out-of-order) over all connections."""
+    total = 0
+    for c in getattr(st.tcp, "conns", {}).values():
+        ooo = c.ooo
+        total += len(c.sndbuf) + len(c.rcvbuf) + (
+            ooo.nbytes if hasattr(ooo, "nbytes") else sum(len(b) for _, b in ooo))
+    return total
+
+
+def chargen_rss(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
+    """``n`` kernel clients connect to hilkit's chargen and never read; hilkit's RSS once
+    the data stopped flowing; then one more client must connect, send and receive."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = n + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE,
+                           (want if hard == resource.RLIM_INFINITY else min(want, hard), hard))
+    socks: list[socket.socket] = []
+    opened, measured = threading.Event(), threading.Event()
+
+    def clients() -> Fig:  # a thread inside ns A: blocking kernel sockets
+        for _ in range(n):
+            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(c)
+            c.settimeout(10.0)
+            c.connect((hip, CHARGEN_PORT))  # and never recv()
+        opened.set()
+        st.wake()
+        if not measured.wait(120):
+            raise TimeoutError("main thread never measured")
+        got = bytearray()
+        t0 = time.perf_counter()
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
+            c.settimeout(10.0)
+            c.connect((hip, CHARGEN_PORT))
+            c.sendall(b"a new client\r\n")
+            while len(got) < 64 * 1024 and (d := c.recv(65536)):
+                got += d
+        return {"new_client_bytes": len(got), "new_client_s": time.perf_counter() - t0,
+                "new_client_pattern_ok": bytes(got[:72]) == bytes(range(32, 104))}
+
+    st.run(timeout=0.2)
+    gc.collect()
+    before = rss_kib()
+    w = Worker(lambda: ns.call(clients), st)
+    w.start()
+    fig: Fig = {"connections": n}
+    try:
+        st.run(until=lambda: opened.is_set() and len(chargen_conns(st)) >= n, timeout=120)
+        est = len(chargen_conns(st))
+        # until the data stops flowing: the kernel's receive buffers and ours are full
+        t0, last = time.perf_counter(), -1
+        while time.perf_counter() - t0 < 60:
+            st.run(timeout=1.0)
+            acked = sum(c.snd_una for c in chargen_conns(st))
+            if acked == last:
+                break
+            last = acked
+        gc.collect()
+        after = rss_kib()
+        held = buffered(st)
+        fig |= {"established_in_hilkit": est, "before_kib": before, "after_kib": after,
+                "after_mb": after * 1024 / 1e6, "per_conn_kib": (after - before) / n,
+                "tcp_buffered_bytes": held, "settle_s": time.perf_counter() - t0}
+        measured.set()
+        st.run(until=w.done.is_set, timeout=30)
+        fig |= w.get(1)
+    finally:
+        measured.set()
+        for c in socks:
+            c.close()
+        st.run(until=lambda: not chargen_conns(st), timeout=20)
+    fig["stack_stats"] = {k: v for k, v in st.stats.items() if k.startswith("tcp.")}
+    return fig
+
+
+# -- CPU of out-of-order segments -------------------------------------------------------------
+def _handshake(cfg: TcpConfig) -> tuple[Connection, Connection]:
+    """Two connections, a active and b passive, after a handshake carried by hand."""
+    la, lb = (0x0A000001, 40000), (0x0A000002, 80)
+    a = Connection(la, lb, 1000, 1500, cfg, 0.0)
+    b = Connection(lb, la, 500_000, 1500, cfg, 0.0)
+
+    def carry(src: Connection, dst: Connection, first: bool = False) -> None:
+        out, src.outbox = src.outbox, []
+        for hdr, pl in out:
+            seg = tcp.parse(memoryview(bytes(hdr) + bytes(pl)), src.local[0], src.remote[0])
+            assert not isinstance(seg, str)
+            dst.accept_syn(seg, 0.0) if first else dst.input(seg, 0.0)
+
+    a.connect(0.0)
+    carry(a, b, first=True)
+    carry(b, a)
+    carry(a, b)
+    assert a.state == b.state == State.ESTABLISHED
+    return a, b
+
+
+def _segment(a: Connection, b: Connection, off: int, data: bytes) -> Any:
+    ts = (b.ts_recent, 0) if b.ts_ok else None
+    hdr = tcp.header(a.local[0], b.local[0], a.local[1], b.local[1], (b.rcv_nxt + off) & 0xFFFFFFFF,
+                     b.snd_nxt, tcp.ACK, 0xFFFF, tcp.build_options(ts=ts), data)
+    seg = tcp.parse(memoryview(hdr + data), a.local[0], b.local[0])
+    assert not isinstance(seg, str)
+    return seg
+
+
+def _time_inputs(b: Connection, segs: list[Any]) -> float:
+    t0 = time.perf_counter()
+    for seg in segs:
+        b.input(seg, 1.0)
+        b.outbox.clear()
+    return time.perf_counter() - t0
+
+
+def ooo_cost(ranges: int = OOO_RANGES, n: int = OOO_SEGS, rounds: int = 5) -> Fig:
+    """CPU per segment: ``n`` one-byte segments in order (into an empty queue) against ``n``
+    one-byte out-of-order segments at random places among ``ranges`` queued one-byte
+    ranges (touching one, both or neither), best of ``rounds``; ACKs with SACK included."""
+    cfg = TcpConfig(ooo_max_segments=ranges + n + 16)  # nothing dropped: all work is done
+    rng = random.Random(5)
+    best_in, best_acked, best_ooo = float("inf"), float("inf"), float("inf")
+    for _ in range(rounds):
+        a, b = _handshake(cfg)
+        in_order = [_segment(a, b, i, b"i") for i in range(n)]
+        best_in = min(best_in, _time_inputs(b, in_order))
+        # in order while one range waits far ahead: each segment draws an ACK with SACK
+        # at once, as every out-of-order segment must (RFC 5681 §4.2)
+        a, b = _handshake(cfg)
+        b.input(_segment(a, b, 60_000, b"r"), 1.0)
+        in_order = [_segment(a, b, i, b"i") for i in range(n)]
+        best_acked = min(best_acked, _time_inputs(b, in_order))
+        a, b = _handshake(cfg)
+        for i in range(ranges):
+            b.input(_segment(a, b, 8 * i + 8, b"r"), 1.0)
+        b.outbox.clear()
+        assert len(b.ooo) == ranges
+        picks = [_segment(a, b, 8 * rng.randrange(ranges) + 8 + rng.randrange(1, 8), b"o")
+                 for _ in range(n)]
+        best_ooo = min(best_ooo, _time_inputs(b, picks))
+    return {"ranges": ranges, "segments": n, "in_order_us": best_in / n * 1e6,
+            "in_order_acked_us": best_acked / n * 1e6, "out_of_order_us": best_ooo / n * 1e6,
+            "ratio": best_ooo / best_in, "ratio_to_acked_in_order": best_ooo / best_acked}
+
+
 # -- the run ------------------------------------------------------------------------------
 def open_tap(a: Netns, name: str, kip: str) -> TapDevice:
     tap: TapDevice = a.call(lambda: TapDevice(name, mtu=MTU))
@@ -423,6 +588,9 @@ def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice) ->
     # RSS first, while the process holds nothing but an idle stack (no leftovers of
     # the transfers nor the 500 TIME-WAIT connections the cps run leaves behind)
     guarded(res, "idle_rss", lambda: idle_rss(st0, a, HK0_IP, IDLE_N))
+    guarded(res, "non_reading_clients_rss",
+            lambda: chargen_rss(st0, a, HK0_IP, CHARGEN_N))
+    guarded(res, "out_of_order_segment_cost", ooo_cost)
     gp: Fig = {}
     guarded(gp, "hilkit_recv", lambda: hk_recv(st0, a, K0_IP, data, GOODPUT_BYTES))
     guarded(gp, "hilkit_send", lambda: hk_send(st0, a, K0_IP, data, GOODPUT_BYTES))
@@ -480,6 +648,24 @@ def methods(a: Netns, b: Netns) -> Fig:
                     f" {HK0_IP}:{ECHO_PORT} and left them idle (checked ESTABLISHED in"
                     " hilkit); run first, on a fresh stack; the delta includes this process's"
                     f" {IDLE_N} kernel-side socket objects",
+        "non_reading_clients_rss": f"VmRSS of this process after gc.collect(), after a thread"
+                                   f" in {a.name} connected {CHARGEN_N} kernel sockets to"
+                                   f" hilkit's chargen {HK0_IP}:{CHARGEN_PORT} (hilkit.services)"
+                                   " and never read from them, once the sum of SND.UNA over"
+                                   " hilkit's connections stopped moving for 1 s (kernel"
+                                   " receive buffers and hilkit's send buffers full); run"
+                                   " after idle_rss; then a new kernel client connects, sends"
+                                   " 14 B and reads 64 KiB of the pattern",
+        "out_of_order_segment_cost": f"no device: two hilkit.stack.tcp_conn.Connection objects"
+                                     " (timestamps, SACK) after a handshake; time of"
+                                     f" Connection.input for {OOO_SEGS} one-byte segments at"
+                                     f" RCV.NXT into an empty queue, against {OOO_SEGS} one-byte"
+                                     " segments at random places in the gaps of"
+                                     f" {OOO_RANGES} queued one-byte ranges (8 B apart);"
+                                     " the ACKs they draw are built too; best of 5; ratio ="
+                                     " out-of-order / in-order; ratio_to_acked_in_order: the"
+                                     " same against in-order segments that each draw an"
+                                     " immediate ACK (one range queued 60000 B ahead)",
     }
 
 
@@ -562,6 +748,7 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
         ("  ulimit -n (soft/hard)", "/".join(map(str, mem.get("rlimit_nofile", ["-"]))), "-",
          "-"),
     ]
+    rows += peer_cost_rows(r, floors)
     marks = {f["figure"]: (f["floor"], "PASS" if f["ok"] else "FAIL") for f in floors}
     head = ("figure", "hilkit", "kernel (veth)", "ratio", "floor", "")
     body = [(*row, *marks.get(row[0].split(" [")[0], ("", ""))) for row in rows]
@@ -573,6 +760,37 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
     return "\n".join(lines), floors
 
 
+def peer_cost_rows(r: Fig, floors: list[Fig]) -> list[tuple[str, str, str, str]]:
+    """Rows for what a peer can make hilkit spend (memory, CPU)."""
+    cr, oc = r.get("non_reading_clients_rss", {}), r.get("out_of_order_segment_cost", {})
+    mb = cr["after_kib"] * 1024 / 1e6 if "after_kib" in cr else None
+    label = f"RSS with {CHARGEN_N} non-reading chargen clients (MB)"
+    floors.append({"figure": label, "floor": f"<= {RSS_FLOOR_MB:g}", "value": mb,
+                   "ok": mb is not None and mb <= RSS_FLOOR_MB
+                   and cr.get("established_in_hilkit") == CHARGEN_N
+                   and cr.get("new_client_bytes", 0) > 0})
+    ratio = oc.get("ratio")
+    olabel = f"out-of-order / in-order segment CPU ({OOO_RANGES} ranges queued)"
+    floors.append({"figure": olabel, "floor": "<= 2", "value": ratio,
+                   "ok": isinstance(ratio, float) and ratio <= 2.0})
+    err = f" [{cr['error'][:60]}]" if "error" in cr else ""
+    held = cr.get("tcp_buffered_bytes")
+    return [
+        (label + err, fmt(mb), "-", "-"),
+        ("  hilkit TCP buffers (MB)", fmt(held / 1e6 if isinstance(held, int) else None), "-",
+         "-"),
+        ("  established in hilkit", str(cr.get("established_in_hilkit", "-")), "-", "-"),
+        ("  new client: bytes received", str(cr.get("new_client_bytes", "-")), "-", "-"),
+        (olabel + (f" [{oc['error'][:60]}]" if "error" in oc else ""), fmt(ratio, 2) + "x",
+         "-", "-"),
+        ("  in-order / in-order ACKed at once / out-of-order (us per segment)",
+         f"{fmt(oc.get('in_order_us'), 2)} / {fmt(oc.get('in_order_acked_us'), 2)} / "
+         f"{fmt(oc.get('out_of_order_us'), 2)}", "-", "-"),
+        ("  out-of-order / in-order ACKed at once", fmt(oc.get("ratio_to_acked_in_order"), 2)
+         + "x", "-", "-"),
+    ]
+
+
 def hilkit_rev() -> str | None:
     root = Path(__file__).resolve().parent.parent
     with contextlib.suppress(OSError, subprocess.SubprocessError):
@@ -582,7 +800,27 @@ def hilkit_rev() -> str | None:
     return None
 
 
+PEER_COST = ("non_reading_clients_rss", "out_of_order_segment_cost")
+
+
+def measure_only(a: Netns, st0: Stack, names: list[str]) -> Fig:
+    res: Fig = {}
+    for name in names:
+        if name == "non_reading_clients_rss":
+            guarded(res, name, lambda: chargen_rss(st0, a, HK0_IP, CHARGEN_N))
+        elif name == "out_of_order_segment_cost":
+            guarded(res, name, ooo_cost)
+    return res
+
+
 def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--only", help=f"comma-separated figures to measure: {', '.join(PEER_COST)}"
+                    " (printed as JSON, reports/ left alone)")
+    args = ap.parse_args()
+    only = [n for n in (args.only or "").split(",") if n]
+    if any(n not in PEER_COST for n in only):
+        ap.error(f"--only takes {', '.join(PEER_COST)}")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: delete the namespaces
     t_start = time.perf_counter()
     stacks: list[Stack] = []
@@ -594,8 +832,12 @@ def main() -> int:
             except (NetnsError, OSError, ValueError) as e:
                 raise SetupError(str(e)) from e
             try:
-                res = measure(a, b, st0, st1, dev1)
-                res["hilkit_counters"] = {"plain": st0.counters(), "lossy": st1.counters()}
+                if only:
+                    res = measure_only(a, st0, only)
+                else:
+                    res = measure(a, b, st0, st1, dev1)
+                    res["hilkit_counters"] = {"plain": st0.counters(),
+                                              "lossy": st1.counters()}
             finally:
                 for st in stacks:
                     with contextlib.suppress(Exception):
@@ -606,6 +848,11 @@ def main() -> int:
     except KeyboardInterrupt:
         print("bench/tcp.py: interrupted; namespaces deleted", file=sys.stderr)
         return 130
+    if only:
+        res["meta"] = {"hilkit": os.path.dirname(os.path.dirname(tcp.__file__)),
+                       "python": sys.version.split()[0], "run_s": time.perf_counter() - t_start}
+        print(json.dumps(res, indent=2))
+        return 0
     text, floors = table(res)
     res["floors"] = floors
     res["meta"] = {"time": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "cpus": os.cpu_count(),

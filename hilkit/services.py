@@ -1,12 +1,18 @@
 """The small services `hilkit serve` offers, on UDP and TCP: echo (RFC 862),
 discard (RFC 863) and, on TCP, chargen (RFC 864). Written on the event
-sockets, so one stack serves hundreds of clients without threads."""
+sockets, so one stack serves hundreds of clients without threads.
+
+Whatever a datagram says, a service never raises: what it cannot or must not
+answer is dropped and counted in the ``counters`` it was given."""
 
 from __future__ import annotations
 
+import ipaddress
+from collections import Counter
 from collections.abc import Callable
 
 from hilkit.stack import SocketEvent, Stack, TcpSocket, UdpSocket
+from hilkit.stack.udp import Datagram
 
 Handler = Callable[[TcpSocket, SocketEvent], None]
 
@@ -27,17 +33,58 @@ def chargen_block(lines: int = 95) -> bytes:
     return bytes(out)
 
 
-def start_udp_services(stack: Stack) -> list[UdpSocket]:
+_LIMITED_BROADCAST = ipaddress.IPv4Address("255.255.255.255")
+
+
+def unanswerable(d: Datagram) -> str | None:
+    """Why a reply to ``d`` must not be sent (a counter's name), or None.
+
+    Never to a broadcast or multicast destination: one spoofed datagram would
+    draw an answer from every host (RFC 1122 §4.1.3.6 asks the same of UDP
+    errors). Never to port 0 or to a source that is not one host.
+    """
+    if d.broadcast:
+        return "to_broadcast"
+    if d.addr[1] == 0:
+        return "source_port_zero"
+    src = ipaddress.IPv4Address(d.addr[0])
+    if src.is_unspecified or src.is_multicast or src.is_loopback or src == _LIMITED_BROADCAST:
+        return "bad_source"
+    return None
+
+
+def _next_datagram(sock: UdpSocket) -> Datagram | None:
+    for _ in range(2):  # a queued socket error is reported once; then datagrams again
+        try:
+            return sock.recvmsg()
+        except OSError:
+            continue
+    return None
+
+
+def start_udp_services(stack: Stack, counters: Counter[str] | None = None) -> list[UdpSocket]:
+    """Bind UDP echo (7) and discard (9); ``counters`` gets what they did, by name."""
+    count: Counter[str] = Counter() if counters is None else counters
+
     def echo(sock: UdpSocket, ev: SocketEvent) -> None:
-        if ev & SocketEvent.RD:
-            while (item := sock.recvfrom()) is not None:
-                data, addr = item
-                sock.sendto(data, addr)
+        if not ev & SocketEvent.RD:
+            return
+        while (d := _next_datagram(sock)) is not None:
+            why = unanswerable(d)
+            if why is not None:
+                count[f"udp.echo.not_answered.{why}"] += 1
+                continue
+            try:
+                sock.sendto(d.data, d.addr)
+            except OSError:  # no route back, too long for the link, ...
+                count["udp.echo.not_answered.send_failed"] += 1
+            else:
+                count["udp.echo.answered"] += 1
 
     def discard(sock: UdpSocket, ev: SocketEvent) -> None:
         if ev & SocketEvent.RD:
-            while sock.recvfrom() is not None:
-                pass
+            while _next_datagram(sock) is not None:
+                count["udp.discard.received"] += 1
 
     socks = []
     for port, handler in ((ECHO_PORT, echo), (DISCARD_PORT, discard)):

@@ -72,6 +72,11 @@ def not_a_bus(**kw: Any) -> object:
     return object()
 
 
+def raising_bus(**kw: Any) -> LoopbackBus:
+    """A bridge that is not plugged in: its factory raises what its library raises."""
+    raise RuntimeError("no such bridge on USB")
+
+
 class FakeChipDevice:
     """A driver for ``LoopbackBus``: frames pass through the bus to its wire."""
 

@@ -26,7 +26,8 @@ Fixtures (every one needs a rig):
                   while the test drives the stack.
 ``figure``        ``figure(name, value, unit)`` records a figure: a JUnit property
                   and an entry in results.json.
-``suite_params``  the rig file's ``[suites.<suite>]`` table for the test's suite.
+``suite_params``  the test's suite's parameters (``SuiteParams``): validated with the rig
+                  file, typed, with their declared defaults (``hilkit.rig.suite_params``).
 ``hil_capture``   (autouse) the per-test pcapng; ``wrap(device)`` taps a device.
 """
 
@@ -59,6 +60,7 @@ from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.device import Device
 from hilkit.port.middleware import DeviceMiddleware
 from hilkit.rig.netns import Netns
+from hilkit.rig.suite_params import SuiteParams
 from hilkit.stack import Stack, StackConfig
 
 log = logging.getLogger("hilkit.hil")
@@ -426,9 +428,12 @@ class HilSession:
     def rig_name(self) -> str:
         return str(getattr(self.built.rig, "name", "rig"))
 
-    def params(self, suite: str) -> dict[str, Any]:
-        suites = getattr(self.built.rig, "suites", None) or {}
-        return dict(suites.get(suite) or {})
+    def params(self, suite: str) -> SuiteParams:
+        """The suite's validated parameters, with their defaults for this rig."""
+        got = getattr(self.built.rig, "suite_params", None)
+        p = got(suite) if callable(got) else None
+        return p if isinstance(p, SuiteParams) else SuiteParams(
+            suite, slow_sim=is_slow_sim(self.built))
 
     @property
     def peer_ifname(self) -> str:
@@ -599,8 +604,6 @@ class HilSession:
 # -- the plugin object -----------------------------------------------------------------------
 
 SESSION_KEY = pytest.StashKey[HilSession]()
-_BULK_SUITES = frozenset({"tcp", "throughput", "recovery"})
-BULK_SNAPLEN = 256  # bulk transfers keep headers only: 16 MiB runs would leave ~40 MB files
 
 
 class RigPlugin:
@@ -669,15 +672,15 @@ class RigPlugin:
         return int(request.param)
 
     @pytest.fixture
-    def suite_params(self, request: pytest.FixtureRequest) -> dict[str, Any]:
+    def suite_params(self, request: pytest.FixtureRequest) -> SuiteParams:
         return self.session.params(suite_name(request.node.path))
 
     @pytest.fixture(autouse=True)
     def hil_capture(self, request: pytest.FixtureRequest) -> Iterator[Capture]:
         s = self.session
         suite = suite_name(request.node.path)
-        snaplen = int(s.params(suite).get("snaplen", BULK_SNAPLEN if suite in _BULK_SUITES
-                                          else 0))
+        p = s.params(suite)  # a lab's own suite declares no snaplen: whole frames
+        snaplen = p.integer("snaplen") if p.declares("snaplen") else 0
         cap = Capture(s.pcap_path(request.node.nodeid), s.built.device, snaplen)
         try:
             yield cap
@@ -731,10 +734,10 @@ def session_of(config: pytest.Config) -> HilSession:
     return config.stash[SESSION_KEY]
 
 
-def suite_params_of(config: pytest.Config, suite: str) -> dict[str, Any]:
-    """``rig.suites[suite]`` at collection time, or {} when no rig is configured."""
+def suite_params_of(config: pytest.Config, suite: str) -> SuiteParams:
+    """The suite's parameters at collection time (the defaults when no rig is configured)."""
     s = config.stash.get(SESSION_KEY, None)
-    return s.params(suite) if s is not None else {}
+    return s.params(suite) if s is not None else SuiteParams(suite)
 
 
 # -- `pytest --rig NAME`: the entry point's own hooks ------------------------------------------
@@ -780,16 +783,14 @@ def pytest_configure(config: pytest.Config) -> None:
     name = config.getoption("--rig", None)
     if not name or SESSION_KEY in config.stash:
         return
-    from hilkit.port.errors import HardwareNotFound
+    from hilkit.hil.preflight import NotRunnable, check_rig, failure_lines, load_checked
     from hilkit.rig.builder import build
-    from hilkit.rig.loader import check_hardware, load_rig
-    from hilkit.rig.schema import RigError
 
     try:
-        rig = load_rig(name)
+        rig = load_checked(name)
         suites = select_suites(rig, config.getoption("--hil-suite"))
-        check_hardware(rig)
-    except (RigError, ValueError, HardwareNotFound) as e:
+        check_rig(rig)
+    except (NotRunnable, ValueError) as e:
         raise pytest.UsageError(f"--rig {name}: {e}") from e
     out = Path(config.getoption("--hil-out") or default_out(rig.name))
     out.mkdir(parents=True, exist_ok=True)
@@ -803,7 +804,8 @@ def pytest_configure(config: pytest.Config) -> None:
         built = es.enter_context(build(rig))
     except Exception as e:
         es.close()
-        raise pytest.UsageError(f"--rig {name}: the rig could not be built: {e}") from e
+        lines = failure_lines(e, rig, "could not be built")
+        raise pytest.UsageError(f"--rig {name}: " + "\n".join(lines)) from e
     except BaseException:
         es.close()
         raise

@@ -15,15 +15,15 @@ import sys
 import time
 from typing import Any, TextIO
 
-from hilkit.port.errors import ChipNotResponding, HardwareNotFound
-from hilkit.rig.builder import BuiltRig, build, check_hardware
-from hilkit.rig.loader import load_rig, rig_dirs, scan_rigs
-from hilkit.rig.netns import NetnsError
-from hilkit.rig.schema import Rig, RigError, display_path
+from hilkit.hil.preflight import NotRunnable, check_rig, failure_lines, load_checked, say
+from hilkit.rig.builder import BuiltRig, build
+from hilkit.rig.loader import rig_dirs, scan_rigs
+from hilkit.rig.schema import Rig, display_path
 
 __all__ = ["add_rig_commands", "cmd_rig_check", "cmd_rigs", "rigs_table"]
 
 PROBE_PING_TIMEOUT_MS = 3000.0
+PROG = "hilkit rig check"
 
 
 def rigs_table(rigs: list[Rig]) -> str:
@@ -60,23 +60,19 @@ def cmd_rig_check(args: argparse.Namespace) -> int:
     """Validate the rig, check its hardware, and for a simulated rig (or with
     ``--probe``) build it and probe the chip: the driver's reset and probe, then
     one ping from a hilkit stack to the kernel peer. No suite runs."""
-    name = args.rig
     t0 = time.monotonic()
     try:
-        rig = load_rig(name)
-    except RigError as e:
-        _errors(e)
+        rig = load_checked(args.rig)
+    except NotRunnable as e:
+        say(sys.stderr, PROG, e.lines)
         return 2
     bus = f"on {rig.bus.describe()}" if rig.bus is not None else "no bus"
     print(f"{rig.name}: {display_path(rig.path)}: valid (driver {rig.driver.name}, {bus}, "
           f"peer {rig.peer.describe()}; suites: {', '.join(rig.suites)})")
     try:
-        check_hardware(rig)
-    except RigError as e:
-        _errors(e)
-        return 2
-    except HardwareNotFound as e:
-        print(f"hilkit rig check: {rig.name}: {e}", file=sys.stderr)
+        check_rig(rig)
+    except NotRunnable as e:
+        say(sys.stderr, PROG, e.lines)
         return 2
     print(f"{rig.name}: hardware present ({time.monotonic() - t0:.2f} s)"
           if not rig.simulated else f"{rig.name}: simulated, no hardware to look for")
@@ -85,16 +81,10 @@ def cmd_rig_check(args: argparse.Namespace) -> int:
     try:
         with build(rig) as built:
             _probe(built)
-    except (HardwareNotFound, ChipNotResponding, RigError, NetnsError, OSError,
-            ValueError) as e:
-        print(f"hilkit rig check: {rig.name}: probe failed: {e}", file=sys.stderr)
+    except Exception as e:  # the same words as ``hilkit hil`` for the same failure
+        say(sys.stderr, PROG, failure_lines(e, rig, "probe failed"))
         return 2
     return 0
-
-
-def _errors(e: RigError) -> None:
-    for line in e.lines():
-        print(f"hilkit rig check: {line}", file=sys.stderr)
 
 
 def _probe(built: BuiltRig) -> None:

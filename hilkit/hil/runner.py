@@ -38,18 +38,8 @@ from hilkit.hil.suites import SUITES, SUITES_DIR, suite_file
 log = logging.getLogger("hilkit.hil")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NOT_RUN = 0, 1, 2
+PROG = "hilkit hil"
 CHECK_TIMEOUT_S = 1800  # pytest-timeout's limit per check, when it is installed
-
-
-def _rig_layer() -> tuple[Callable[[str], Any], Callable[[Any], None],
-                          Callable[[Any], contextlib.AbstractContextManager[Any]],
-                          type[Exception]]:
-    """(load_rig, check_hardware, build, RigError) from ``hilkit.rig``."""
-    from hilkit.rig.builder import build, check_hardware
-    from hilkit.rig.loader import load_rig
-    from hilkit.rig.schema import RigError
-
-    return load_rig, check_hardware, build, RigError
 
 
 def _say(stream: TextIO, text: str) -> None:
@@ -115,24 +105,20 @@ def run_hil(rig: str, suites: str | Sequence[str] | None = None, keyword: str | 
             extra_pytest_args: Sequence[str] = ()) -> int:
     """Run the HIL suites on ``rig``; the exit status (0 passed, 1 failed, 2 not run)."""
     from hilkit.hil.plugin import RigPlugin, default_out, select_suites
-    from hilkit.port.errors import HardwareNotFound
+    from hilkit.hil.preflight import NotRunnable, check_rig, failure_lines, load_checked, say
+    from hilkit.rig.builder import build
 
     stream = stream or sys.stdout
     err = err or sys.stderr
     if repeat < 1:
         _say(err, f"hilkit hil: --repeat must be at least 1, got {repeat}")
         return EXIT_NOT_RUN
-    try:
-        load_rig, check_hardware, build, rig_error = _rig_layer()
-    except ImportError as e:
-        _say(err, f"hilkit hil: the rig layer is not available: {e}")
-        return EXIT_NOT_RUN
 
     # 1. the rig file: nothing is touched before it is known to be right
     try:
-        the_rig = load_rig(rig)
-    except rig_error as e:
-        _say(err, f"hilkit hil: {e}")
+        the_rig = load_checked(rig)
+    except NotRunnable as e:
+        say(err, PROG, e.lines)
         return EXIT_NOT_RUN
     wanted = ",".join(suites) if isinstance(suites, (list, tuple)) else suites
     try:
@@ -146,14 +132,18 @@ def run_hil(rig: str, suites: str | Sequence[str] | None = None, keyword: str | 
 
     # 2. the hardware is there (fast: names what was looked for and how to check)
     try:
-        check_hardware(the_rig)
-    except HardwareNotFound as e:
-        _say(err, f"hilkit hil: rig {the_rig.name}: hardware not found: {e.what}: {e.problem}"
-                  f"\n  what to do: {e.hint}")
+        check_rig(the_rig)
+    except NotRunnable as e:
+        say(err, PROG, e.lines)
         return EXIT_NOT_RUN
 
     out_dir = Path(out) if out is not None else default_out(the_rig.name)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, no permission: a command-line problem
+        _say(err, f"hilkit hil: --out {out_dir}: cannot create the report directory: "
+                  f"{e.strerror or e}")
+        return EXIT_NOT_RUN
     bus = getattr(the_rig, "bus", None)
     _say(stream, f"hilkit hil: rig {the_rig.name} (driver {_driver_name(the_rig)}, bus "
                  f"{getattr(bus, 'kind', None) or 'none'}"
@@ -188,7 +178,7 @@ def run_hil(rig: str, suites: str | Sequence[str] | None = None, keyword: str | 
             results = plugin.session.results(code) if plugin is not None else None
         except Exception as e:  # whatever stopped the rig, it was not a check that failed
             what = "could not be built" if plugin is None else "failed"
-            _say(err, f"hilkit hil: rig {the_rig.name} {what}: {e}")
+            say(err, PROG, failure_lines(e, the_rig, what))
             log.error("rig %s %s:\n%s", the_rig.name, what, traceback.format_exc())
             code = EXIT_NOT_RUN
             results = plugin.session.results(code) if plugin is not None else None

@@ -14,6 +14,11 @@ Timestamps are microseconds since 1970-01-01 UTC (``if_tsresol`` = 6): pcap
 timestamps are absolute, so they come from the wall clock, not from a
 monotonic ``Clock``.
 
+A capture is an observer and must never break the link it watches: when
+the file stops taking writes (disk full, I/O error), the writer logs one
+error line, stops recording and counts what it could not record; traffic
+goes on.
+
 Not thread-safe: one writer is shared by the devices of one single-threaded
 stack. Typical use::
 
@@ -26,6 +31,7 @@ stack. Typical use::
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
 import time
@@ -98,6 +104,8 @@ _EPB_OVERHEAD = _EPB_HEAD.size + _EPB_TAIL.size  # 28 + 16 bytes
 
 _BUFFER_SIZE = 1 << 16
 
+log = logging.getLogger(__name__)
+
 
 def linktype_for(link_type: LinkType) -> int:
     """The pcap LINKTYPE_* number for a device's link type."""
@@ -137,6 +145,12 @@ class PcapngWriter:
     or a binary file object opened for writing (the writer flushes but never
     closes it). ``now_us`` supplies default timestamps, in microseconds
     since the Unix epoch.
+
+    Opening a path may raise ``OSError``; after that no method raises for a
+    file that fails. The first failed write or flush sets ``error``, is
+    logged once, and ends the recording (frames still in the buffer then may
+    be missing from the file); ``frames_not_captured`` counts the frames
+    offered after it.
     """
 
     def __init__(
@@ -162,11 +176,14 @@ class PcapngWriter:
         self._closed = False
         self._snaplens: list[int] = []  # per interface id, 0 = no limit
         self.interface_names: list[str] = []
-        self.frames_written = 0
+        self.frames_written = 0  # handed to the file
+        self.frames_not_captured = 0  # offered after the file failed
+        self.write_errors = 0  # failed writes and flushes: 1 at most, recording stops there
+        self.error: OSError | None = None
         shb_body = _SHB_BODY.pack(
             BYTE_ORDER_MAGIC, VERSION_MAJOR, VERSION_MINOR, SECTION_LENGTH_UNSPECIFIED
         ) + _options([(SHB_USERAPPL, userappl.encode())])
-        self._write(_block(BT_SHB, shb_body))
+        self._emit(_block(BT_SHB, shb_body))
 
     # -- interfaces -------------------------------------------------------
     def add_interface(
@@ -197,7 +214,7 @@ class PcapngWriter:
                 raise ValueError("if_MACaddr must be 6 octets")
             opts.append((IF_MACADDR, bytes(mac)))
         body = _IDB_BODY.pack(linktype_for(link_type), 0, snaplen) + _options(opts)
-        self._write(_block(BT_IDB, body))
+        self._emit(_block(BT_IDB, body))
         self._snaplens.append(snaplen)
         self.interface_names.append(name)
         return len(self._snaplens) - 1
@@ -215,6 +232,9 @@ class PcapngWriter:
             raise ValueError("write to a closed capture")
         if not 0 <= iface_id < len(self._snaplens):
             raise ValueError(f"unknown interface id {iface_id}")
+        if self.error is not None:
+            self.frames_not_captured += 1
+            return
         if ts_us is None:
             ts_us = self._now_us()
         orig_len = len(frame)
@@ -239,28 +259,65 @@ class PcapngWriter:
             0,
             total,
         )
-        self._write(buf)
-        self.frames_written += 1
+        if self._emit(buf):
+            self.frames_written += 1
+        else:
+            self.frames_not_captured += 1
 
     # -- lifetime ---------------------------------------------------------
     @property
     def closed(self) -> bool:
         return self._closed
 
+    def counters(self) -> dict[str, int]:
+        return {"frames_written": self.frames_written,
+                "frames_not_captured": self.frames_not_captured,
+                "write_errors": self.write_errors}
+
     def flush(self) -> None:
-        if not self._closed:
-            self._file.flush()
+        if not self._closed and self.error is None:
+            try:
+                self._file.flush()
+            except OSError as e:
+                self._fail(e)
 
     def close(self) -> None:
         """Flush, and close the file if the writer opened it; idempotent."""
         if self._closed:
             return
+        self.flush()
         self._closed = True
+        self._release()
+
+    def _emit(self, data: bytes | bytearray) -> bool:
+        """Write ``data``; False, once the file has failed."""
+        if self.error is not None:
+            return False
         try:
-            self._file.flush()
-        finally:
-            if self._owns_file:
+            self._write(data)
+        except OSError as e:
+            self._fail(e)
+            return False
+        return True
+
+    def _fail(self, e: OSError) -> None:
+        self._note_failure(e)
+        self._release()
+
+    def _note_failure(self, e: OSError) -> None:
+        self.write_errors += 1
+        self.error = e
+        log.error("capture %s: %s; capture stopped after %d frames, traffic goes on",
+                  self.path or "file", e, self.frames_written)
+
+    def _release(self) -> None:
+        """Close a file the writer opened; a failure is noted unless one already was."""
+        if self._owns_file and not self._file.closed:
+            try:
                 self._file.close()
+            except OSError as e:  # after a failure: the same buffer failing again
+                if self.error is None:
+                    self._note_failure(e)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -289,8 +346,9 @@ class CaptureDevice(DeviceMiddleware):
     went out, so it is not recorded); frames ``poll`` returns as inbound.
     Everything else is the inner device's. ``close`` closes the inner device,
     never the writer, which belongs to whoever made it and may be shared.
-    Once the writer is closed, traffic still flows but is no longer recorded:
-    a capture is an observer and must not break the link it watches.
+    Once the writer is closed, or its file has failed, traffic still flows
+    but is no longer recorded: a capture is an observer and must not break
+    the link it watches.
     """
 
     def __init__(

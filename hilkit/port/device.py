@@ -46,6 +46,9 @@ class Device(Protocol):
 
     ``send`` returns False (and counts the drop or error) rather than raising
     when a frame cannot go out; only a closed device raises ``DeviceClosed``.
+    Should ``send`` or ``poll`` raise anyway (a driver bug, a bus error), the
+    stack counts it in its own per-device faults and keeps running; it takes
+    a device that keeps raising down and retries it (docs/porting.md).
     """
 
     name: str

@@ -25,6 +25,7 @@ from hilkit.rig.schema import (
     RigError,
     parse_rig,
 )
+from hilkit.rig.suite_params import SUITE_PARAMS, Param, SuiteParams
 
 __all__ = [
     "BUS_KINDS",
@@ -34,15 +35,18 @@ __all__ = [
     "PIN_KINDS",
     "PIN_NAMES",
     "SUITE_NAMES",
+    "SUITE_PARAMS",
     "BuiltRig",
     "BusSpec",
     "DriverSpec",
     "DutSpec",
+    "Param",
     "PeerSpec",
     "PinSpec",
     "Problem",
     "Rig",
     "RigError",
+    "SuiteParams",
     "build",
     "check_hardware",
     "find_rig",

@@ -48,7 +48,15 @@ from hilkit.port.errors import HardwareNotFound
 from hilkit.port.pin import InvertedPin, Pin
 from hilkit.port.spi import SpiBus
 from hilkit.rig.netns import Netns, NetnsError
-from hilkit.rig.schema import BusSpec, PinSpec, Problem, Rig, RigError, display_path
+from hilkit.rig.schema import (
+    FTDI_PRODUCTS,
+    BusSpec,
+    PinSpec,
+    Problem,
+    Rig,
+    RigError,
+    display_path,
+)
 
 __all__ = ["BuiltRig", "build", "check_hardware", "resolve_factory"]
 
@@ -60,12 +68,6 @@ _GPIOCHIP_INFO = struct.Struct("=32s32sI")
 GPIO_GET_CHIPINFO_IOCTL = (2 << 30) | (_GPIOCHIP_INFO.size << 16) | (0xB4 << 8) | 0x01
 
 FTDI_VID = 0x0403
-# Product names pyftdi accepts in URLs (pyftdi/ftdi.py PRODUCT_IDS) -> USB product id.
-FTDI_PRODUCTS = {
-    "232": 0x6001, "232r": 0x6001, "232h": 0x6014, "2232": 0x6010, "2232d": 0x6010,
-    "2232h": 0x6010, "4232": 0x6011, "4232h": 0x6011, "4232ha": 0x6048,
-    "ft-x": 0x6015, "230x": 0x6015, "231x": 0x6015, "234x": 0x6015,
-}
 SYSFS_USB = Path("/sys/bus/usb/devices")
 
 
@@ -339,24 +341,49 @@ def _ip(argv: list[str]) -> subprocess.CompletedProcess[str]:
 # -- build ------------------------------------------------------------------------------
 
 
+def _factory_error(rig: Rig, problem: str) -> RigError:
+    return RigError(display_path(rig.path), [Problem("bus.factory", problem)])
+
+
 def resolve_factory(rig: Rig) -> Callable[..., Any]:
-    """The callable a ``python`` bus names; ``RigError`` if it cannot be imported."""
+    """The callable a ``python`` bus names; ``RigError`` if it cannot be imported.
+
+    Importing runs another package's code: whatever it raises is that
+    package's problem, reported against ``bus.factory``.
+    """
     assert rig.bus is not None and rig.bus.factory is not None
     module_name, _, attr = rig.bus.factory.partition(":")
     try:
         obj: Any = importlib.import_module(module_name)
+    except ImportError as e:
+        raise _factory_error(rig, f"cannot import module {module_name!r}: {e}") from None
+    except Exception as e:
+        raise _factory_error(rig, f"importing module {module_name!r} failed: "
+                                  f"{type(e).__name__}: {e}") from None
+    try:
         for part in attr.split("."):
             obj = getattr(obj, part)
-    except ImportError as e:
-        raise RigError(display_path(rig.path), [Problem(
-            "bus.factory", f"cannot import module {module_name!r}: {e}")]) from None
     except AttributeError:
-        raise RigError(display_path(rig.path), [Problem(
-            "bus.factory", f"module {module_name!r} has no {attr!r}")]) from None
+        raise _factory_error(rig, f"module {module_name!r} has no {attr!r}") from None
     if not callable(obj):
-        raise RigError(display_path(rig.path),
-                       [Problem("bus.factory", f"{rig.bus.factory} is not callable")])
+        raise _factory_error(rig, f"{rig.bus.factory} is not callable")
     return obj  # type: ignore[no-any-return]
+
+
+def _call_factory(rig: Rig, factory: Callable[..., Any], kwargs: dict[str, Any]) -> Any:
+    """``factory(**kwargs)``; what it raises becomes a ``RigError`` on ``bus.factory``.
+
+    A lab's bridge or model failing to open is "the rig cannot be run", told
+    the same way by every command, never a traceback. Hardware errors keep
+    their own type (they say what to plug in).
+    """
+    try:
+        return factory(**kwargs)
+    except (HardwareNotFound, RigError):
+        raise
+    except Exception as e:
+        assert rig.bus is not None
+        raise _factory_error(rig, f"{rig.bus.factory} raised {type(e).__name__}: {e}") from None
 
 
 @contextmanager
@@ -527,7 +554,7 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
             kwargs["wire"] = wire
         if "clock" in params:
             kwargs["clock"] = clock
-        bus = factory(**kwargs)
+        bus = _call_factory(rig, factory, kwargs)
         if any(hasattr(bus, a) for a in ("reset_pin", "int_pin", "irq_pin")):
             model = bus
     if callable(getattr(bus, "close", None)):

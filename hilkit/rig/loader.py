@@ -25,20 +25,28 @@ def rig_dirs() -> list[Path]:
     """
     candidates: list[Path] = []
     env = os.environ.get(ENV_VAR, "")
-    candidates += [Path(p).expanduser() for p in env.split(os.pathsep) if p]
+    candidates += [_expand(Path(p)) for p in env.split(os.pathsep) if p]
     candidates += [_REPO_RIGS, Path.cwd() / "rigs"]
     out: list[Path] = []
     seen: set[Path] = set()
     for d in candidates:
         try:
             key = d.resolve()
-        except OSError:
+        except (OSError, RuntimeError):  # RuntimeError: a symlink loop
             continue
         if key in seen or not d.is_dir():
             continue
         seen.add(key)
         out.append(d)
     return out
+
+
+def _expand(path: Path) -> Path:
+    """``~`` and ``~user`` expanded where possible; left as written otherwise."""
+    try:
+        return path.expanduser()
+    except RuntimeError:  # no such user, or no home directory
+        return path
 
 
 def _is_path(name_or_path: str | os.PathLike[str]) -> bool:
@@ -50,10 +58,12 @@ def find_rig(name_or_path: str | os.PathLike[str]) -> Path:
     """The file ``load_rig`` would read; raise ``RigError`` if there is none."""
     text = os.fspath(name_or_path)
     if _is_path(name_or_path):
-        path = Path(text).expanduser()
-        if not path.is_file():
+        path = _expand(Path(text))
+        if path.is_dir():
+            raise RigError(text, [Problem("", "is a directory, not a rig file")])
+        if not path.exists():
             raise RigError(text, [Problem("", "no such rig file")])
-        return path
+        return path  # anything else there (a device, a FIFO) is parse_rig's to refuse
     dirs = rig_dirs()
     for d in dirs:
         path = d / f"{text}.toml"

@@ -16,6 +16,7 @@ import difflib
 import inspect
 import ipaddress
 import json
+import math
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
+
+from hilkit.port.names import host_interface, host_problem, ifname_problem, parse_ipv4
+from hilkit.rig.suite_params import SUITE_NAMES, SUITE_PARAMS, Param, SuiteParams
 
 __all__ = [
     "BUS_KINDS",
@@ -39,15 +43,13 @@ __all__ = [
     "Problem",
     "Rig",
     "RigError",
+    "SuiteParams",
     "display_path",
     "parse_rig",
     "parse_rig_text",
     "suggest",
 ]
 
-SUITE_NAMES: Final = (
-    "identity", "link", "arp", "icmp", "udp", "tcp", "throughput", "recovery", "conformance",
-)
 DEFAULT_SUITES: Final = SUITE_NAMES
 BUS_KINDS: Final = ("spidev", "ftdi", "sim-w5100", "python")
 PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
@@ -87,7 +89,23 @@ _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
 _FTDI_URL_RE: Final = re.compile(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])\Z")
-_IFNAMSIZ: Final = 16
+
+# Limits every rig file obeys, whatever the key: a rig file is a page of settings.
+MAX_FILE_BYTES: Final = 1 << 20
+MAX_DEPTH: Final = 16  # tables and arrays nested deeper than this are no rig file's
+INT_RANGE: Final = (-(1 << 63), (1 << 63) - 1)  # TOML integers are 64-bit (toml.io, Integer)
+MAX_MODEL_MS: Final = 60_000.0  # a chip model's timings: a minute is already absurd
+SEED_RANGE: Final = (0, (1 << 63) - 1)
+
+# Product names pyftdi accepts in URLs (pyftdi/ftdi.py PRODUCT_IDS) -> USB product id.
+FTDI_PRODUCTS: Final = {
+    "232": 0x6001, "232r": 0x6001, "232h": 0x6014, "2232": 0x6010, "2232d": 0x6010,
+    "2232h": 0x6010, "4232": 0x6011, "4232h": 0x6011, "4232ha": 0x6048,
+    "ft-x": 0x6015, "230x": 0x6015, "231x": 0x6015, "234x": 0x6015,
+}
+_HEX16_RE: Final = re.compile(r"(0x)?[0-9A-Fa-f]{1,4}\Z")
+_BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
+_SHOW_MAX: Final = 60  # characters of a value quoted in a message
 
 
 # -- errors -------------------------------------------------------------------------
@@ -248,7 +266,7 @@ class Rig:
     peer: PeerSpec
     dut: DutSpec
     mtu: int
-    suites: Mapping[str, Mapping[str, Any]]  # suite name -> parameters, in run order
+    suites: Mapping[str, SuiteParams]  # suite name -> parameters, in run order
 
     @property
     def simulated(self) -> bool:
@@ -262,60 +280,121 @@ class Rig:
             return True
         return self.peer.kind == "tap"
 
-    def suite_params(self, suite: str) -> Mapping[str, Any]:
-        """The parameters of ``suite`` (empty if the rig gives none)."""
-        return self.suites.get(suite, _frozen())
+    def suite_params(self, suite: str) -> SuiteParams:
+        """The parameters of ``suite``: the file's, with the declared defaults for this rig."""
+        given = self.suites.get(suite)
+        if given is not None:
+            return given
+        return SuiteParams(suite, slow_sim=self.bus is not None and self.simulated)
 
 
 # -- parsing ------------------------------------------------------------------------
 
 
 def parse_rig(path: str | Path, *, display: str | None = None) -> Rig:
-    """Read and validate the rig file at ``path``; raise ``RigError`` with every problem."""
+    """Read and validate the rig file at ``path``; raise ``RigError`` with every problem.
+
+    Whatever the file holds (binary, another encoding, a directory, a device,
+    TOML no parser can take), the outcome is a ``Rig`` or a ``RigError``.
+    """
     path = Path(path)
     shown = display if display is not None else display_path(path)
+    return parse_rig_text(read_rig_text(path, shown), path, display=shown)
+
+
+def read_rig_text(path: Path, shown: str) -> str:
+    """The file's text; ``RigError`` naming the file when it cannot be a rig file."""
+
+    def fail(problem: str) -> RigError:
+        return RigError(shown, [Problem("", problem)])
+
     try:
-        text = path.read_text(encoding="utf-8")
+        if path.is_dir():
+            raise fail("is a directory, not a rig file")
+        if path.exists() and not path.is_file():
+            raise fail("is not a regular file")
+        with path.open("rb") as f:
+            raw = f.read(MAX_FILE_BYTES + 1)
     except FileNotFoundError:
-        raise RigError(shown, [Problem("", "no such file")]) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise RigError(shown, [Problem("", f"cannot read: {e}")]) from None
-    return parse_rig_text(text, path, display=shown)
+        raise fail("no such file") from None
+    except (OSError, ValueError) as e:
+        raise fail(f"cannot read: {getattr(e, 'strerror', None) or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise fail(f"larger than {MAX_FILE_BYTES // 1024} KiB: not a rig file")
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise fail(f"not UTF-8 text: byte 0x{raw[e.start]:02x} on line {line} cannot be "
+                   f"decoded (TOML files are UTF-8)") from None
 
 
 def parse_rig_text(text: str, path: str | Path, *, display: str | None = None) -> Rig:
     """Validate rig TOML ``text`` as if read from ``path``."""
     path = Path(path)
     shown = display if display is not None else display_path(path)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise RigError(shown, [Problem("", f"not valid TOML: {e}")]) from None
+    data = _load_toml(text, shown)
     v = _Validator()
-    rig = v.rig(data, path)
+    try:
+        v.scan(data)
+        rig = v.rig(data, path)
+    except Exception as e:  # a validator bug must still name the file, never crash the caller
+        raise RigError(shown, [*v.problems, Problem(
+            "", f"cannot validate this file ({type(e).__name__}: {_clip(str(e))})")]) from None
     if v.problems or rig is None:
         raise RigError(shown, v.problems)
     return rig
 
 
+def _load_toml(text: str, shown: str) -> dict[str, Any]:
+    """``tomllib.loads``; any failure of the parser is a file-level ``RigError``."""
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        problem = f"not valid TOML: {e}"
+    except RecursionError:
+        problem = "not valid TOML: tables or arrays nested too deeply"
+    except ValueError as e:  # e.g. an integer too long for Python's int() to read
+        m = re.search(r"[0-9_]{4000,}", text)
+        where = "" if m is None else f" (line {text.count(chr(10), 0, m.start()) + 1})"
+        problem = f"not valid TOML{where}: {_clip(str(e))}"
+    except Exception as e:  # the parser has no other documented errors; still no traceback
+        problem = f"not valid TOML: {type(e).__name__}: {_clip(str(e))}"
+    raise RigError(shown, [Problem("", problem)])
+
+
 def display_path(path: Path) -> str:
     try:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):
         return str(path)
 
 
-def _show(value: object) -> str:
-    """A value as it looks in TOML, for messages."""
+def _clip(text: str, limit: int = _SHOW_MAX) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+def _show(value: object, depth: int = 0) -> str:
+    """A value as it looks in TOML, for messages: short, whatever the value."""
     if isinstance(value, dict):
         return "a table"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        return json.dumps(value)
+        if len(value) <= _SHOW_MAX:
+            return json.dumps(value)
+        return json.dumps(value[:_SHOW_MAX]) + f"... ({len(value)} characters)"
+    if isinstance(value, int):
+        if value.bit_length() > 200:  # str() of a long one is slow, and fails past 4300 digits
+            return f"an integer of about {int(value.bit_length() * 0.30103) + 1} digits"
+        return str(value)
+    if isinstance(value, float):
+        return repr(value)
     if isinstance(value, list):
-        return "an array" if len(value) > 8 else "[" + ", ".join(_show(x) for x in value) + "]"
-    return str(value)
+        if len(value) > 8 or depth >= 2:
+            return "an array"
+        return "[" + ", ".join(_show(x, depth + 1) for x in value) + "]"
+    return type(value).__name__
 
 
 def _hz(hz: int) -> str:
@@ -328,8 +407,13 @@ def _hz(hz: int) -> str:
     return f"{hz} Hz"
 
 
+def _key(key: str) -> str:
+    """A key as TOML writes it: bare if it can be, else quoted (and short)."""
+    return key if _BARE_KEY_RE.match(key) and len(key) <= _SHOW_MAX else _show(key)
+
+
 def _join(path: str, key: str) -> str:
-    return f"{path}.{key}" if path else key
+    return f"{path}.{_key(key)}" if path else _key(key)
 
 
 def suggest(word: str, known: Iterable[str]) -> str:
@@ -355,15 +439,65 @@ def _type_problem(raw: object, kind: str) -> str | None:
         "float": isinstance(raw, (int, float)) and not isinstance(raw, bool),
         "table": isinstance(raw, dict),
     }[kind]
-    return None if ok else f"expected {_TYPE_NAMES[kind]}, got {_show(raw)}"
+    if not ok:
+        return f"expected {_TYPE_NAMES[kind]}, got {_show(raw)}"
+    return _number_problem(raw)
+
+
+def _number_problem(raw: object) -> str | None:
+    """Why a number cannot be in any rig file (not finite, beyond 64 bits), or None."""
+    if isinstance(raw, float) and not math.isfinite(raw):
+        return f"{_show(raw)} is not a finite number"
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool) and not (
+            INT_RANGE[0] <= raw <= INT_RANGE[1]):
+        return f"{_show(raw)} is out of range: numbers in a rig file fit 64 bits"
+    return None
+
+
+def _text_problem(raw: str) -> str | None:
+    """Control characters (NUL above all) have no place in names, paths or addresses."""
+    bad = next((c for c in raw if (ord(c) < 0x20 and c not in "\t\n") or ord(c) == 0x7F), None)
+    return None if bad is None else f"{_show(raw)} contains the control character U+{ord(bad):04X}"
 
 
 class _Validator:
     def __init__(self) -> None:
         self.problems: list[Problem] = []
+        self.scanned: set[str] = set()  # keys ``scan`` found wrong: said once, not again
 
     def err(self, key: str, message: str) -> None:
-        self.problems.append(Problem(key, message))
+        if key not in self.scanned:
+            self.problems.append(Problem(key, message))
+
+    def scan(self, data: dict[str, Any]) -> None:
+        """What no value anywhere in a rig file may be, whatever its key: a number that
+        is not finite or beyond 64 bits, text with control characters, nesting deeper
+        than ``MAX_DEPTH``. Keys found here get no second problem from the checks of
+        their own key (``err``)."""
+        todo: list[tuple[str, object, int]] = [("", data, 0)]
+        while todo:
+            path, value, depth = todo.pop()
+            problem: str | None = None
+            if depth > MAX_DEPTH:
+                problem = f"nested {MAX_DEPTH}+ levels deep: no rig file needs that"
+            elif isinstance(value, dict):
+                for k in reversed(list(value)):
+                    text = _text_problem(k)
+                    if text is not None:
+                        self.err(_join(path, k), f"the key {text.removeprefix(_show(k) + ' ')}")
+                        self.scanned.add(_join(path, k))
+                        continue
+                    todo.append((_join(path, k), value[k], depth + 1))
+            elif isinstance(value, list):
+                todo += [(f"{path}[{i}]", x, depth + 1) for i, x in reversed(list(
+                    enumerate(value)))]
+            elif isinstance(value, str):
+                problem = _text_problem(value)
+            else:
+                problem = _number_problem(value)
+            if problem is not None:
+                self.err(path, problem)
+                self.scanned.add(path)
 
     # -- generic checks ------------------------------------------------------------
 
@@ -382,7 +516,7 @@ class _Validator:
                                          f"[{path}] belongs to [{path}]; move {k} above the "
                                          f"first [table] to make it the rig's")
             else:
-                self.err(_join(path, k), f'unknown key "{k}"{suggest(k, known)}')
+                self.err(_join(path, k), f"unknown key {_show(k)}{suggest(k, known)}")
 
     def value(
         self, tbl: Mapping[str, Any], path: str, key: str, kind: str, *,
@@ -412,9 +546,21 @@ class _Validator:
         if n is None:
             return default
         if not lo <= n <= hi:
-            self.err(_join(path, key), f"{n} is out of range {lo}..{hi}")
+            self.err(_join(path, key), f"{_show(n)} is out of range {lo}..{hi}")
             return default
         return n
+
+    def float_in(
+        self, tbl: Mapping[str, Any], path: str, key: str, lo: float, hi: float, *,
+        default: float | None = None,
+    ) -> float | None:
+        x: float | None = self.value(tbl, path, key, "float", default=None)
+        if x is None:
+            return default
+        if not lo <= x <= hi:
+            self.err(_join(path, key), f"{_show(x)} is out of range {lo:g}..{hi:g}")
+            return default
+        return x
 
     def choice(
         self, tbl: Mapping[str, Any], path: str, key: str, choices: Sequence[str], what: str,
@@ -424,53 +570,31 @@ class _Validator:
         if s is None:
             return None
         if s not in choices:
-            self.err(_join(path, key), f'unknown {what} "{s}"{suggest(s, choices)}')
+            self.err(_join(path, key), f"unknown {what} {_show(s)}{suggest(s, choices)}")
             return None
         return s
 
     def interface(self, value: str, key: str) -> bool:
-        raw = value.encode()
-        if (not raw or len(raw) >= _IFNAMSIZ or any(c in value for c in "/: \t\n")
-                or value in (".", "..")):
-            self.err(key, f"{_show(value)} is not an interface name "
-                          f"(1..{_IFNAMSIZ - 1} characters, no '/', ':' or spaces)")
+        why = ifname_problem(value)
+        if why is not None:
+            self.err(key, f"not an interface name: {why}")
             return False
         return True
 
     def cidr(self, value: str, key: str) -> ipaddress.IPv4Interface | None:
-        addr, sep, plen = value.partition("/")
-        if not sep:
-            self.err(key, f'expected ADDRESS/PREFIX such as "192.168.7.1/24", got {_show(value)}')
+        iface = host_interface(value)
+        if isinstance(iface, str):
+            self.err(key, iface)
             return None
-        ok = self.ipv4(addr, key)
-        if not plen.isdigit() or not plen.isascii():
-            self.err(key, f"prefix length {_show(plen)} in {_show(value)} is not a number "
-                          f"(write the prefix length, e.g. /24, not a netmask)")
-            return None
-        if not 0 <= int(plen) <= 32:
-            self.err(key, f"prefix length {int(plen)} in {_show(value)} is out of range 0..32")
-            return None
-        if ok is None:
-            return None
-        iface = ipaddress.IPv4Interface(f"{ok}/{int(plen)}")
-        if iface.network.prefixlen < 31:
-            if iface.ip == iface.network.network_address:
-                self.err(key, f"{iface.ip} is the network address of {iface.network}, not a host")
-                return None
-            if iface.ip == iface.network.broadcast_address:
-                self.err(key, f"{iface.ip} is the broadcast address of {iface.network}")
-                return None
         return iface
 
     def ipv4(self, value: str, key: str) -> ipaddress.IPv4Address | None:
-        try:
-            ip = ipaddress.IPv4Address(value)
-        except ValueError:
-            self.err(key, f"{_show(value)} is not an IPv4 address")
+        ip = parse_ipv4(value)
+        why = ip if isinstance(ip, str) else host_problem(ip)
+        if why is not None:
+            self.err(key, why)
             return None
-        if ip.is_multicast or ip.is_loopback or ip.is_unspecified or ip.is_reserved:
-            self.err(key, f"{ip} is not a unicast host address")
-            return None
+        assert not isinstance(ip, str)
         return ip
 
     # -- the file ------------------------------------------------------------------
@@ -495,7 +619,9 @@ class _Validator:
         driver = (self.driver(driver_tbl, bus_tbl is not None, peer, pins)
                   if driver_tbl is not None else None)
         dut = self.dut(dut_tbl, peer) if dut_tbl is not None else None
-        suites = self.suites(data.get("suites", _MISSING))
+        slow_sim = bus is not None and (bus.simulated or (peer is not None
+                                                          and peer.kind == "tap"))
+        suites = self.suites(data.get("suites", _MISSING), slow_sim)
 
         if bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
             self.err("peer.kind", f'a simulated bus ({bus.kind}) needs a "tap" peer: '
@@ -532,7 +658,7 @@ class _Validator:
         if name is None:
             return None
         if name not in known:
-            self.err("driver.name", f'unknown driver "{name}"{suggest(name, known)}'
+            self.err("driver.name", f"unknown driver {_show(name)}{suggest(name, known)}"
                      + ("" if difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                         else "; other drivers register under the entry-point group "
                              '"hilkit.drivers"'))
@@ -552,13 +678,13 @@ class _Validator:
             if not takes_any:
                 for k in options:
                     if k in provided:
-                        self.err(f"driver.{k}", "set by the rig itself, not a driver option"
+                        self.err(_join("driver", k), "set by the rig itself, not a driver option"
                                  + (" (the TAP's name is peer.interface)" if k == "name" else ""))
                     elif k not in settable:
-                        self.err(f"driver.{k}",
-                                 f'driver {name} has no option "{k}"{suggest(k, settable)}')
+                        self.err(_join("driver", k),
+                                 f"driver {name} has no option {_show(k)}{suggest(k, settable)}")
                     elif k != "mac":
-                        self.option_type(f"driver.{k}", options[k], params[k].annotation)
+                        self.option_type(_join("driver", k), options[k], params[k].annotation)
             first = next(iter(params.values()), None)
             wants_bus = (first is not None and first.name == "bus"
                          and first.default is inspect.Parameter.empty)
@@ -618,10 +744,9 @@ class _Validator:
         if kind == "ftdi":
             url = self.value(tbl, "bus", "url", "str", required=True,
                              why=' (e.g. "ftdi://ftdi:232h/1")')
-            if url is not None and not _FTDI_URL_RE.match(url):
-                self.err("bus.url", f'{_show(url)} is not an FTDI URL: expected '
-                                    f'"ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE", '
-                                    f'e.g. "ftdi://ftdi:232h/1"')
+            problem = None if url is None else _ftdi_url_problem(url)
+            if problem is not None:
+                self.err("bus.url", f"{_show(url)} is not an FTDI URL: {problem}")
             cs = self.int_in(tbl, "bus", "cs_pin", 3, 7, default=3)  # ADBUS3..7
             return BusSpec(
                 kind, url=url,
@@ -635,7 +760,7 @@ class _Validator:
                 kind,
                 speed_hz=self.int_in(tbl, "bus", "speed_hz", 1_000, 200_000_000,
                                      default=speed_default),
-                seed=self.value(tbl, "bus", "seed", "int"),
+                seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE),
                 faults=_frozen(self.model_table(tbl, "faults", "W5100Faults")),
                 timing=_frozen(self.model_table(tbl, "timing", "W5100Timing")),
             )
@@ -645,9 +770,9 @@ class _Validator:
             self.err("bus.factory", f'{_show(factory)} is not "module:callable" '
                                     f'(e.g. "mypackage.bridge:open_bus")')
         params = {k: v for k, v in tbl.items() if k not in ("kind", "factory")}
-        speed = params.get("speed_hz")
-        return BusSpec(kind, factory=factory, params=_frozen(params),
-                       speed_hz=speed if isinstance(speed, int) else None)
+        # The factory's own keyword, but hilkit reads it too: for figures and listings.
+        speed = self.int_in(tbl, "bus", "speed_hz", 1, 1_000_000_000)
+        return BusSpec(kind, factory=factory, params=_frozen(params), speed_hz=speed)
 
     def ftdi_mode(self, tbl: Mapping[str, Any]) -> int:
         """MPSSE clocks SPI modes 0 and 2 only (1 and 3 need three-phase clocking)."""
@@ -658,7 +783,7 @@ class _Validator:
 
     def model_table(self, bus: Mapping[str, Any], key: str, cls_name: str) -> dict[str, Any]:
         """``bus.faults`` / ``bus.timing``: the fields of the W5100 model's dataclass."""
-        tbl = self.value(bus, "bus", key, "table", default={})
+        tbl: dict[str, Any] = self.value(bus, "bus", key, "table", default={})
         path = f"bus.{key}"
         fields_ = _model_fields(cls_name)
         if fields_ is None:  # the model is not importable here: its constructor will judge
@@ -666,25 +791,25 @@ class _Validator:
         self.unknown(tbl, path, list(fields_))
         out: dict[str, Any] = {}
         for name, kind in fields_.items():
-            if name in tbl:
+            if name not in tbl:
+                continue
+            if kind in ("float", "int"):  # rates are probabilities; the rest are times in ms
+                hi = 1.0 if name.endswith("_rate") else MAX_MODEL_MS
+                v = self.float_in(tbl, path, name, 0.0, hi)
+                if v is not None and kind == "int":
+                    v = self.int_in(tbl, path, name, 0, int(hi))
+            else:
                 v = self.value(tbl, path, name, kind)
-                if v is None:
-                    continue
-                if kind == "float" and v < 0:
-                    self.err(f"{path}.{name}", f"{v:g} is negative")
-                    continue
-                if name.endswith("_rate") and v > 1:
-                    self.err(f"{path}.{name}", f"{v:g} is not a probability (0..1)")
-                    continue
+            if v is not None:
                 out[name] = v
         return out
 
     def pins(self, tbl: dict[str, Any], bus: BusSpec | None) -> dict[str, PinSpec]:
         out: dict[str, PinSpec] = {}
         for name, raw in tbl.items():
-            key = f"pins.{name}"
+            key = _join("pins", name)
             if name not in PIN_NAMES:
-                self.err(key, f'unknown pin "{name}"{suggest(name, PIN_NAMES)}')
+                self.err(key, f"unknown pin {_show(name)}{suggest(name, PIN_NAMES)}")
                 continue
             sub = self.table(raw, key)
             if sub is None:
@@ -769,10 +894,11 @@ class _Validator:
             return None
         return DutSpec(address, gateway)
 
-    def suites(self, raw: object) -> Mapping[str, Mapping[str, Any]] | None:
+    def suites(self, raw: object, slow_sim: bool) -> Mapping[str, SuiteParams] | None:
         if raw is _MISSING:
-            return MappingProxyType({s: _frozen() for s in DEFAULT_SUITES})
-        chosen: dict[str, Mapping[str, Any]] = {}
+            return MappingProxyType({s: SuiteParams(s, slow_sim=slow_sim)
+                                     for s in DEFAULT_SUITES})
+        chosen: dict[str, SuiteParams] = {}
         ok = True
         if isinstance(raw, list):
             for i, s in enumerate(raw):
@@ -780,21 +906,23 @@ class _Validator:
                     self.err(f"suites[{i}]", f"expected a suite name, got {_show(s)}")
                     ok = False
                 elif s not in SUITE_NAMES:
-                    self.err(f"suites[{i}]", f'unknown suite "{s}"{suggest(s, SUITE_NAMES)}')
+                    self.err(f"suites[{i}]",
+                             f"unknown suite {_show(s)}{suggest(s, SUITE_NAMES)}")
                     ok = False
                 else:
-                    chosen[s] = _frozen()
+                    chosen[s] = SuiteParams(s, slow_sim=slow_sim)
         elif isinstance(raw, dict):
             for s, params in raw.items():
+                key = _join("suites", s)
                 if s not in SUITE_NAMES:
-                    self.err(f"suites.{s}", f'unknown suite "{s}"{suggest(s, SUITE_NAMES)}')
+                    self.err(key, f"unknown suite {_show(s)}{suggest(s, SUITE_NAMES)}")
                     ok = False
                     continue
-                sub = self.table(params, f"suites.{s}")
+                sub = self.table(params, key)
                 if sub is None:
                     ok = False
                     continue
-                chosen[s] = _frozen(sub)
+                chosen[s] = SuiteParams(s, self.suite_params(s, sub, key), slow_sim=slow_sim)
         else:
             self.err("suites", f"expected a table of suites ([suites.NAME]) or an array of "
                                f"suite names, got {_show(raw)}")
@@ -803,6 +931,77 @@ class _Validator:
             self.err("suites", f"no suite chosen (known: {', '.join(SUITE_NAMES)})")
             return None
         return MappingProxyType({s: chosen[s] for s in SUITE_NAMES if s in chosen})
+
+    def suite_params(self, suite: str, tbl: Mapping[str, Any], path: str) -> dict[str, Any]:
+        """``[suites.NAME]`` against the suite's declarations (``hilkit.rig.suite_params``)."""
+        specs = SUITE_PARAMS[suite]
+        names = [p.name for p in specs]
+        for k in tbl:
+            if k not in names:
+                self.err(_join(path, k), f"unknown parameter {_show(k)} of suite {suite}"
+                         + suggest(k, names))
+        out: dict[str, Any] = {}
+        for p in specs:
+            if p.name in tbl:
+                v = self.param(tbl[p.name], _join(path, p.name), p)
+                if v is not None:
+                    out[p.name] = v
+        return out
+
+    def param(self, raw: object, key: str, p: Param) -> Any:
+        """A declared parameter's value, type- and range-checked; None if it is wrong."""
+        if p.kind == "ints":
+            if not isinstance(raw, list):
+                self.err(key, f"expected an array of integers such as "
+                              f"[{', '.join(str(x) for x in p.default[:3])}], got {_show(raw)}")
+                return None
+            if not 1 <= len(raw) <= p.max_len:
+                self.err(key, f"expected 1..{p.max_len} values, got {len(raw)}")
+                return None
+            items = [self.in_range(x, f"{key}[{i}]", p, "int") for i, x in enumerate(raw)]
+            if any(x is None for x in items):
+                return None
+            dup = next((x for i, x in enumerate(items) if x in items[:i]), None)
+            if dup is not None:
+                self.err(key, f"{dup} is listed twice")
+                return None
+            return tuple(items)
+        return self.in_range(raw, key, p, p.kind)
+
+    def in_range(self, raw: object, key: str, p: Param, kind: str) -> Any:
+        problem = _type_problem(raw, kind)
+        if problem is not None:
+            self.err(key, problem)
+            return None
+        assert isinstance(raw, (int, float))
+        lo, hi = (int(p.lo), int(p.hi)) if kind == "int" else (p.lo, p.hi)
+        if not lo <= raw <= hi:
+            self.err(key, f"{_show(raw)} is out of range {lo:g}..{hi:g}" if kind == "float"
+                     else f"{_show(raw)} is out of range {lo}..{hi}")
+            return None
+        return float(raw) if kind == "float" else raw
+
+
+def _ftdi_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a pyftdi URL the hardware check can look up, or None."""
+    m = _FTDI_URL_RE.match(url)
+    if m is None:
+        return ('expected "ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE", '
+                'e.g. "ftdi://ftdi:232h/1"')
+    vendor, product, serial = m.group(1), m.group(2) or "", m.group(3) or ""
+    if vendor not in ("", "ftdi") and not _HEX16_RE.match(vendor):
+        return f'vendor {_show(vendor)} is neither "ftdi" nor a hex USB vendor id'
+    if product and product.lower() not in FTDI_PRODUCTS and not _HEX16_RE.match(product):
+        return (f"product {_show(product)} is neither a hex USB product id nor one of "
+                f"{', '.join(FTDI_PRODUCTS)}")
+    if serial.isdigit() and len(serial) > 3:
+        return f"device index {_clip(serial, 12)} is too large (at most 999)"
+    if ":" in serial:
+        bus, _, addr = serial.partition(":")
+        if not re.fullmatch(r"[0-9A-Fa-f]{1,3}", bus) or not re.fullmatch(
+                r"[0-9A-Fa-f]{1,3}", addr):
+            return f"{_show(serial)} is not BUS:ADDRESS in hex (e.g. 1:2a)"
+    return None
 
 
 def _model_fields(cls_name: str) -> dict[str, str] | None:

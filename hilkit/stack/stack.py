@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import selectors
+import weakref
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from hilkit.stack.addr import (
     mask_to_prefix,
 )
 from hilkit.stack.events import SocketEvent
+from hilkit.stack.faults import DeviceGuard, LogThrottle
 from hilkit.stack.icmp4 import PingError, PingSession, PingStats
 from hilkit.stack.tcp_conn import TcpConfig
 from hilkit.stack.tcp_layer import TcpLayer
@@ -59,6 +61,9 @@ class StackConfig:
     tcp: TcpConfig = field(default_factory=TcpConfig)
     tcp_max_syn_backlog: int = 256  # half-open connections per listener, then SYN cookies
     tcp_syncookies: bool = True
+    device_max_failures: int = 8  # poll or send raising this often in a row takes a device down
+    device_retry_ms: float = 1000.0  # a down device gets a trial poll this often
+    fault_log_interval_ms: float = 5000.0  # after the first traceback, one line per this
 
 
 @dataclass
@@ -105,6 +110,15 @@ def _drain(fd: int) -> None:
         os.eventfd_read(fd)
 
 
+def _sock_name(sock: Any) -> str:
+    """'UdpSocket 0.0.0.0:7' for a log line; never raises, it runs in an ``except``."""
+    try:
+        host, port = sock.getsockname()
+        return f"{type(sock).__name__} {host}:{port}"
+    except Exception:
+        return type(sock).__name__
+
+
 class Stack:
     def __init__(
         self, clock: Clock | None = None, config: StackConfig | None = None,
@@ -140,6 +154,8 @@ class Stack:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._no_fd = False
         self._more = False
+        self._guards: dict[int, DeviceGuard] = {}  # by id() of the Interface
+        self._callback_logs: dict[int, LogThrottle] = {}  # by id() of socket or ping session
         self._capture: PcapngWriter | None = None
         if pcap is not None:
             self._capture = PcapngWriter(pcap)
@@ -217,8 +233,19 @@ class Stack:
         """Poll devices (with budgets), run due timers; like ``pico_stack_tick``."""
         budget = self.config.poll_budget
         more = False
+        start = self.clock.now_ms()
         for iface in self.interfaces:
-            frames = iface.dev.poll(budget)
+            guard = self._guard(iface)
+            if not guard.may_poll(start):
+                continue
+            try:  # a driver bug or a bus error must not take the loop down
+                frames = iface.dev.poll(budget)
+            except Exception:
+                if guard.failed("poll", start):
+                    self._device_state_changed()
+                continue
+            if guard.succeeded("poll"):
+                self._device_state_changed()
             more = more or len(frames) >= budget
             for frame in frames:
                 try:
@@ -246,6 +273,7 @@ class Stack:
         cands = [self.timers.next_deadline(), self._reasm.next_deadline()]
         cands += [i.arp.next_deadline() for i in self.interfaces]
         cands += [device_deadline(i.dev) for i in self.interfaces]
+        cands += [g.retry_deadline() for g in self._guards.values()]  # down devices' trials
         return min((c for c in cands if c is not None), default=None)
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> bool:
@@ -257,7 +285,6 @@ class Stack:
         """
         start = self.clock.now_ms()
         end = None if timeout is None else start + timeout * 1000.0
-        sel = self._get_selector()
         while True:
             self.tick()
             if until is not None and until():
@@ -267,6 +294,7 @@ class Stack:
                 return False
             if self._more:
                 continue
+            sel = self._get_selector()  # remade when a device goes down or comes back
             deadline = self.next_deadline()
             if end is not None:
                 deadline = end if deadline is None else min(deadline, end)
@@ -288,6 +316,8 @@ class Stack:
             sel.register(self._wake_fd, selectors.EVENT_READ)
             self._no_fd = False
             for i in self.interfaces:
+                if self._guard(i).down:  # its descriptor may stay readable: retried by deadline
+                    continue
                 fd = i.dev.fileno()
                 if fd is None:
                     self._no_fd = True
@@ -295,6 +325,21 @@ class Stack:
                     sel.register(fd, selectors.EVENT_READ)
             self._selector = sel
         return self._selector
+
+    def _guard(self, iface: Interface) -> DeviceGuard:
+        g = self._guards.get(id(iface))
+        if g is None:
+            c = self.config
+            g = DeviceGuard(iface.dev.name, log, c.device_max_failures, c.device_retry_ms,
+                            c.fault_log_interval_ms)
+            self._guards[id(iface)] = g
+        return g
+
+    def _device_state_changed(self) -> None:
+        """A device went down or came back: wait on the descriptors of the live ones only."""
+        if self._selector is not None:
+            self._selector.close()
+            self._selector = None
 
     def call_later(self, delay_ms: float, fn: Callable[[], None]) -> Timer:
         return self.timers.at(self.clock.now_ms() + delay_ms, fn)
@@ -318,11 +363,18 @@ class Stack:
             self._wake_fd = -1
 
     def counters(self) -> dict[str, object]:
-        return {
+        """Everything counted, for a person or a report: the drivers' counters per device,
+        what the stack saw go wrong with each device, drops by reason, stats, the capture."""
+        out: dict[str, object] = {
             "devices": {i.dev.name: i.dev.counters.as_dict() for i in self.interfaces},
+            "device_faults": {i.dev.name: self._guard(i).faults.as_dict()
+                              for i in self.interfaces},
             "drops": dict(sorted(self.drops.items())),
             "stats": dict(sorted(self.stats.items())),
         }
+        if self._capture is not None:
+            out["capture"] = self._capture.counters()
+        return out
 
     def _maintain(self, now: float) -> None:
         for iface in self.interfaces:
@@ -345,8 +397,17 @@ class Stack:
         try:
             cb(sock, events)
         except Exception:
-            self.stats["callback_error"] += 1
-            log.exception("socket event callback raised")
+            self._callback_failed(sock, f"event callback of {_sock_name(sock)} raised")
+
+    def _callback_failed(self, owner: object, what: str) -> None:
+        """An application callback raised: count it; log it once per ``owner``, then rarely."""
+        self.stats["callback_error"] += 1
+        throttle = self._callback_logs.get(id(owner))
+        if throttle is None:
+            throttle = LogThrottle(self.config.fault_log_interval_ms)
+            self._callback_logs[id(owner)] = throttle
+            weakref.finalize(owner, self._callback_logs.pop, id(owner), None)  # goes with it
+        throttle.report(log, self.clock.now_ms(), what)
 
     # -- input -----------------------------------------------------------------
     def _input(self, iface: Interface, frame: bytes) -> None:
@@ -384,8 +445,11 @@ class Stack:
         now = self.clock.now_ms()
         for_us = p.tpa in mine
         if p.spa != ANY and p.spa not in self._bcast and not is_multicast(p.spa):
-            for pkt in iface.arp.update(p.spa, p.sha, now, create=for_us):
-                self._eth_send(iface, p.sha, eth.ETHERTYPE_IPV4, [pkt])
+            if iface.arp.refuses(p.spa, p.sha, now):
+                self.drops["arp.locked"] += 1  # a fresh entry keeps its MAC (ArpConfig.locktime_ms)
+            else:
+                for pkt in iface.arp.update(p.spa, p.sha, now, create=for_us):
+                    self._eth_send(iface, p.sha, eth.ETHERTYPE_IPV4, [pkt])
         if for_us and p.op == arp.OP_REQUEST:
             self.stats["arp.replies_sent"] += 1
             self._arp_send(iface, arp.OP_REPLY, p.sha, p.sha, p.tpa, p.spa)
@@ -403,6 +467,9 @@ class Stack:
             return
         if h.src in self._bcast or is_multicast(h.src):
             self.drops["ipv4.bad_source"] += 1
+            return
+        if h.src in self._local:  # our own address from the wire: a martian, as Linux has it
+            self.drops["ipv4.own_source"] += 1
             return
         if link_group and not bcast and not is_multicast(h.dst):
             self.drops["ipv4.unicast_in_link_broadcast"] += 1  # RFC 1122 §3.3.6
@@ -539,8 +606,7 @@ class Stack:
 
     def _link_output(self, iface: Interface, hop: int, pkt: list[Buffer]) -> None:
         if not iface.ethernet:
-            if not iface.dev.send(b"".join(pkt)):
-                self.stats["tx.device_refused"] += 1
+            self._dev_send(iface, b"".join(pkt))
             return
         if hop == BROADCAST:
             mac = eth.BROADCAST_MAC
@@ -560,8 +626,22 @@ class Stack:
         self._eth_send(iface, mac, eth.ETHERTYPE_IPV4, pkt)
 
     def _eth_send(self, iface: Interface, dst: bytes, ethertype: int, parts: list[Buffer]) -> None:
-        frame = b"".join([eth.header(dst, iface.mac, ethertype), *parts])
-        if not iface.dev.send(frame):
+        self._dev_send(iface, b"".join([eth.header(dst, iface.mac, ethertype), *parts]))
+
+    def _dev_send(self, iface: Interface, frame: bytes) -> None:
+        """Hand a frame to the device; a raising driver costs the frame, never the stack."""
+        guard = self._guard(iface)
+        if guard.down:  # as a link that is down: nothing is sent on it
+            guard.faults.tx_while_down += 1
+            return
+        try:
+            ok = iface.dev.send(frame)
+        except Exception:
+            if guard.failed("send", self.clock.now_ms()):
+                self._device_state_changed()
+            return
+        guard.succeeded("send")
+        if not ok:
             self.stats["tx.device_refused"] += 1
 
     def _arp_send(self, iface: Interface, op: int, eth_dst: bytes, tha: bytes, spa: int,
@@ -673,8 +753,7 @@ class Stack:
         try:
             cb(PingStats(int_to_ip(s.dst), s.size, seq, ttl, rtt, err))
         except Exception:
-            self.stats["callback_error"] += 1
-            log.exception("ping callback raised")
+            self._callback_failed(s, f"callback of ping {s.ident} to {int_to_ip(s.dst)} raised")
 
     def _ping_end(self, s: PingSession) -> None:
         s.finished = True
@@ -727,6 +806,8 @@ class Stack:
         raise OSError(errno.EADDRNOTAVAIL, "no free UDP port")
 
     def _udp_output(self, laddr: int, lport: int, dst: int, dport: int, data: Buffer) -> None:
+        if dst == ANY:  # "this host" as a source only (RFC 1122 §3.2.1.3): never on a wire
+            raise OSError(errno.EINVAL, "cannot send to 0.0.0.0")
         routed = self._source_for(dst)
         if routed[0] is None:
             raise OSError(errno.ENETUNREACH, f"no route to {int_to_ip(dst)}")
@@ -762,7 +843,7 @@ class Stack:
             self.stats["udp.no_socket"] += 1
             self._icmp_error(h, hbytes, seg, bcast, icmp4.TYPE_DEST_UNREACH,
                              icmp4.CODE_PORT_UNREACH)
-        elif not sock._deliver(payload, h.src, sport):
+        elif not sock._deliver(payload, h.src, sport, h.dst, bcast or is_multicast(h.dst)):
             self.drops["udp.rcvbuf_full"] += 1
         else:
             self.stats["udp.datagrams_in"] += 1

@@ -36,6 +36,7 @@ DEFAULT_MSS = 536  # RFC 9293 §3.7.1: assumed when the peer sends no MSS option
 TS_OPTION_LEN = 12  # NOP NOP + kind, len, TSval, TSecr: what timestamps take per segment
 
 _HDR = struct.Struct("!HHIIBBHHH")
+_SACK_PACK = [struct.Struct(f"!BBBB{2 * n}I") for n in range(5)]  # NOP NOP kind len, n blocks
 
 
 def seq_lt(a: int, b: int) -> bool:
@@ -145,10 +146,11 @@ def build_options(
             out += struct.pack("!BBBB", OPT_NOP, OPT_NOP, OPT_SACK_OK, 2)
     if wscale is not None:
         out += struct.pack("!BBBB", OPT_NOP, OPT_WSCALE, 3, wscale)
-    if sack:
-        out += struct.pack("!BBBB", OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * len(sack))
-        for left, right in sack:
-            out += struct.pack("!II", left, right)
+    if sack:  # one pack for all blocks: every out-of-order segment's ACK carries them
+        n = len(sack)
+        packer = _SACK_PACK[n] if n < len(_SACK_PACK) else struct.Struct(f"!BBBB{2 * n}I")
+        out += packer.pack(OPT_NOP, OPT_NOP, OPT_SACK, 2 + 8 * n,
+                           *[x for block in sack for x in block])
     while len(out) % 4:
         out.append(OPT_NOP)
     return bytes(out)

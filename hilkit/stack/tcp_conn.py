@@ -31,7 +31,9 @@ from hilkit.stack.tcp import (
     seq_le,
     seq_lt,
 )
+from hilkit.stack.tcp_budget import TcpBudget
 from hilkit.stack.tcp_cc import CongestionControl, NewReno
+from hilkit.stack.tcp_ooo import OutOfOrder
 
 
 class State(enum.Enum):
@@ -57,8 +59,17 @@ CAN_SEND = frozenset({State.ESTABLISHED, State.CLOSE_WAIT})
 
 @dataclass(frozen=True)
 class TcpConfig:
-    sndbuf: int = 512 * 1024
-    rcvbuf: int = 512 * 1024
+    sndbuf: int = 512 * 1024  # the most one connection queues to send ...
+    rcvbuf: int = 512 * 1024  # ... and holds received (in order and out of order)
+    # Memory of all connections together, as Linux's tcp_mem (see ``tcp_budget``): under
+    # pressure each connection gets a fair share of mem_high; at mem_high only the minimums.
+    mem_low: int = 4 * 1024 * 1024
+    mem_pressure: int = 6 * 1024 * 1024
+    mem_high: int = 8 * 1024 * 1024  # 16 connections at full sndbuf + rcvbuf
+    sndbuf_min: int = 4096  # room every connection keeps, whatever the pressure (tcp_wmem[0])
+    rcvbuf_min: int = 4096  # (tcp_rmem[0]): a new client is served even at mem_high
+    max_connections: int = 4096  # TCBs in the stack (TIME-WAIT included); then refused
+    listener_max_connections: int = 2048  # connections one listener's port may have at once
     rto_initial_ms: float = 1000.0  # RFC 6298 §2.1
     rto_min_ms: float = 200.0  # Linux's TCP_RTO_MIN (RFC 6298 says 1 s; configurable)
     rto_max_ms: float = 60_000.0  # RFC 6298 §2.5: at least 60 s
@@ -75,7 +86,8 @@ class TcpConfig:
     timestamps: bool = True
     sack: bool = True
     window_scaling: bool = True
-    challenge_acks_per_s: int = 10  # RFC 5961 §7
+    challenge_acks_per_s: int = 1000  # RFC 5961 §7: per stack, as Linux's challenge_ack_limit
+    invalid_ack_interval_ms: float = 500.0  # per connection, as Linux's tcp_invalid_ratelimit
     congestion: Callable[[int], CongestionControl] = NewReno  # made with the MSS
     tail_loss_probe: bool = True  # RFC 8985 §7: probe a silent tail before the RTO
 
@@ -85,11 +97,17 @@ class Connection:
 
     def __init__(
         self, local: tuple[int, int], remote: tuple[int, int], iss: int, mtu: int,
-        config: TcpConfig, now: float, ts_offset: int = 0,
+        config: TcpConfig, now: float, ts_offset: int = 0, budget: TcpBudget | None = None,
     ) -> None:
         self.local = local
         self.remote = remote
         self.cfg = config
+        # what the stack's connections share (a connection of its own when none is given)
+        self.budget = budget if budget is not None else TcpBudget(
+            config.mem_low, config.mem_pressure, config.mem_high, config.challenge_acks_per_s)
+        self.budget.users += 1
+        self.budget_user = True
+        self.charged = 0  # bytes of buffers this connection has told the budget about
         self.state = State.CLOSED
         self.outbox: list[tuple[bytes, memoryview | bytes]] = []
         self.events = SocketEvent(0)
@@ -122,9 +140,8 @@ class Connection:
         self.rcv_adv = 0  # right edge of the window we advertised
         self.rcv_wscale = 0
         self.rcvbuf = bytearray()
-        # Out-of-order data: disjoint ranges [start seq, bytes], in sequence order.
-        self.ooo: list[tuple[int, bytearray]] = []
-        self.last_ooo = 0  # a sequence number in the newest range (first SACK block)
+        self.ooo = OutOfOrder(config.ooo_max_segments)  # data beyond a hole, and its SACK
+        self.syn_wnd = 0  # the window our SYN offered
         self.ooo_fin: int | None = None  # where a FIN that came early sits
         self.fin_received = False
         self.last_ack_sent = 0
@@ -154,8 +171,7 @@ class Connection:
         self.unacked_bytes = 0  # data received since our last ACK
         self.rcv_mss = tcp.DEFAULT_MSS  # largest segment the peer has sent
         self.ack_now = False
-        self.challenge_tokens = float(config.challenge_acks_per_s)
-        self.challenge_stamp = now
+        self.last_oow_ack: float | None = None  # when we last answered an invalid segment
         self.now = now  # the time of the call being handled: what timestamps carry
         # congestion control
         self.cc: CongestionControl = config.congestion(self.mss)
@@ -212,14 +228,17 @@ class Connection:
             raise OSError(self.error or errno.EPIPE, "connection not open for sending")
         if self.fin_queued:
             raise OSError(errno.EPIPE, "send after shutdown")
-        room = self.cfg.sndbuf - len(self.sndbuf)
+        room = self._snd_room()
         n = min(room, len(data))
+        if n < len(data) and room < self.cfg.sndbuf - len(self.sndbuf):
+            self._count("snd_mem_limited")  # memory pressure took room this socket had
         if n > 0:
             try:
                 self.sndbuf += memoryview(data)[:n]
             except BufferError:  # a view of it is still alive somewhere: grow a copy
                 self.sndbuf = self.sndbuf + memoryview(data)[:n]
             self.output(now)
+        self._account()
         return n
 
     def recv(self, n: int, now: float) -> bytes:
@@ -227,6 +246,7 @@ class Connection:
         self.now = now
         data = bytes(self.rcvbuf[:n])
         del self.rcvbuf[:n]
+        self._account()
         if data and self.state in SYNCHRONIZED and not self.fin_received:
             self._maybe_window_update(now)  # after the peer's FIN it has nothing to send
         return data
@@ -241,7 +261,42 @@ class Connection:
 
     @property
     def writable(self) -> int:
-        return self.cfg.sndbuf - len(self.sndbuf) if self.state in CAN_SEND else 0
+        """Room in the send buffer: ``sndbuf``, less under memory pressure (``tcp_budget``)."""
+        return self._snd_room() if self.state in CAN_SEND else 0
+
+    # -- memory (tcp_budget) -------------------------------------------------------
+    def _held(self) -> int:
+        return len(self.sndbuf) + len(self.rcvbuf) + self.ooo.nbytes
+
+    def _snd_room(self) -> int:
+        return self.budget.room(len(self.sndbuf), self._held(), self.cfg.sndbuf,
+                                self.cfg.sndbuf_min)
+
+    def _rcv_room(self) -> int:
+        """Bytes more this connection may take in, in order or out of order."""
+        return self.budget.room(len(self.rcvbuf) + self.ooo.nbytes, self._held(),
+                                self.cfg.rcvbuf, self.cfg.rcvbuf_min)
+
+    def _account(self) -> None:
+        """Tell the budget what the buffers hold now (after each call that changed them)."""
+        held = len(self.sndbuf) + len(self.rcvbuf) + self.ooo.nbytes
+        if held != self.charged:
+            self.budget.charge(held - self.charged)
+            self.charged = held
+
+    def _leave_budget(self) -> None:
+        """No more buffers (TIME-WAIT or CLOSED): stop counting in the fair share."""
+        if self.budget_user:
+            self.budget_user = False
+            self.budget.users -= 1
+
+    def drop_buffers(self) -> None:
+        """The socket of a closed connection went away: unread data goes with it."""
+        self._release_buffers(keep_rcv=False)
+
+    def _count(self, what: str) -> None:
+        self.stats[what] = self.stats.get(what, 0) + 1
+        self.budget.stats["tcp." + what] += 1
 
     def shutdown_write(self, now: float) -> None:
         """Send FIN after the queued data (RFC 9293 §3.10.4 CLOSE)."""
@@ -305,6 +360,7 @@ class Connection:
             self._on_keepalive(now)
         if self.state != State.CLOSED:
             self.output(now)
+        self._account()
 
     def _on_rto(self, now: float) -> None:
         self.rto_deadline = self.tlp_deadline = None
@@ -371,6 +427,7 @@ class Connection:
             self._input_synchronized(seg, now)
         if self.state != State.CLOSED:
             self.output(now)
+        self._account()
 
     def _input_syn_sent(self, seg: Segment, now: float) -> None:
         f = seg.flags
@@ -386,7 +443,7 @@ class Connection:
             return
         self.irs = seg.seq
         self.rcv_nxt = seq_add(seg.seq, 1)
-        self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcvbuf, 0xFFFF))  # as our SYN said
+        self.rcv_adv = seq_add(self.rcv_nxt, self.syn_wnd)  # as our SYN said
         self._take_syn_options(seg, now)
         if f & ACK:
             self._ack_advance(seg.ack, now, seg)
@@ -434,14 +491,17 @@ class Connection:
         if self.ts_ok and seg.ts is not None and not f & RST and seq_lt(seg.ts[0],
                                                                          self.ts_recent):
             self.stats["paws_drops"] = self.stats.get("paws_drops", 0) + 1
-            self.ack_now = True
+            self._oow_ack(seg, now)
             return
         if not self._acceptable(seg, rcv_wnd):
             if rcv_wnd == 0 and seg.seq == self.rcv_nxt and f & ACK:
                 self._process_ack(seg, now)  # RFC 9293: a zero window still takes ACKs
             if not f & RST:
                 self.stats["out_of_window"] = self.stats.get("out_of_window", 0) + 1
-                self.ack_now = True
+                if f & SYN:
+                    self._challenge_ack(now)  # RFC 5961 §4.2: any SYN, in window or not
+                else:
+                    self._oow_ack(seg, now)
                 if self.state == State.TIME_WAIT and f & FIN:  # RFC 9293 §3.10.7.4
                     self.timewait_deadline = now + 2 * self.cfg.msl_ms
             return
@@ -794,6 +854,10 @@ class Connection:
         if len(data) > room:
             data = data[:room]
             fin = False  # the FIN lies beyond what we can take
+        bud = self.budget
+        if data and (bud.pressure or bud.held + len(data) > bud.high) and (
+                len(data) > self._rcv_room()):  # (otherwise the window alone decides)
+            data, fin = self._rcv_over_budget(seq, data, fin)
         if seq == self.rcv_nxt:
             if data:
                 self.rcvbuf += data
@@ -815,57 +879,34 @@ class Connection:
                 elif self.delack_deadline is None:
                     self.delack_deadline = now + self.cfg.delack_ms
         else:  # a hole before it: keep it, say so at once with a duplicate ACK and SACK
-            if data and not self._ooo_add(seq, data):
+            if data and not self.ooo.add(seq, data, self.rcv_nxt):
                 self.stats["ooo_dropped"] = self.stats.get("ooo_dropped", 0) + 1
             if fin:
                 self.ooo_fin = seq_add(seq, len(data))
             self.ack_now = True
 
-    def _ooo_add(self, seq: int, data: memoryview) -> bool:
-        """Keep out-of-order data, merged into disjoint ranges; False if over the limit."""
-        base = self.rcv_nxt
-        start = seq_diff(seq, base)
-        self.last_ooo = seq
-        if self.ooo:  # the common case: the next segment after the newest range
-            last_seq, last = self.ooo[-1]
-            last_end = seq_diff(last_seq, base) + len(last)
-            if start == last_end:
-                last += data
-                return True
-            if start > last_end:
-                if len(self.ooo) >= self.cfg.ooo_max_segments:
-                    return False
-                self.ooo.append((seq, bytearray(data)))
-                return True
-        elif start >= 0:
-            self.ooo.append((seq, bytearray(data)))
-            return True
-        # Somewhere in between (a retransmission filling part of a hole): merge.
-        pieces = [(seq_diff(s0, base), b) for s0, b in self.ooo] + [(start, bytearray(data))]
-        pieces.sort(key=lambda p: p[0])
-        merged: list[tuple[int, bytearray]] = []
-        for off, buf in pieces:
-            if merged and off <= merged[-1][0] + len(merged[-1][1]):
-                m_off, m_buf = merged[-1]
-                tail = off + len(buf) - (m_off + len(m_buf))
-                if tail > 0:
-                    m_buf += buf[len(buf) - tail:]
-            else:
-                merged.append((off, bytearray(buf)))
-        if len(merged) > self.cfg.ooo_max_segments:
-            return False
-        self.ooo = [(seq_add(base, off), buf) for off, buf in merged]
-        return True
+    def _rcv_over_budget(self, seq: int, data: memoryview, fin: bool
+                         ) -> tuple[memoryview, bool]:
+        """Memory is short: keep what the budget allows of in-order data (after letting
+        out-of-order data go, which RFC 2018 §8 allows), none of out-of-order data. The
+        window we offered stays (RFC 9293 §3.8.6): the peer sends the rest again."""
+        if seq == self.rcv_nxt and self.ooo:
+            self._count("ooo_pruned")
+            self.ooo.clear()
+            self._account()
+        room = self._rcv_room() if seq == self.rcv_nxt else 0
+        if len(data) > room:
+            self._count("rcv_mem_dropped")
+            data, fin = data[:room], False
+            self.ack_now = True  # tell the peer where we are (and the window we offer now)
+        return data, fin
 
     def _drain_ooo(self) -> None:
-        """Move ranges that now start at or before RCV.NXT into the receive buffer."""
-        while self.ooo and seq_le(self.ooo[0][0], self.rcv_nxt):
-            start, buf = self.ooo.pop(0)
-            skip = seq_diff(self.rcv_nxt, start)
-            if skip < len(buf):
-                self.rcvbuf += memoryview(buf)[skip:]
-                self.rcv_nxt = seq_add(start, len(buf))
-                self.events |= SocketEvent.RD
+        """Move data that now continues RCV.NXT into the receive buffer."""
+        nxt = self.ooo.drain(self.rcv_nxt, self.rcvbuf)
+        if nxt != self.rcv_nxt:
+            self.rcv_nxt = nxt
+            self.events |= SocketEvent.RD
 
     def _take_fin(self, now: float) -> None:
         self.rcv_nxt = seq_add(self.rcv_nxt, 1)
@@ -979,7 +1020,7 @@ class Connection:
             sack_ok=self.cfg.sack and (not ack or self.sack_ok),
             ts=ts,
         )
-        wnd = min(self.cfg.rcvbuf, 0xFFFF)
+        wnd = self.syn_wnd = min(self._rcv_space(), 0xFFFF)
         hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], self.iss,
                          self.rcv_nxt if ack else 0, SYN | (ACK if ack else 0), wnd, opts, b"")
         self.outbox.append((hdr, b""))
@@ -1021,9 +1062,18 @@ class Connection:
     def _ts_now(self, now: float) -> int:
         return (int(now) + self.ts_offset) & 0xFFFFFFFF  # a 1 ms timestamp clock
 
-    def _advertise(self) -> int:
-        """The window field to send, never shrinking the right edge (RFC 9293 §3.8.6.2.2)."""
+    def _rcv_space(self) -> int:
+        """The window we may offer from RCV.NXT: the buffer's room, within the budget."""
         space = max(self.cfg.rcvbuf - len(self.rcvbuf), 0)
+        bud = self.budget
+        if bud.pressure or bud.held > bud.high - space:  # only then can the budget say less
+            space = min(space, self.ooo.nbytes + self._rcv_room())
+        return space
+
+    def _advertise(self) -> int:
+        """The window field to send, never shrinking the right edge (RFC 9293 §3.8.6.2.2):
+        under memory pressure the offered space shrinks, the edge only stops moving."""
+        space = self._rcv_space()
         edge = seq_add(self.rcv_nxt, space)
         grow = seq_diff(edge, self.rcv_adv)
         if grow >= min(self.cfg.rcvbuf // 2, self.mss_local) or seq_lt(self.rcv_adv,
@@ -1045,11 +1095,7 @@ class Connection:
         """Up to 3 (4 without timestamps) blocks, the newest first (RFC 2018 §4)."""
         if not self.sack_ok or not self.ooo:
             return None
-        blocks = [(s0, seq_add(s0, len(b))) for s0, b in self.ooo]
-        newest = next((i for i, (a, b) in enumerate(blocks)
-                       if seq_le(a, self.last_ooo) and seq_lt(self.last_ooo, b)), 0)
-        blocks.insert(0, blocks.pop(newest))
-        return blocks[:3 if self.ts_ok else 4]
+        return self.ooo.sack_blocks(3 if self.ts_ok else 4)
 
     def _emit(self, seq: int, ack: int, flags: int, payload: memoryview | bytes) -> None:
         if flags & ACK:
@@ -1073,17 +1119,32 @@ class Connection:
 
     def _challenge_ack(self, now: float) -> None:
         """RFC 5961 §3.2/§4.2/§5.2, rate-limited (§7)."""
-        rate = self.cfg.challenge_acks_per_s
-        self.challenge_tokens = min(rate, self.challenge_tokens +
-                                    (now - self.challenge_stamp) * rate / 1000.0)
-        self.challenge_stamp = now
-        if self.challenge_tokens >= 1:
-            self.challenge_tokens -= 1
-            self.stats["challenge_acks"] = self.stats.get("challenge_acks", 0) + 1
+        if self._ack_allowed(now, "challenge_acks"):
             self._emit(self.snd_nxt, self.rcv_nxt, ACK, b"")
-        else:
-            self.stats["challenge_acks_limited"] = self.stats.get("challenge_acks_limited",
-                                                                  0) + 1
+
+    def _oow_ack(self, seg: Segment, now: float) -> None:
+        """An unacceptable segment draws an ACK (RFC 9293 §3.10.7.4, RFC 7323 §5.3),
+        rate-limited like a challenge ACK (RFC 5961 §5.2, §7), unless its sender is in
+        step with us: a zero-window probe at RCV.NXT (RFC 9293 §3.8.6.1), a keep-alive
+        or a retransmitted FIN just below it (RFC 1122 §4.2.3.6). A blind sender cannot
+        know RCV.NXT, so these exemptions cost it the whole sequence space."""
+        in_step = len(seg.payload) <= 1 and seq_diff(self.rcv_nxt, seg.seq) in (0, 1)
+        if in_step or self._ack_allowed(now, "oow_acks"):
+            self.ack_now = True
+
+    def _ack_allowed(self, now: float, what: str) -> bool:
+        """One per ``invalid_ack_interval_ms`` per connection, and the stack's
+        ``challenge_acks_per_s`` over all (``tcp_budget``); refusals are counted."""
+        last = self.last_oow_ack
+        if last is not None and 0 <= now - last < self.cfg.invalid_ack_interval_ms:
+            self._count(what + "_limited")
+            return False
+        self.last_oow_ack = now
+        if not self.budget.challenge_ack_ok(now):
+            self._count(what + "_limited_stack")
+            return False
+        self.stats[what] = self.stats.get(what, 0) + 1
+        return True
 
     def _free_sndbuf(self, n: int) -> None:
         try:
@@ -1104,6 +1165,7 @@ class Connection:
     def _enter_time_wait(self, now: float) -> None:
         self.state = State.TIME_WAIT
         self._release_buffers()
+        self._leave_budget()
         self.rto_deadline = self.persist_deadline = self.keepalive_deadline = None
         self.rack_deadline = self.tlp_deadline = None
         self.timewait_deadline = now + 2 * self.cfg.msl_ms
@@ -1113,6 +1175,7 @@ class Connection:
         was = self.state
         self.state = State.CLOSED
         self._release_buffers(keep_rcv=err == 0)
+        self._leave_budget()
         self.rto_deadline = self.delack_deadline = self.persist_deadline = None
         self.keepalive_deadline = self.timewait_deadline = None
         self.rack_deadline = self.tlp_deadline = None
@@ -1128,6 +1191,7 @@ class Connection:
         self.sacked.clear()
         if not keep_rcv:
             self.rcvbuf = bytearray()
+        self._account()
 
     def info(self) -> dict[str, object]:
         """Per-connection figures, like Linux's tcp_info."""

@@ -9,6 +9,11 @@ and a connection is created only when the cookie comes back in a valid ACK.
 Connections made from cookies carry the MSS (from a table of four) but not
 window scaling, timestamps or SACK. SYNs that find a full accept queue are
 dropped without an answer, so the client's retransmission tries again later.
+
+Bounds on what peers can make the stack hold: at most ``max_connections``
+TCBs in all and ``listener_max_connections`` per listener (SYNs beyond are
+dropped unanswered and counted, as for a full accept queue; ``connect``
+fails with ENOBUFS), and one memory budget for all buffers (``tcp_budget``).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from hilkit.stack import ipv4, tcp
 from hilkit.stack.addr import ANY
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.tcp import ACK, RST, SYN, Segment, seq_add
+from hilkit.stack.tcp_budget import TcpBudget
 from hilkit.stack.tcp_conn import Connection, State, TcpConfig
 from hilkit.stack.tcp_socket import TcpSocket
 from hilkit.stack.timers import Timer
@@ -49,6 +55,9 @@ class TcpLayer:
         self.bound: set[tuple[int, int]] = set()
         self._armed: dict[Connection, Timer] = {}  # one timer per connection, the earliest
         self._half_open_of: dict[Connection, TcpSocket] = {}
+        self._listener_of: dict[Connection, TcpSocket] = {}  # counted in its ``children``
+        self.budget = TcpBudget(config.mem_low, config.mem_pressure, config.mem_high,
+                                config.challenge_acks_per_s, stack.stats)
         self._secret = secrets.token_bytes(16)
         self._next_ephemeral = 0
         self._ts_secret = secrets.token_bytes(16)
@@ -98,9 +107,12 @@ class TcpLayer:
         key = (laddr, lport, remote[0], remote[1])
         if key in self.conns:
             raise OSError(errno.EADDRINUSE, "that connection exists")
+        if len(self.conns) >= self.config.max_connections:
+            st.stats["tcp.conn_limit_refused"] += 1
+            raise OSError(errno.ENOBUFS, "too many TCP connections")
         now = st.clock.now_ms()
         conn = Connection((laddr, lport), remote, self._isn(key, now), route.iface.dev.mtu,
-                          self.config, now, self._ts_offset(key))
+                          self.config, now, self._ts_offset(key), self.budget)
         conn.nodelay = sock.nodelay
         conn.context = sock
         sock.conn = conn
@@ -157,6 +169,8 @@ class TcpLayer:
         if len(lst.accept_queue) >= lst.backlog:
             st.stats["tcp.listen_overflow"] += 1
             return
+        if not self._room_for_child(lst):
+            return
         key = (h.dst, seg.dport, h.src, seg.sport)
         if lst.half_open >= self.max_syn_backlog:
             if self.syncookies:
@@ -169,13 +183,26 @@ class TcpLayer:
             st.stats["ipv4.no_route"] += 1
             return
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
-                          route.iface.dev.mtu, self.config, now, self._ts_offset(key))
+                          route.iface.dev.mtu, self.config, now, self._ts_offset(key),
+                          self.budget)
         conn.nodelay = lst.nodelay
         self.conns[key] = conn
         self._half_open_of[conn] = lst
         lst.half_open += 1
+        self._listener_of[conn] = lst
+        lst.children += 1
         conn.accept_syn(seg, now)
         self.flush(conn)
+
+    def _room_for_child(self, lst: TcpSocket) -> bool:
+        """The caps on connections in all and per listener; a refusal is counted."""
+        if len(self.conns) >= self.config.max_connections:
+            self.stack.stats["tcp.conn_limit_refused"] += 1
+            return False
+        if lst.children >= self.config.listener_max_connections:
+            self.stack.stats["tcp.listener_limit_refused"] += 1
+            return False
+        return True
 
     def _reset_for(self, h: ipv4.Header, seg: Segment) -> None:
         """RFC 9293 §3.10.7.1: a segment for no connection draws a RST (unless it is one)."""
@@ -220,14 +247,18 @@ class TcpLayer:
         if len(lst.accept_queue) >= lst.backlog:
             self.stack.stats["tcp.listen_overflow"] += 1
             return True
+        if not self._room_for_child(lst):
+            return True
         route, _ = self.stack._source_for(h.src)
         if route is None:
             return True
         conn = Connection((h.dst, seg.dport), key[2:], cookie, route.iface.dev.mtu,
-                          self.config, now)
+                          self.config, now, budget=self.budget)
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
         self.stack.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
+        self._listener_of[conn] = lst
+        lst.children += 1
         self._accepted(lst, conn)
         if seg.payload or seg.flags & tcp.FIN:
             conn.input(seg, now)
@@ -296,6 +327,9 @@ class TcpLayer:
         parent = self._half_open_of.pop(conn, None)
         if parent is not None:
             parent.half_open -= 1
+        parent = self._listener_of.pop(conn, None)
+        if parent is not None:
+            parent.children -= 1
 
     def icmp_error(self, err: int, src: int, dst: int, transport: memoryview) -> None:
         """An ICMP error about one of our segments (or a local failure to send it)."""

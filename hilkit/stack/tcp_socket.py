@@ -41,6 +41,7 @@ class TcpSocket:
         self.backlog = 0
         self.accept_queue: deque[TcpSocket] = deque()
         self.half_open = 0
+        self.children = 0  # connections from this listener still in the stack (all states)
 
     # -- setup -------------------------------------------------------------------
     def bind(self, addr: tuple[str, int]) -> None:
@@ -170,6 +171,8 @@ class TcpSocket:
                 conn.shutdown_write(now)
                 conn.orphan(now)
             self._stack.tcp.flush(conn)
+        elif conn is not None:
+            conn.drop_buffers()  # closed already: what nobody read leaves the budget
         if self.local is not None:  # the connection's own 4-tuple stays taken until it ends
             self._stack.tcp.unbind(self.local)
 

@@ -7,7 +7,7 @@ import os
 import struct
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from hilkit.stack import checksum
 from hilkit.stack.addr import int_to_ip, ip_to_int
@@ -48,13 +48,27 @@ def header(src: int, sport: int, dst: int, dport: int, payload: checksum.Buffer)
     return _HDR.pack(sport, dport, length, c or 0xFFFF)
 
 
+class Datagram(NamedTuple):
+    """A received datagram and where it was going, as ``IP_PKTINFO`` tells on Linux.
+
+    A service that answers checks ``broadcast`` first: answering a datagram
+    sent to a broadcast or multicast address turns one spoofed packet into
+    many (reflection, amplification).
+    """
+
+    data: bytes
+    addr: tuple[str, int]  # the sender
+    dst: str  # the destination address in its IP header
+    broadcast: bool  # sent to a broadcast or multicast address, at the IP or the link layer
+
+
 class UdpSocket:
     """A UDP socket driven by the stack's ``tick()``; nothing here blocks.
 
     ``on_event(sock, events)`` is called with ``SocketEvent.RD`` when a
     datagram is queued and ``SocketEvent.ERR`` when an ICMP error concerns a
-    connected socket; the next ``recvfrom``/``send`` then raises it, as a
-    Linux socket reports ``ECONNREFUSED`` once.
+    connected socket; the next ``recvfrom``/``recvmsg``/``send`` then raises
+    it, as a Linux socket reports ``ECONNREFUSED`` once.
     """
 
     def __init__(
@@ -66,7 +80,7 @@ class UdpSocket:
         self.local: tuple[int, int] | None = None  # (address or 0, port)
         self.remote: tuple[int, int] | None = None
         self.rcvbuf = rcvbuf
-        self._queue: deque[tuple[bytes, tuple[str, int]]] = deque()
+        self._queue: deque[Datagram] = deque()
         self._queued_bytes = 0
         self.error: int = 0
         self.closed = False
@@ -106,13 +120,18 @@ class UdpSocket:
 
     def recvfrom(self) -> tuple[bytes, tuple[str, int]] | None:
         """The oldest datagram and its sender, or None if none is queued."""
+        d = self.recvmsg()
+        return None if d is None else (d.data, d.addr)
+
+    def recvmsg(self) -> Datagram | None:
+        """The oldest datagram with its sender and destination, or None if none is queued."""
         self._check_open()
         self._raise_error()
         if not self._queue:
             return None
-        item = self._queue.popleft()
-        self._queued_bytes -= len(item[0])
-        return item
+        d = self._queue.popleft()
+        self._queued_bytes -= len(d.data)
+        return d
 
     def pending(self) -> int:
         return len(self._queue)
@@ -127,11 +146,12 @@ class UdpSocket:
             self._queue.clear()
 
     # -- called by the stack ----------------------------------------------
-    def _deliver(self, payload: memoryview, src: int, sport: int) -> bool:
+    def _deliver(self, payload: memoryview, src: int, sport: int, dst: int = 0,
+                 broadcast: bool = False) -> bool:
         if self._queued_bytes + len(payload) > self.rcvbuf:
             return False
         data = bytes(payload)
-        self._queue.append((data, (int_to_ip(src), sport)))
+        self._queue.append(Datagram(data, (int_to_ip(src), sport), int_to_ip(dst), broadcast))
         self._queued_bytes += len(data)
         self._stack._notify(self, SocketEvent.RD)
         return True

@@ -12,7 +12,7 @@ import select
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -94,10 +94,12 @@ class Server:
         return self.counters
 
 
-def start_server(ns: Netns, tmp_path: Path, *extra: str) -> Server:
+def start_server(ns: Netns, tmp_path: Path, *extra: str, pcap: Path | None = None,
+                 wrapper: Sequence[str] = ()) -> Server:
+    """`hilkit serve` on the namespace's TAP; ``wrapper`` runs it (e.g. ``unshare ...``)."""
     kernel_side(ns, persistent=True)
-    pcap = tmp_path / "serve.pcapng"
-    cmd = [sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
+    pcap = pcap or tmp_path / "serve.pcapng"
+    cmd = [*wrapper, sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
            "--ip", f"{HILKIT_IP}/{PREFIX}", "--pcap", str(pcap), *extra]
     proc = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert proc.stdout is not None

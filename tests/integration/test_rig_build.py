@@ -378,3 +378,52 @@ def test_rig_check_of_a_missing_board_exits_2_quickly() -> None:
     assert time.monotonic() - t0 < 5
     assert res.returncode == 2
     assert "/dev/spidev0.0" in res.stderr and "dtparam=spi=on" in res.stderr
+
+
+# -- a lab's bus factory that fails: one mechanism, the same words from both commands ---------
+
+
+FACTORY_RIG = """\
+name = "bad-bridge"
+
+[driver]
+name = "w5100"
+
+[bus]
+kind = "python"
+factory = "{factory}"
+
+[peer]
+kind = "tap"
+interface = "hkf0"
+address = "10.9.7.1/24"
+
+[dut]
+address = "10.9.7.2/24"
+"""
+
+
+@pytest.mark.parametrize(("factory", "problem"), [
+    ("tests.rig_plugins:raising_bus",
+     "tests.rig_plugins:raising_bus raised RuntimeError: no such bridge on USB"),
+    ("tests.rig_plugins:not_a_bus", "object is not an SpiBus"),
+    ("tests.rig_plugin_boom:open_bus",
+     "importing module 'tests.rig_plugin_boom' failed: RuntimeError: this bridge package is "
+     "broken"),
+])
+@pytest.mark.parametrize("command", ["rig check", "hil"])
+def test_a_failing_bus_factory_exits_2_naming_the_key(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], factory: str, problem: str,
+    command: str,
+) -> None:
+    from hilkit.cli import main
+    from hilkit.rig.schema import display_path
+
+    path = tmp_path / "bad-bridge.toml"
+    path.write_text(FACTORY_RIG.format(factory=factory))
+    argv = (["rig", "check", str(path)] if command == "rig check"
+            else ["hil", "--rig", str(path), "--out", str(tmp_path / "report")])
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    assert f"hilkit {command}: {display_path(path)}: bus.factory: {problem}" in err, err

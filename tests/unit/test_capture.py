@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import io
+import logging
+import os
 import struct
 import time
 from decimal import Decimal
@@ -536,3 +539,110 @@ def test_capture_device_keeps_working_after_writer_closed() -> None:
     assert dev.poll(1) == [ARP_REPLY]
     assert inner.sent == [ARP_REQUEST]
     assert [t for t, _ in parse_blocks(buf.getvalue())[1]] == [0x0A0D0D0A, 1]
+
+
+# ---------------------------------------------------------------------------
+# A file that stops taking writes: the capture stops, traffic goes on
+# ---------------------------------------------------------------------------
+
+
+class FillingFile(io.RawIOBase):
+    """A file with room for ``room`` bytes; then every write fails as a full disk does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.data = bytearray()
+        self.failed_writes = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b: bytes | bytearray | memoryview) -> int:  # type: ignore[override]
+        n = len(memoryview(b))
+        if len(self.data) + n > self.room:
+            self.failed_writes += 1
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        self.data += bytes(b)
+        return n
+
+
+def test_writer_stops_on_a_full_disk_with_one_error_and_counters(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    f = FillingFile(room=400)
+    writer = PcapngWriter(f)  # type: ignore[arg-type]
+    iface = writer.add_interface("eth0", LinkType.ETHERNET, mac=MAC_A)
+    with caplog.at_level(logging.ERROR, logger="hilkit.port.capture"):
+        for _ in range(50):
+            writer.write(iface, ECHO_REQUEST, False)  # never raises
+        writer.flush()
+        writer.close()
+    assert writer.write_errors == 1 and isinstance(writer.error, OSError)
+    assert writer.error.errno == errno.ENOSPC
+    assert writer.frames_written + writer.frames_not_captured == 50
+    assert writer.frames_not_captured >= 45
+    assert f.failed_writes == 1, "a failed file is not written to again"
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "No space left on device" in errors[0].getMessage()
+    assert writer.counters() == {"frames_written": writer.frames_written,
+                                 "frames_not_captured": writer.frames_not_captured,
+                                 "write_errors": 1}
+
+
+def test_writer_on_dev_full_fails_once_and_closes_quietly(caplog: pytest.LogCaptureFixture) -> None:
+    """A path the writer owns and buffers: the failure shows at a flush, and at close."""
+    with caplog.at_level(logging.ERROR, logger="hilkit.port.capture"):
+        writer = PcapngWriter("/dev/full")
+        iface = writer.add_interface("eth0", LinkType.ETHERNET)
+        for _ in range(200):  # more than the buffer holds
+            writer.write(iface, bytes(1500), True)
+        writer.close()
+    assert writer.write_errors == 1 and writer.frames_not_captured > 0
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+    quiet = PcapngWriter("/dev/full")  # buffered and never flushed before close
+    quiet.close()
+    assert quiet.write_errors == 1 and quiet.closed
+
+
+def test_capture_device_passes_frames_after_the_file_failed() -> None:
+    inner = FakeDevice("eth0", LinkType.ETHERNET, MAC_A)
+    writer = PcapngWriter(FillingFile(room=200))  # type: ignore[arg-type]
+    dev = CaptureDevice(inner, writer)
+    inner.rx = [ARP_REPLY] * 10
+    assert dev.poll(10) == [ARP_REPLY] * 10, "frames polled are the stack's, capture or not"
+    assert all(dev.send(ARP_REQUEST) for _ in range(5))
+    assert inner.sent == [ARP_REQUEST] * 5
+    assert writer.write_errors == 1
+    assert writer.frames_written + writer.frames_not_captured == 15
+
+
+def test_stack_serves_on_while_its_capture_fails(caplog: pytest.LogCaptureFixture) -> None:
+    from hilkit.port import ManualClock
+    from hilkit.stack import PingError, PingStats, Stack
+    from tests.memwire import A_IP, B_IP, wire
+
+    clock = ManualClock(1000.0)
+    wa, wb = wire()
+    a, b = Stack(clock, pcap="/dev/full"), Stack(clock)
+    a.add_device(wa)
+    b.add_device(wb)
+    a.link_add(wa, A_IP, "255.255.255.0")
+    b.link_add(wb, B_IP, "255.255.255.0")
+    got: list[PingStats] = []
+    with caplog.at_level(logging.ERROR):
+        b.ping(A_IP, 10, 100, 1000, 8000, got.append)  # ~170 kB through a's capture
+        for _ in range(10):
+            for _ in range(20):
+                a.tick()
+                b.tick()
+            clock.advance(100)
+        a.close()
+    assert [s.err for s in got] == [PingError.REPLIED] * 10
+    cap = a.counters()["capture"]
+    assert isinstance(cap, dict)
+    assert cap["write_errors"] == 1 and cap["frames_not_captured"] > 0
+    assert "internal_error" not in a.drops
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is None
+    assert "capture /dev/full" in errors[0].getMessage()

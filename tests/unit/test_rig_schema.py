@@ -221,14 +221,15 @@ def test_missing_section(tmp_path: Path) -> None:
 
 def test_bad_address(tmp_path: Path) -> None:
     lines = errors_of(tmp_path, replace(SPIDEV_RIG, "192.168.7.2/24", "192.168.7.300/24"))
-    assert lines == ['rigs/bench.toml: dut.address: "192.168.7.300" is not an IPv4 address']
+    assert lines == [
+        'rigs/bench.toml: dut.address: "192.168.7.300" is not an IPv4 address (a.b.c.d)']
 
 
 @pytest.mark.parametrize(("value", "problem"), [
-    ("192.168.7.2", 'expected ADDRESS/PREFIX such as "192.168.7.1/24", got "192.168.7.2"'),
+    ("192.168.7.2", 'expected ADDRESS/PREFIX such as "192.168.5.4/24", got "192.168.7.2"'),
     ("192.168.7.0/24", "192.168.7.0 is the network address of 192.168.7.0/24, not a host"),
     ("192.168.7.255/24", "192.168.7.255 is the broadcast address of 192.168.7.0/24"),
-    ("224.0.0.1/24", "224.0.0.1 is not a unicast host address"),
+    ("224.0.0.1/24", "224.0.0.1 is a multicast address (224.0.0.0/4), not a host's"),
     ("192.168.8.2/24", "192.168.8.2/24 is not on the peer's network 192.168.7.0/24 "
                        "(peer.address = 192.168.7.1/24)"),
     ("192.168.7.1/24", "192.168.7.1 is also the peer's address (peer.address)"),
@@ -550,3 +551,117 @@ def test_rig_check_of_a_broken_rig(
                    '"192.168.7.2/99" is out of range 0..32\n')
     assert run_cli("rig", "check", "no-such-rig") == 2
     assert "no rig named 'no-such-rig'" in capsys.readouterr().err
+
+
+def test_python_bus_factory_whose_module_raises_on_import(tmp_path: Path) -> None:
+    path = write(tmp_path, replace(PLUGIN_RIG, "tests.rig_plugins:make_loopback_bus",
+                                   "tests.rig_plugin_boom:open_bus"))
+    with pytest.raises(RigError) as info:
+        resolve_factory(parse_rig(path))
+    assert str(info.value) == (f"{path}: bus.factory: importing module 'tests.rig_plugin_boom' "
+                               "failed: RuntimeError: this bridge package is broken")
+
+
+def test_python_bus_factory_that_raises(tmp_path: Path) -> None:
+    path = write(tmp_path, replace(PLUGIN_RIG, "make_loopback_bus", "raising_bus"))
+    rig = parse_rig(path)
+    assert rig.bus is not None
+    with ExitStack() as es, pytest.raises(RigError) as info:
+        _make_bus(es, rig, rig.bus, None, ManualClock())
+    assert str(info.value) == (f"{path}: bus.factory: tests.rig_plugins:raising_bus raised "
+                               "RuntimeError: no such bridge on USB")
+
+
+# -- suite parameters: declared once, validated with the file, read typed --------------------
+
+
+def test_suite_parameters_are_checked(tmp_path: Path) -> None:
+    text = TAP_RIG + ('\n[suites.tcp]\nbytes = "16M"\nbyte = 1\n[suites.icmp]\ncount = "three"\n'
+                      'sizes = "abc"\n[suites.conformance]\ntimeout_s = "x"\n'
+                      '[suites.udp]\nsizes = [1, 70000]\nport = -1\n')
+    assert sorted(errors_of(tmp_path, text)) == sorted([
+        'rigs/bench.toml: suites.icmp.count: expected an integer, got "three"',
+        'rigs/bench.toml: suites.icmp.sizes: expected an array of integers such as '
+        '[0, 56, 1472], got "abc"',
+        "rigs/bench.toml: suites.udp.sizes[1]: 70000 is out of range 0..65507",
+        "rigs/bench.toml: suites.udp.port: -1 is out of range 0..65535",
+        'rigs/bench.toml: suites.tcp.bytes: expected an integer, got "16M"',
+        'rigs/bench.toml: suites.tcp.byte: unknown parameter "byte" of suite tcp; '
+        'did you mean "bytes"?',
+        'rigs/bench.toml: suites.conformance.timeout_s: expected a number, got "x"',
+    ])
+
+
+@pytest.mark.parametrize(("value", "problem"), [
+    ("nan", "nan is not a finite number"),
+    ("inf", "inf is not a finite number"),
+    ("1e308", "1e+308 is out of range: numbers in a rig file fit 64 bits"),
+    ("99999999999999999999", "99999999999999999999 is out of range: numbers in a rig file "
+                             "fit 64 bits"),
+    ("-1", "-1 is out of range 576..9216"),
+])
+def test_numbers_are_finite_and_in_range(tmp_path: Path, value: str, problem: str) -> None:
+    lines = errors_of(tmp_path, replace(SPIDEV_RIG, "mtu = 1500", f"mtu = {value}"))
+    assert lines == [f"rigs/bench.toml: mtu: {problem}"]
+
+
+def test_suite_parameters_have_typed_defaults(tmp_path: Path) -> None:
+    rig = parse_rig(write(tmp_path, TAP_RIG + "\n[suites.icmp]\ncount = 5\n"))
+    icmp = rig.suite_params("icmp")
+    assert dict(icmp) == {"count": 5}  # what the file says
+    assert (icmp.integer("count"), icmp.number("timeout_s")) == (5, 5.0)
+    assert icmp.integers("sizes") == (0, 56, 1472, 1473, 4000)
+    throughput = rig.suite_params("throughput")  # not in the file: every default
+    assert throughput.integer("bytes") == 4 << 20 and not throughput.sim_defaulted("bytes")
+    with pytest.raises(KeyError):
+        icmp.integer("bytes")
+    with pytest.raises(TypeError):
+        icmp.number("count")
+
+
+def test_simulated_rigs_with_a_bus_get_the_sim_defaults() -> None:
+    sim = load_rig("sim-w5100").suite_params("throughput")
+    assert sim.integer("bytes") == 1 << 20 and sim.sim_defaulted("bytes")
+    assert load_rig("sim-w5100").suite_params("conformance").number("timeout_s") == 10.0
+    assert load_rig("sim-tap").suite_params("throughput").integer("bytes") == 4 << 20
+    assert load_rig("rpi-w5100").suite_params("conformance").number("timeout_s") == 3.0
+
+
+def test_docs_list_the_declared_suite_parameters() -> None:
+    from hilkit.rig.suite_params import params_markdown
+
+    docs = (REPO_RIGS.parent / "docs" / "rigs.md").read_text()
+    begin, end = "<!-- suite-params:begin -->\n", "<!-- suite-params:end -->"
+    assert begin in docs and end in docs
+    table = docs[docs.index(begin) + len(begin):docs.index(end)]
+    assert table == params_markdown(), "regenerate the table: params_markdown()"
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ("x = " + "[" * 1000 + "]" * 1000 + "\n", "not valid TOML: tables or arrays nested too deeply"),
+    ("x = " + "9" * 5000 + "\n", "not valid TOML (line 1): Exceeds the limit"),
+])
+def test_whatever_tomllib_raises_names_the_file(tmp_path: Path, text: str, problem: str) -> None:
+    lines = errors_of(tmp_path, text)
+    assert len(lines) == 1 and lines[0].startswith(f"rigs/bench.toml: {problem}"), lines
+
+
+def test_files_that_are_not_text(tmp_path: Path) -> None:
+    (tmp_path / "bin.toml").write_bytes(b'name = "\xff"\n')
+    with pytest.raises(RigError) as info:
+        parse_rig(tmp_path / "bin.toml", display="b.toml")
+    assert str(info.value) == ("b.toml: not UTF-8 text: byte 0xff on line 1 cannot be decoded "
+                               "(TOML files are UTF-8)")
+    (tmp_path / "d.toml").mkdir()
+    with pytest.raises(RigError, match="is a directory, not a rig file"):
+        load_rig(tmp_path / "d.toml")
+    with pytest.raises(RigError, match="is not a regular file"):
+        parse_rig(os.devnull)
+
+
+def test_prefix_length_of_thousands_of_digits(tmp_path: Path) -> None:
+    lines = errors_of(tmp_path, replace(TAP_RIG, "192.168.7.2/24", "192.168.7.2/" + "9" * 5000))
+    assert len(lines) == 1
+    assert lines[0].startswith("rigs/bench.toml: dut.address: prefix length 999999999999... "
+                               "(5000 characters) in ")
+    assert lines[0].endswith("is out of range 0..32") and len(lines[0]) < 300

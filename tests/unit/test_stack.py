@@ -356,6 +356,59 @@ def test_bad_input_counted_per_reason() -> None:
     }
 
 
+FORGED_MAC = b"\x02\x66\x66\x66\x66\x66"
+
+
+@pytest.mark.parametrize("how", ["unsolicited_reply", "reply_to_another", "gratuitous_request",
+                                 "request_for_us"])
+def test_arp_entry_is_not_redirected_while_fresh(how: str) -> None:
+    p = Pair()
+    _, cb = collect()
+    p.a.ping(B_IP, 1, 1000, 1000, 8, cb)  # type: ignore[arg-type]
+    p.settle()
+    cache = p.a.interfaces[0].arp
+    assert cache.entries(p.clock.now_ms()) == {0x0A000002: B_MAC}
+    spa, tpa, op = {
+        "unsolicited_reply": (0x0A000002, 0x0A000001, arp_mod.OP_REPLY),
+        "reply_to_another": (0x0A000002, 0x0A000063, arp_mod.OP_REPLY),
+        "gratuitous_request": (0x0A000002, 0x0A000002, arp_mod.OP_REQUEST),
+        "request_for_us": (0x0A000002, 0x0A000001, arp_mod.OP_REQUEST),
+    }[how]
+    dst = eth.BROADCAST_MAC if op == arp_mod.OP_REQUEST else A_MAC
+
+    def forge() -> None:
+        pkt = arp_mod.build(op, FORGED_MAC, spa, bytes(6), tpa)
+        p.wa.rx.append(eth.header(dst, FORGED_MAC, eth.ETHERTYPE_ARP) + pkt)
+        p.a.tick()
+
+    forge()
+    assert cache.entries(p.clock.now_ms()) == {0x0A000002: B_MAC}
+    assert p.a.drops["arp.locked"] == 1
+    p.advance(999)
+    forge()
+    assert cache.entries(p.clock.now_ms()) == {0x0A000002: B_MAC}
+    assert p.a.drops["arp.locked"] == 2
+    p.advance(1)  # the lock (1 s) is over: RFC 826's merge applies again
+    forge()
+    assert cache.entries(p.clock.now_ms()) == {0x0A000002: FORGED_MAC}
+    assert p.a.drops["arp.locked"] == 2
+
+
+def test_datagrams_from_our_own_address_are_dropped() -> None:
+    p = Pair()
+    p.settle()
+    mac = p.wb.mac
+    assert mac is not None
+    before = len(p.wb.sent)
+    for proto, body in ((ipv4.PROTO_ICMP, icmp4.echo_header(False, 7, 1, b"hi")),
+                        (ipv4.PROTO_UDP, bytes(8)), (ipv4.PROTO_TCP, bytes(20))):
+        pkt = ipv4.build_header(0x0A000002, 0x0A000002, proto, len(body), 1) + body
+        p.wb.rx.append(eth.header(mac, A_MAC, eth.ETHERTYPE_IPV4) + pkt)
+    p.b.tick()
+    assert p.b.drops["ipv4.own_source"] == 3
+    assert len(p.wb.sent) == before  # no echo reply, RST or port unreachable to ourselves
+
+
 def test_link_del_removes_address_and_on_link_route() -> None:
     p = Pair()
     p.a.link_add(p.wa, "10.0.1.1", "255.255.255.0")

@@ -23,12 +23,14 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from hilkit.stack import tcp
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.tcp import ACK, FIN, PSH, RST, SYN, Segment, seq_add, seq_diff, seq_le, seq_lt
+from hilkit.stack.tcp_budget import TcpBudget
 from hilkit.stack.tcp_conn import Connection, State, TcpConfig
 
 A_IP, B_IP = 0x0A000001, 0x0A000002
@@ -52,12 +54,12 @@ class Pipe:
     def __init__(self, cfg_a: TcpConfig | None = None, cfg_b: TcpConfig | None = None,
                  iss_a: int = 1000, iss_b: int = 500_000, mtu_a: int = 1500,
                  mtu_b: int = 1500, ts_a: int = 0x100, ts_b: int = 0x7000_0000,
-                 now: float = T0) -> None:
+                 now: float = T0, budget_b: TcpBudget | None = None) -> None:
         self.now = now
         self.a = Connection((A_IP, A_PORT), (B_IP, B_PORT), iss_a, mtu_a, cfg_a or TcpConfig(),
                             now, ts_a)
         self.b = Connection((B_IP, B_PORT), (A_IP, A_PORT), iss_b, mtu_b, cfg_b or TcpConfig(),
-                            now, ts_b)
+                            now, ts_b, budget_b)
         self.log: list[Sent] = []
         self.drop: Drop | None = None
         self.held: list[tuple[str, Segment]] = []
@@ -251,7 +253,7 @@ def assert_released(c: Connection) -> None:
 
 
 def established(cfg_a: TcpConfig | None = None, cfg_b: TcpConfig | None = None,
-                **kw: int) -> Pipe:
+                **kw: Any) -> Pipe:
     p = Pipe(cfg_a, cfg_b, **kw)
     p.open()
     p.a.events = p.b.events = SocketEvent(0)
@@ -728,18 +730,19 @@ def test_ack_too_old_is_dropped_with_ack_but_old_ack_in_range_is_fine() -> None:
 
 
 def test_challenge_acks_are_rate_limited() -> None:
-    """RFC 5961 §7: challenge ACKs are throttled (here: challenge_acks_per_s per second)."""
-    cfg = TcpConfig(challenge_acks_per_s=10)
+    """RFC 5961 §7: challenge ACKs are throttled: one per invalid_ack_interval_ms per
+    connection (more in tests/unit/test_tcp_limits.py)."""
+    cfg = TcpConfig(invalid_ack_interval_ms=500)
     p = established(cfg, cfg)
     a = p.a
     acks = 0
     for i in range(50):
         acks += len(p.inject("b", p.forge("b", seq_add(a.rcv_nxt, 10 + i), 0, RST)))
-    assert 1 <= acks <= 10
-    p.now += 1000
+    assert acks == 1 and a.stats["challenge_acks_limited"] == 49
+    p.now += 500
     acks2 = sum(len(p.inject("b", p.forge("b", seq_add(a.rcv_nxt, 10), 0, SYN)))
                 for _ in range(50))
-    assert 1 <= acks2 <= 10
+    assert acks2 == 1
     assert a.state == State.ESTABLISHED
 
 

@@ -6,8 +6,11 @@ Names follow the kernel headers they come from, so a reader can grep them.
 from __future__ import annotations
 
 import fcntl
+import os
 import socket
 import struct
+
+from hilkit.port.names import IFNAMSIZ, ifname_problem
 
 TUN_PATH = "/dev/net/tun"
 
@@ -22,7 +25,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCGIFMTU = 0x8921
 
 # <linux/if.h>
-IFNAMSIZ = 16
 IFF_UP = 0x0001
 IFF_RUNNING = 0x0040
 
@@ -34,10 +36,10 @@ _IFREQ_INT = struct.Struct(f"={IFNAMSIZ}si20x")
 
 def check_ifname(name: str) -> bytes:
     """Encode an interface name, refusing what the kernel would refuse."""
-    raw = name.encode()
-    if not raw or len(raw) >= IFNAMSIZ or b"/" in raw or b"\0" in raw or raw.isspace():
-        raise ValueError(f"bad interface name {name!r} (1..{IFNAMSIZ - 1} bytes)")
-    return raw
+    why = ifname_problem(name)
+    if why is not None:
+        raise ValueError(f"bad interface name: {why}")
+    return os.fsencode(name)
 
 
 def tun_set_iff(fd: int, name: bytes, flags: int) -> str:

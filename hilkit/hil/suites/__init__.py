@@ -2,41 +2,25 @@
 
 Each module is ``test_<suite>.py`` and uses the fixtures of
 ``hilkit.hil.plugin`` (``rig``, ``stack``, ``kernel``, ``figure``,
-``suite_params``). Parameters come from the rig file's ``[suites.<name>]``
-table; every key is optional:
+``suite_params``). A suite's parameters come from the rig file's
+``[suites.<name>]`` table and are declared in one place,
+``hilkit.rig.suite_params.SUITE_PARAMS`` (name, type, range, default, doc):
+the rig schema validates them before anything is touched, and a suite reads
+them typed, defaults filled in, through ``hil.params(suite)``
+(``SuiteParams.integer``, ``number``, ``integers``). The table of every
+parameter is in ``docs/rigs.md``, made by ``params_markdown()`` (a test keeps
+the two the same).
 
-=============  ==============================================================
-suite          parameters
-=============  ==============================================================
-identity       --
-link           --
-arp            --
-icmp           ``sizes`` (ICMP payload bytes; default 0, 56, 1472, 1473, 4000),
-               ``count`` (echo requests per size, default 3)
-udp            ``sizes`` (default 0, 1, 512, 1472, 1473, 4000), ``port``
-tcp            ``bytes`` each way (default 16 MiB, simulated SPI rigs included)
-throughput     ``bytes`` per direction (default 4 MiB; 1 MiB on simulated SPI
-               rigs)
-recovery       ``bytes`` each way (default 2 MiB; 512 KiB on simulated SPI rigs),
-               ``at`` (fraction of the transfer at which the chip is reset,
-               default 0.3)
-conformance    ``timeout_s`` (how long one frame may take; default 3, 10 on
-               simulated SPI rigs)
-=============  ==============================================================
-
-Any suite also takes ``timeout_s`` where it waits for the far end, and
-``snaplen`` (bytes kept per frame in its pcapngs; default 256 for tcp,
-throughput and recovery, whose captures keep headers only, else 0 = whole).
-
-The simulated-SPI defaults keep a whole sim-w5100 run near a minute (CI runs it
-on every change); each choice is noted in results.json.
+Simulated rigs with a bus (a chip model) get smaller bulk-transfer defaults,
+which keeps a whole sim-w5100 run near a minute (CI runs it on every change);
+each such choice is noted in results.json.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from hilkit.rig.schema import SUITE_NAMES
+from hilkit.rig.suite_params import SUITE_NAMES
 
 SUITES: tuple[str, ...] = SUITE_NAMES  # one list: rig files name these, in run order
 

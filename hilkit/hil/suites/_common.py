@@ -11,35 +11,29 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hilkit.hil.plugin import BuiltRigLike, HilSession, Kernel, is_slow_sim
+from hilkit.hil.plugin import BuiltRigLike, HilSession, Kernel
 from hilkit.stack import SocketEvent, Stack, TcpSocket, TcpState
 from hilkit.stack.tcp_socket import SHUT_WR
 
-MiB = 1 << 20
-KiB = 1 << 10
 
-
-def size_param(hil: HilSession, suite: str, key: str, real: int, sim: int) -> int:
-    """``rig.suites[suite][key]``, else ``real`` bytes (``sim`` on a simulated SPI rig).
+def size_param(hil: HilSession, suite: str, key: str = "bytes") -> int:
+    """The suite's ``key`` in bytes: the rig file's, else the declared default.
 
     A chip model moves every data byte as a 4-byte SPI frame in Python, so
-    simulated SPI rigs get smaller transfers; the choice is noted in results.json.
+    simulated SPI rigs may get a smaller default; that choice is noted in results.json.
     """
     p = hil.params(suite)
-    if key in p:
-        return int(p[key])
-    if is_slow_sim(hil.built):
-        hil.note(f"{suite}: {key} = {sim} on this simulated SPI rig (real rigs: {real}); "
-                 f"set [suites.{suite}] {key} in the rig file to change it")
-        return sim
-    return real
+    n = p.integer(key)
+    if p.sim_defaulted(key):
+        hil.note(f"{suite}: {key} = {n} on this simulated SPI rig (real rigs: "
+                 f"{p.spec(key).default}); set [suites.{suite}] {key} in the rig file "
+                 f"to change it")
+    return n
 
 
-def timeout_param(hil: HilSession, suite: str, real: float, sim: float) -> float:
-    p = hil.params(suite)
-    if "timeout_s" in p:
-        return float(p["timeout_s"])
-    return sim if is_slow_sim(hil.built) else real
+def timeout_param(hil: HilSession, suite: str) -> float:
+    """The suite's ``timeout_s``: the rig file's, else the default for this rig."""
+    return hil.params(suite).number("timeout_s")
 
 
 _LETTERS = bytes(0x61 + i % 26 for i in range(256))

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hilkit.hil.plugin import Capture, HilSession, is_slow_sim
+from hilkit.hil.plugin import Capture, HilSession
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import DeviceClosed
 from hilkit.rig.peers import PacketPeer
@@ -45,8 +45,7 @@ def _link_follows_peer(hil: HilSession) -> bool:
 class TestDevice(DeviceConformance):
     @pytest.fixture(autouse=True)
     def _timeouts(self, hil: HilSession) -> None:
-        p = hil.params("conformance")
-        self.timeout_s = float(p.get("timeout_s", 10.0 if is_slow_sim(hil.built) else 3.0))
+        self.timeout_s = hil.params("conformance").number("timeout_s")
 
     @pytest.fixture
     def conformance_pair(self, hil: HilSession, hil_capture: Capture) -> Iterator[DevicePair]:

@@ -10,24 +10,21 @@ import pytest
 from hilkit.hil.plugin import BuiltRigLike, FigureFn, HilSession, Kernel, suite_params_of
 from hilkit.stack import PingError, PingStats, Stack
 
-DEFAULT_SIZES = (0, 56, 1472, 1473, 4000)  # 1473 and 4000 are fragmented at MTU 1500
-DEFAULT_COUNT = 3
-
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "size" in metafunc.fixturenames:
-        sizes = suite_params_of(metafunc.config, "icmp").get("sizes", DEFAULT_SIZES)
-        metafunc.parametrize("size", [int(s) for s in sizes], ids=[str(s) for s in sizes])
+        sizes = suite_params_of(metafunc.config, "icmp").integers("sizes")
+        metafunc.parametrize("size", sizes, ids=[str(s) for s in sizes])
 
 
 def _count(hil: HilSession) -> int:
-    return int(hil.params("icmp").get("count", DEFAULT_COUNT))
+    return hil.params("icmp").integer("count")
 
 
 def test_hilkit_pings_kernel(rig: BuiltRigLike, stack: Stack, hil: HilSession, size: int,
                              figure: FigureFn) -> None:
     count = _count(hil)
-    timeout_ms = float(hil.params("icmp").get("timeout_s", 5.0)) * 1000
+    timeout_ms = hil.params("icmp").number("timeout_s") * 1000
     got: list[PingStats] = []
     stack.ping(rig.kernel_ip, count, 100, timeout_ms, size, got.append)
     assert stack.run(until=lambda: len(got) == count, timeout=count * timeout_ms / 1000 + 10), \
@@ -41,7 +38,7 @@ def test_hilkit_pings_kernel(rig: BuiltRigLike, stack: Stack, hil: HilSession, s
 def test_kernel_pings_hilkit(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSession,
                              size: int, figure: FigureFn) -> None:
     count = _count(hil)
-    wait = float(hil.params("icmp").get("timeout_s", 5.0))
+    wait = hil.params("icmp").number("timeout_s")
     th = kernel.start(stack, lambda: kernel.ping(rig.dut_ip, count=count, size=size, wait=wait))
     received, out = th.wait(count * (0.2 + wait) + 30)
     assert received == count, f"kernel ping -s {size} {rig.dut_ip}: {received} of {count}:\n{out}"

@@ -21,15 +21,7 @@ from hilkit.hil.plugin import (
     driver_stats,
     model_stats,
 )
-from hilkit.hil.suites._common import (
-    KiB,
-    MiB,
-    Pump,
-    duplex_transfer,
-    sha,
-    size_param,
-    timeout_param,
-)
+from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param, timeout_param
 from hilkit.stack import Stack
 
 PORT = 5003
@@ -67,9 +59,9 @@ def _recovery_counters(rig: BuiltRigLike) -> dict[str, int]:
 def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
                             hil: HilSession, how: str, figure: FigureFn) -> None:
     reset = _resetter(rig, how)
-    n = size_param(hil, "recovery", "bytes", real=2 * MiB, sim=512 * KiB)
-    at = float(hil.params("recovery").get("at", 0.3))
-    timeout = timeout_param(hil, "recovery", real=600.0, sim=300.0)
+    n = size_param(hil, "recovery", "bytes")
+    at = hil.params("recovery").number("at")
+    timeout = timeout_param(hil, "recovery")
     state: dict[str, Any] = {"fired_at": None, "received_then": 0}
     pump_box: list[Pump] = []
 

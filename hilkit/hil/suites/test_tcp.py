@@ -8,21 +8,21 @@ import time
 import pytest
 
 from hilkit.hil.plugin import BuiltRigLike, FigureFn, HilSession, Kernel, model_stats
-from hilkit.hil.suites._common import MiB, duplex_transfer, sha, size_param, timeout_param
+from hilkit.hil.suites._common import duplex_transfer, sha, size_param, timeout_param
 from hilkit.stack import Stack
 
 PORT = 5001
 
 
 def _nbytes(hil: HilSession) -> int:
-    return size_param(hil, "tcp", "bytes", real=16 * MiB, sim=16 * MiB)
+    return size_param(hil, "tcp", "bytes")
 
 
 @pytest.mark.parametrize("role", ["client", "server"])
 def test_bytes_each_way(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSession,
                         role: str, figure: FigureFn) -> None:
     n = _nbytes(hil)
-    timeout = timeout_param(hil, "tcp", real=600.0, sim=300.0)
+    timeout = timeout_param(hil, "tcp")
     model0 = model_stats(rig.model) if rig.model is not None else {}
     t0 = time.monotonic()
     pump, kend, to_kernel, to_hilkit = duplex_transfer(

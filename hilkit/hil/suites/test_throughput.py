@@ -20,7 +20,7 @@ from hilkit.hil.plugin import (
     is_spi_rig,
     is_w5100,
 )
-from hilkit.hil.suites._common import MiB, duplex_transfer, sha, size_param, timeout_param
+from hilkit.hil.suites._common import duplex_transfer, sha, size_param, timeout_param
 from hilkit.stack import Stack
 
 PORT = 5002
@@ -50,8 +50,8 @@ def _snapshot(rig: BuiltRigLike) -> dict[str, int]:
 @pytest.mark.parametrize("direction", DIRECTIONS)
 def test_goodput(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSession,
                  direction: str, figure: FigureFn) -> None:
-    n = size_param(hil, "throughput", "bytes", real=4 * MiB, sim=1 * MiB)
-    timeout = timeout_param(hil, "throughput", real=600.0, sim=300.0)
+    n = size_param(hil, "throughput", "bytes")
+    timeout = timeout_param(hil, "throughput")
     out = direction == "hilkit_to_kernel"
     before = _snapshot(rig)
     t0 = time.monotonic()

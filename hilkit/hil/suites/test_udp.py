@@ -12,23 +12,22 @@ from hilkit.hil.suites._common import pattern
 from hilkit.services import ECHO_PORT, start_udp_services
 from hilkit.stack import Stack
 
-DEFAULT_SIZES = (0, 1, 512, 1472, 1473, 4000)
 TRIES = 3  # a datagram may be lost on a real wire: resend, and count it as a figure
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "size" in metafunc.fixturenames:
-        sizes = suite_params_of(metafunc.config, "udp").get("sizes", DEFAULT_SIZES)
-        metafunc.parametrize("size", [int(s) for s in sizes], ids=[str(s) for s in sizes])
+        sizes = suite_params_of(metafunc.config, "udp").integers("sizes")
+        metafunc.parametrize("size", sizes, ids=[str(s) for s in sizes])
 
 
 def _wait_s(hil: HilSession) -> float:
-    return float(hil.params("udp").get("timeout_s", 3.0))
+    return hil.params("udp").number("timeout_s")
 
 
 def test_hilkit_to_kernel_echo(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
                                hil: HilSession, figure: FigureFn) -> None:
-    ks = kernel.udp(int(hil.params("udp").get("port", 0)))
+    ks = kernel.udp(hil.params("udp").integer("port"))
     ks.settimeout(0.2)
     port = ks.getsockname()[1]
     stop = threading.Event()
