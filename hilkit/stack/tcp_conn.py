@@ -65,7 +65,7 @@ class TcpConfig:
     # pressure each connection gets a fair share of mem_high; at mem_high only the minimums.
     mem_low: int = 4 * 1024 * 1024
     mem_pressure: int = 6 * 1024 * 1024
-    mem_high: int = 8 * 1024 * 1024  # 16 connections at full sndbuf + rcvbuf
+    mem_high: int = 8 * 1024 * 1024  # 8 connections with full sndbuf and rcvbuf
     sndbuf_min: int = 4096  # room every connection keeps, whatever the pressure (tcp_wmem[0])
     rcvbuf_min: int = 4096  # (tcp_rmem[0]): a new client is served even at mem_high
     max_connections: int = 4096  # TCBs in the stack (TIME-WAIT included); then refused
