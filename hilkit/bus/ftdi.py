@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import re
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -279,6 +280,53 @@ def build_mpsse_batch(
     )
     assert len(trips) == 1
     return trips[0].command
+
+
+FTDI_VID = 0x0403  # Future Technology Devices International's USB vendor id
+# Product names pyftdi accepts in URLs -> USB product id (FT232H: 6014h, FTDI's datasheet).
+FTDI_PRODUCTS: dict[str, int] = {
+    "232": 0x6001, "232r": 0x6001, "232h": 0x6014, "2232": 0x6010, "2232d": 0x6010,
+    "2232h": 0x6010, "4232": 0x6011, "4232h": 0x6011, "4232ha": 0x6048,
+    "ft-x": 0x6015, "230x": 0x6015, "231x": 0x6015, "234x": 0x6015,
+}
+_URL_RE = re.compile(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])\Z")
+_HEX16_RE = re.compile(r"(0x)?[0-9A-Fa-f]{1,4}\Z")
+_HEX_BUS_ADDR_RE = re.compile(r"[0-9A-Fa-f]{1,3}:[0-9A-Fa-f]{1,3}\Z")
+
+
+class FtdiUrl(NamedTuple):
+    """A pyftdi URL, ``ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE``, taken apart.
+
+    ``serial`` is pyftdi's third field: a serial number, a device index (digits),
+    or ``BUS:ADDRESS`` in hex; None when absent. ``vendor``/``product`` are None
+    when the URL leaves them open.
+    """
+
+    vendor: int | None
+    product: int | None
+    serial: str | None
+    interface: int
+
+
+def parse_url(url: str) -> FtdiUrl | str:
+    """The parts of ``url``, or why it is not an FTDI URL one can look up."""
+    m = _URL_RE.match(url)
+    if m is None:
+        return 'expected "ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE", e.g. "ftdi://ftdi:232h/1"'
+    vendor_s, product_s, serial = m.group(1), (m.group(2) or "").lower(), m.group(3) or None
+    if vendor_s not in ("", "ftdi") and not _HEX16_RE.match(vendor_s):
+        return f'vendor "{vendor_s[:40]}" is neither "ftdi" nor a hex USB vendor id'
+    if product_s and product_s not in FTDI_PRODUCTS and not _HEX16_RE.match(product_s):
+        return (f'product "{product_s[:40]}" is neither a hex USB product id nor one of '
+                f"{', '.join(FTDI_PRODUCTS)}")
+    if serial is not None and serial.isdigit() and len(serial) > 3:
+        return f"device index {serial[:12]}{'...' if len(serial) > 12 else ''} is too large " \
+               "(at most 999)"
+    if serial is not None and ":" in serial and not _HEX_BUS_ADDR_RE.match(serial):
+        return f'"{serial[:40]}" is not BUS:ADDRESS in hex (e.g. 1:2a)'
+    vendor = FTDI_VID if vendor_s in ("", "ftdi") else int(vendor_s, 16)
+    product = None if not product_s else FTDI_PRODUCTS.get(product_s) or int(product_s, 16)
+    return FtdiUrl(vendor, product, serial, int(m.group(4)))
 
 
 def _new_ftdi() -> Any:

@@ -19,13 +19,14 @@ import glob
 import importlib
 import os
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, Literal
 
 from hilkit.port.errors import HardwareNotFound
 from hilkit.port.pin import Edge
 
-__all__ = ["GpiodPin", "resolve_chip"]
+__all__ = ["GpiodPin", "gpiod_label", "resolve_chip"]
 
 DEV_DIR = "/dev"  # where gpiochipN nodes live (a test points it elsewhere)
 
@@ -63,18 +64,26 @@ def _open_error(what: str, exc: OSError) -> HardwareNotFound:
     return HardwareNotFound(what, f"cannot open ({os.strerror(exc.errno or 0)})", _HINT_CHIP)
 
 
-def _chip_label(gpiod: Any, path: str) -> str | None:
-    try:
-        if not gpiod.is_gpiochip_device(path):
+def gpiod_label(gpiod: Any) -> Callable[[str], str | None]:
+    """``label_of`` for ``resolve_chip`` through libgpiod's bindings."""
+    def label_of(path: str) -> str | None:
+        try:
+            if not gpiod.is_gpiochip_device(path):
+                return None
+            with gpiod.Chip(path) as chip:
+                return str(chip.get_info().label)
+        except OSError:
             return None
-        with gpiod.Chip(path) as chip:
-            return str(chip.get_info().label)
-    except OSError:
-        return None
+    return label_of
 
 
-def resolve_chip(gpiod: Any, chip: str) -> str:
-    """The device path for ``chip``: a path, ``gpiochipN``, or a label to look for."""
+def resolve_chip(chip: str, label_of: Callable[[str], str | None]) -> str:
+    """The device path for ``chip``: a path, ``gpiochipN``, or a label to look for.
+
+    ``label_of(path)`` is the label of the chip at ``path`` (None if it is no chip):
+    libgpiod's (``gpiod_label``) when a pin is opened, the kernel's chip-info ioctl
+    when a rig's hardware is only checked.
+    """
     if chip.startswith("/"):
         path = chip
     elif chip.startswith("gpiochip") and chip[len("gpiochip") :].isdigit():
@@ -85,10 +94,10 @@ def resolve_chip(gpiod: Any, chip: str) -> str:
             key=lambda p: (len(p), p),  # gpiochip2 before gpiochip10
         )
         for candidate in paths:
-            if _chip_label(gpiod, candidate) == chip:
+            if label_of(candidate) == chip:
                 return candidate
         found = (
-            ", ".join(f"{os.path.basename(p)}={_chip_label(gpiod, p)}" for p in paths)
+            ", ".join(f"{os.path.basename(p)}={label_of(p)}" for p in paths)
             or "no /dev/gpiochip* at all"
         )
         raise HardwareNotFound(chip, f"no GPIO chip with this label ({found})", _HINT_CHIP)
@@ -120,7 +129,7 @@ class GpiodPin:
         self._gpiod = gpiod
         self._line_mod = importlib.import_module("gpiod.line")
         self.chip = chip
-        self.path = resolve_chip(gpiod, chip)
+        self.path = resolve_chip(chip, gpiod_label(gpiod))
         self.line = line
         self.direction = direction
         self.active_low = active_low

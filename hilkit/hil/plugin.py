@@ -321,8 +321,7 @@ class Kernel:
         return (int(m[2]) if m else 0), out
 
     def mac(self) -> bytes:
-        info = json.loads(self.ns.ip("-j", "link", "show", self.ifname))
-        return bytes.fromhex(info[0]["address"].replace(":", ""))
+        return self.ns.mac_of(self.ifname)
 
     def neigh(self, ip: str) -> dict[str, Any] | None:
         """The kernel's neighbour entry for ``ip`` on the wire (``ip neigh``), or None."""

@@ -42,6 +42,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from hilkit.bus.ftdi import parse_url as parse_ftdi_url
+from hilkit.bus.gpio import resolve_chip
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device
 from hilkit.port.errors import HardwareNotFound
@@ -49,7 +51,6 @@ from hilkit.port.pin import InvertedPin, Pin
 from hilkit.port.spi import SpiBus
 from hilkit.rig.netns import Netns, NetnsError
 from hilkit.rig.schema import (
-    FTDI_PRODUCTS,
     BusSpec,
     PinSpec,
     Problem,
@@ -67,7 +68,6 @@ _IP_TIMEOUT_S = 5.0
 _GPIOCHIP_INFO = struct.Struct("=32s32sI")
 GPIO_GET_CHIPINFO_IOCTL = (2 << 30) | (_GPIOCHIP_INFO.size << 16) | (0xB4 << 8) | 0x01
 
-FTDI_VID = 0x0403
 SYSFS_USB = Path("/sys/bus/usb/devices")
 
 
@@ -92,8 +92,7 @@ class BuiltRig:
 
     def kernel_mac(self) -> bytes:
         """The MAC address of the kernel's interface in the namespace."""
-        out = json.loads(self.ns.ip("-j", "link", "show", "dev", self.peer_interface))
-        return bytes.fromhex(out[0]["address"].replace(":", ""))
+        return self.ns.mac_of(self.peer_interface)
 
 
 # -- check_hardware -------------------------------------------------------------------
@@ -154,50 +153,37 @@ def _check_spidev(path: str) -> None:
                 "add the user to the spi group (or run as root): ls -l " + path)
 
 
+def _chip_info(path: str) -> tuple[str, int]:
+    """(label, lines) from the kernel's GPIO_GET_CHIPINFO ioctl; raises OSError."""
+    fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        info = fcntl.ioctl(fd, GPIO_GET_CHIPINFO_IOCTL, bytes(_GPIOCHIP_INFO.size))
+    finally:
+        os.close(fd)
+    _name, label_b, lines = _GPIOCHIP_INFO.unpack(info)
+    return label_b.rstrip(b"\0").decode(errors="replace"), lines
+
+
+def _chip_label(path: str) -> str | None:
+    try:
+        return _chip_info(path)[0]
+    except OSError:
+        return None
+
+
 def _check_gpiod(pin: PinSpec) -> None:
+    """The chip is found the way ``GpiodPin`` finds it, without libgpiod: by ioctl."""
     assert pin.chip is not None and pin.line is not None
-    what = f"pins.{pin.name}: GPIO chip {pin.chip}"
-    chip = pin.chip
-    if chip.startswith("/"):
-        paths = [chip]
-    elif re.fullmatch(r"gpiochip\d+", chip):
-        paths = [f"/dev/{chip}"]
-    else:
-        paths = sorted(str(p) for p in Path("/dev").glob("gpiochip*"))
-    found: tuple[str, int] | None = None
-    for path in paths:
-        if not os.path.exists(path):
-            continue
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
-        except OSError as e:
-            if len(paths) == 1:
-                raise HardwareNotFound(
-                    path, f"cannot open the GPIO chip: {e.strerror}",
-                    "add the user to the gpio group (or run as root): ls -l " + path,
-                ) from None
-            continue
-        try:
-            info = fcntl.ioctl(fd, GPIO_GET_CHIPINFO_IOCTL, bytes(_GPIOCHIP_INFO.size))
-        except OSError as e:
-            raise HardwareNotFound(path, f"not a GPIO chip ({e.strerror})",
-                                   "list the chips: gpiodetect") from None
-        finally:
-            os.close(fd)
-        name_b, label_b, lines = _GPIOCHIP_INFO.unpack(info)
-        label = label_b.rstrip(b"\0").decode(errors="replace")
-        name = name_b.rstrip(b"\0").decode(errors="replace")
-        if len(paths) == 1 or chip in (label, name):
-            found = (path, lines)
-            break
-    if found is None:
-        if len(paths) == 1:
-            raise HardwareNotFound(paths[0], "not found",
-                                   "is this the right board? list the chips: gpiodetect "
-                                   "(or ls /dev/gpiochip*)")
-        raise HardwareNotFound(what, "no GPIO chip has this label",
-                               "list the chips and their labels: gpiodetect")
-    path, lines = found
+    path = resolve_chip(pin.chip, _chip_label)
+    try:
+        _label, lines = _chip_info(path)
+    except PermissionError as e:
+        raise HardwareNotFound(path, f"cannot open the GPIO chip: {e.strerror}",
+                               "add the user to the gpio group (or run as root): ls -l " + path
+                               ) from None
+    except OSError as e:
+        raise HardwareNotFound(path, f"not a GPIO chip ({e.strerror})",
+                               "list the chips: gpiodetect") from None
     if pin.line >= lines:
         raise HardwareNotFound(f"{path} line {pin.line}", f"the chip has only {lines} lines",
                                "check pins." + pin.name + ".line; list them: gpioinfo")
@@ -210,27 +196,11 @@ def _read(path: Path) -> str:
         return ""
 
 
-def _parse_ftdi_url(url: str) -> tuple[int | None, int | None, str | None]:
-    m = re.fullmatch(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])", url)
-    if m is None:
-        raise HardwareNotFound(url, "not an FTDI URL", "ftdi://ftdi:232h/1")
-    vendor_s, product_s, serial = m.group(1), m.group(2) or "", m.group(3) or None
-
-    def num(s: str) -> int | None:
-        try:
-            return int(s, 16)
-        except ValueError:
-            return None
-
-    vendor = FTDI_VID if vendor_s in ("", "ftdi") else num(vendor_s)
-    product = FTDI_PRODUCTS.get(product_s.lower()) if product_s else None
-    if product_s and product is None:
-        product = num(product_s)
-    return vendor, product, serial
-
-
 def _check_ftdi(url: str) -> None:
-    vendor, product, serial = _parse_ftdi_url(url)
+    parsed = parse_ftdi_url(url)
+    if isinstance(parsed, str):
+        raise HardwareNotFound(url, parsed, "ftdi://ftdi:232h/1")
+    vendor, product, serial = parsed.vendor, parsed.product, parsed.serial
     hint = ("plug in the FT232H; check: lsusb -d 0403: (an FT232H is 0403:6014); "
             "in a container, pass the USB device through")
     if not SYSFS_USB.is_dir():

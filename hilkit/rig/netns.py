@@ -10,6 +10,7 @@ which lets a test talk to the kernel peer from its own process.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import secrets
 import socket
@@ -76,6 +77,11 @@ class Netns:
     def ip(self, *args: str) -> str:
         """Run ``ip -n NAME ARGS``; raise with ip's message on failure."""
         return _run(["ip", "-n", self.name, *args])
+
+    def mac_of(self, interface: str) -> bytes:
+        """The MAC address of ``interface`` in this namespace (``ip -j link show``)."""
+        info = json.loads(self.ip("-j", "link", "show", "dev", interface))
+        return bytes.fromhex(info[0]["address"].replace(":", ""))
 
     def exec(self, argv: Sequence[str], **kw: object) -> str:
         return _run(["ip", "netns", "exec", self.name, *argv], **kw)

@@ -4,7 +4,6 @@ on the peer's interface inside the rig's private namespace."""
 from __future__ import annotations
 
 import errno
-import json
 import selectors
 import socket
 import time
@@ -38,8 +37,7 @@ class PacketPeer:
         self.can_set_link = can_set_link
         self.peer_mac: bytes | None = None
         if not self._raw_ip:
-            info = json.loads(ns.ip("-j", "link", "show", ifname))
-            self.peer_mac = bytes.fromhex(info[0]["address"].replace(":", ""))
+            self.peer_mac = ns.mac_of(ifname)
         self.peer_ipv4 = peer_ipv4
         self.device_ipv4 = device_ipv4
 

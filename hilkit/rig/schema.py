@@ -25,6 +25,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final
 
+from hilkit.bus.ftdi import parse_url as parse_ftdi_url
 from hilkit.port.names import host_interface, host_problem, ifname_problem, parse_ipv4
 from hilkit.rig.suite_params import SUITE_NAMES, SUITE_PARAMS, Param, SuiteParams
 
@@ -88,7 +89,6 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
-_FTDI_URL_RE: Final = re.compile(r"ftdi://([^/:]*)(?::([^/:]*)(?::([^/]*))?)?/([1-4])\Z")
 
 # Limits every rig file obeys, whatever the key: a rig file is a page of settings.
 MAX_FILE_BYTES: Final = 1 << 20
@@ -97,13 +97,6 @@ INT_RANGE: Final = (-(1 << 63), (1 << 63) - 1)  # TOML integers are 64-bit (toml
 MAX_MODEL_MS: Final = 60_000.0  # a chip model's timings: a minute is already absurd
 SEED_RANGE: Final = (0, (1 << 63) - 1)
 
-# Product names pyftdi accepts in URLs (pyftdi/ftdi.py PRODUCT_IDS) -> USB product id.
-FTDI_PRODUCTS: Final = {
-    "232": 0x6001, "232r": 0x6001, "232h": 0x6014, "2232": 0x6010, "2232d": 0x6010,
-    "2232h": 0x6010, "4232": 0x6011, "4232h": 0x6011, "4232ha": 0x6048,
-    "ft-x": 0x6015, "230x": 0x6015, "231x": 0x6015, "234x": 0x6015,
-}
-_HEX16_RE: Final = re.compile(r"(0x)?[0-9A-Fa-f]{1,4}\Z")
 _BARE_KEY_RE: Final = re.compile(r"[A-Za-z0-9_-]+\Z")
 _SHOW_MAX: Final = 60  # characters of a value quoted in a message
 
@@ -984,24 +977,8 @@ class _Validator:
 
 def _ftdi_url_problem(url: str) -> str | None:
     """Why ``url`` is not a pyftdi URL the hardware check can look up, or None."""
-    m = _FTDI_URL_RE.match(url)
-    if m is None:
-        return ('expected "ftdi://VENDOR:PRODUCT[:SERIAL]/INTERFACE", '
-                'e.g. "ftdi://ftdi:232h/1"')
-    vendor, product, serial = m.group(1), m.group(2) or "", m.group(3) or ""
-    if vendor not in ("", "ftdi") and not _HEX16_RE.match(vendor):
-        return f'vendor {_show(vendor)} is neither "ftdi" nor a hex USB vendor id'
-    if product and product.lower() not in FTDI_PRODUCTS and not _HEX16_RE.match(product):
-        return (f"product {_show(product)} is neither a hex USB product id nor one of "
-                f"{', '.join(FTDI_PRODUCTS)}")
-    if serial.isdigit() and len(serial) > 3:
-        return f"device index {_clip(serial, 12)} is too large (at most 999)"
-    if ":" in serial:
-        bus, _, addr = serial.partition(":")
-        if not re.fullmatch(r"[0-9A-Fa-f]{1,3}", bus) or not re.fullmatch(
-                r"[0-9A-Fa-f]{1,3}", addr):
-            return f"{_show(serial)} is not BUS:ADDRESS in hex (e.g. 1:2a)"
-    return None
+    parsed = parse_ftdi_url(url)
+    return parsed if isinstance(parsed, str) else None
 
 
 def _model_fields(cls_name: str) -> dict[str, str] | None:

@@ -53,8 +53,7 @@ class Link:
     pcap: Path
 
     def kernel_mac(self) -> bytes:
-        out = json.loads(self.ns.ip("-j", "link", "show", TAP))
-        return bytes.fromhex(out[0]["address"].replace(":", ""))
+        return self.ns.mac_of(TAP)
 
 
 def make_link(ns: Netns, tmp_path: Path, config: StackConfig | None = None) -> Link:

@@ -468,3 +468,33 @@ def test_failed_round_trip_purges(fake: FakeFtdi, monkeypatch: pytest.MonkeyPatc
         bus.transfer(b"\x00")
     assert purged == [True]
     assert bus.counters.transactions == 0 and bus.counters.calls == 1
+
+
+# -- pyftdi URLs: one parser for the rig schema and the hardware check ---------------------
+
+
+@pytest.mark.parametrize(("url", "want"), [
+    ("ftdi://ftdi:232h/1", (0x0403, 0x6014, None, 1)),
+    ("ftdi:///2", (0x0403, None, None, 2)),
+    ("ftdi://ftdi:232H:FT1ABCDE/1", (0x0403, 0x6014, "FT1ABCDE", 1)),
+    ("ftdi://0x0403:0x6014:1/1", (0x0403, 0x6014, "1", 1)),
+    ("ftdi://ftdi:6014:1:2a/1", (0x0403, 0x6014, "1:2a", 1)),
+    ("ftdi://ftdi:2232h/4", (0x0403, 0x6010, None, 4)),
+])
+def test_parse_url(url: str, want: tuple[object, ...]) -> None:
+    from hilkit.bus.ftdi import FtdiUrl, parse_url
+
+    assert parse_url(url) == FtdiUrl(*want)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("ftdi://ftdi:232h/5", "expected"), ("usb://ftdi:232h/1", "expected"),
+    ("ftdi://acme:232h/1", "vendor"), ("ftdi://ftdi:999x/1", "product"),
+    ("ftdi://ftdi:232h:12345/1", "too large"), ("ftdi://ftdi:232h:1:zz/1", "BUS:ADDRESS"),
+    ("ftdi://ftdi:232h/" + "1" * 5000, "expected"),
+])
+def test_parse_url_says_what_is_wrong(url: str, says: str) -> None:
+    from hilkit.bus.ftdi import parse_url
+
+    got = parse_url(url)
+    assert isinstance(got, str) and says in got and len(got) < 200
