@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Bus figures for the simulated W5100 rig (issue 5 §6), through the HIL runner.
+"""Bus figures for the simulated W5100 rig, through the HIL runner.
 
 Runs the `throughput` suite of `sim-w5100` (the W5100 driver speaking real SPI
 frames to the register-level model, the kernel on a TAP in a private namespace)

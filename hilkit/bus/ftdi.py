@@ -16,9 +16,8 @@ trips whose read-back is at most ``max_read`` bytes (the device's FIFO size, 102
 and whose command stream is at most ``max_write`` bytes (64 KiB), on frame boundaries where a
 frame fits; a frame larger than one round trip is carried over several with CS held low.
 
-Opcodes and their names follow libftdi's ``ftdi.h`` names for the commands of FTDI AN_108
-(section numbers below are quoted from memory of AN_108; the values are confirmed by pyftdi,
-see ``shared/facts/ftdi_mpsse.md`` §3).
+Opcodes and their names follow libftdi's ``ftdi.h`` names for the commands of FTDI AN_108;
+``docs/hardware/ft232h.md`` (sections cited below as "ft232h §N") says what each does.
 """
 
 from __future__ import annotations
@@ -80,18 +79,18 @@ DIS_ADAPTIVE = 0x97  # §6.10
 BAD_COMMAND_REPLY = 0xFA  # an unknown opcode X is answered with FA X
 SYNC_BAD_COMMAND = 0xAA  # an opcode the MPSSE does not know (AN_135's sync byte)
 
-# Clock: with divide-by-5 off, SCK = 60 MHz / ((1 + div) * 2) (facts §4).
+# Clock: with divide-by-5 off, SCK = 60 MHz / ((1 + div) * 2) (ft232h §4).
 MPSSE_BASE_CLOCK_HZ = 60_000_000
 _SCK_MAX_HZ = MPSSE_BASE_CLOCK_HZ // 2  # 30 MHz, div 0
 _DIV_MAX = 0xFFFF
 
-# Pins of the low byte (facts §5)
+# Pins of the low byte (ft232h §5)
 SCK_BIT = 0x01  # ADBUS0
 MOSI_BIT = 0x02  # ADBUS1
 MISO_BIT = 0x04  # ADBUS2
 _SPI_PINS = (0, 1, 2)
 
-DEFAULT_MAX_READ = 1024  # FT232H FIFO towards the host (facts §1)
+DEFAULT_MAX_READ = 1024  # FT232H FIFO towards the host (ft232h §1)
 DEFAULT_MAX_WRITE = 64 * 1024
 
 _HINT = (

@@ -31,8 +31,7 @@ Outcomes are ``passed``, ``failed`` (an assertion or exception in the check),
 name, in ``figures`` (a later check's value wins on a name clash, as with
 ``--repeat``).
 
-The bus figures (issue 5 section 6), from the SPI bus's counters over a
-transfer:
+The bus figures, from the SPI bus's counters over a transfer:
 
 - ``spi_bytes_per_payload_byte``: bytes clocked on the bus per byte of Ethernet
   frame moved through the chip (device rx_bytes + tx_bytes). The W5100 moves
@@ -62,7 +61,7 @@ from typing import Any
 
 FORMAT = "hilkit-hil-results/1"
 
-W5100_SPI_MAX_HZ = 14_000_000  # facts/w5100.md §1: the fastest clock users report working
+W5100_SPI_MAX_HZ = 14_000_000  # the fastest SPI clock W5100 users report working
 SPI_BYTES_PER_DATA_BYTE = 4  # one CS-framed 4-byte transfer per W5100 data byte
 # Seconds of host overhead per bus call (one ioctl, one USB write+read), per bus kind.
 BUS_CALL_OVERHEAD_S: dict[str, float] = {

@@ -63,7 +63,7 @@ MIN_MTU: Final = 576  # every IPv4 host must take datagrams this large (RFC 791)
 MAX_MTU: Final = 9216
 DEFAULT_TAP_NAME: Final = "hk0"
 DEFAULT_SPEED_HZ: Final = {"spidev": 8_000_000, "ftdi": 6_000_000, "sim-w5100": 8_000_000}
-FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (facts/ftdi_mpsse.md section 5)
+FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (docs/hardware/ft232h.md §5)
 
 # Parameters the builder supplies to a driver itself; a rig file cannot set them.
 BUILDER_DRIVER_PARAMS: Final = frozenset({"bus", "reset", "irq", "mtu", "create", "clock"})

@@ -1,4 +1,4 @@
-"""Hardware models: chips as the driver sees them on their real bus (DESIGN.md, "Hardware models").
+"""Hardware models: chips as the driver sees them on their real bus (docs/porting.md).
 
 A model never imports a driver; drivers never import a model. Each model counts
 bus bytes and transactions and can inject faults.

@@ -173,7 +173,7 @@ def test_open_without_usb_fails_fast() -> None:
     t0 = time.monotonic()
     with pytest.raises(HardwareNotFound) as info:
         FtdiSpiBus(url)
-    assert time.monotonic() - t0 < 5.0  # issue 5: missing hardware is reported within 5 s
+    assert time.monotonic() - t0 < 5.0  # missing hardware is reported within 5 s
     err = info.value
     assert err.what == url
     assert err.problem == "FT232H not found"

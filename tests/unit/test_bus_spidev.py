@@ -185,7 +185,7 @@ def test_missing_device_fails_fast_with_hint(tmp_path: Path) -> None:
     t0 = time.monotonic()
     with pytest.raises(HardwareNotFound) as info:
         SpidevBus(path)
-    assert time.monotonic() - t0 < 5.0  # issue 5: missing hardware is reported within 5 s
+    assert time.monotonic() - t0 < 5.0  # missing hardware is reported within 5 s
     err = info.value
     assert err.what == path
     assert err.problem == "not found"

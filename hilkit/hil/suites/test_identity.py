@@ -37,7 +37,7 @@ def test_mtu(rig: BuiltRigLike, figure: FigureFn) -> None:
         assert mtu == want, f"the rig file says MTU {want}, the device has {mtu}"
 
 
-W5100_RTR = 0x0017  # Retry Time register; reads 0x07D0 after reset (facts/w5100.md section 3)
+W5100_RTR = 0x0017  # Retry Time register: 0x07D0 after reset (W5100 datasheet)
 W5100_READ = 0x0F  # read frame: 0F addr_hi addr_lo dummy
 
 

@@ -1,5 +1,5 @@
-"""throughput: goodput each way and frames/s; on SPI rigs the bus figures of issue 5
-section 6 (SPI bytes per payload byte, CS transactions and bus calls per frame, and what
+"""throughput: goodput each way and frames/s; on SPI rigs the bus figures of
+``hilkit.hil.report`` (SPI bytes per payload byte, CS transactions and bus calls per frame, and what
 the same traffic would take on silicon at the rig's SPI clock). Figures, not verdicts:
 the checks fail only when the transfer itself does (or a bus counts less than physics
 allows)."""
