@@ -7,6 +7,9 @@
   (monkeypatched) ``hilkit.drivers`` entry point.
 - ``PacketDevice``: a bus-less driver on an AF_PACKET socket in a given
   namespace, standing in for a NIC on the far side of a host rig's cable.
+- ``TOY_NIC``, ``NOMODEL_NIC``: NIC registrations (``hilkit.port.nic.Nic``) under a
+  (monkeypatched) ``hilkit.nics`` entry point: the toy chip with a model for
+  ``[bus] kind = "sim"``, and a chip without one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import os
 import socket
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib.metadata import EntryPoint
 from typing import Any
 
@@ -23,6 +27,7 @@ import pytest
 import hilkit.drivers
 from hilkit.drivers.tap import random_mac
 from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
+from hilkit.port.nic import Nic
 from hilkit.port.spi import BusCounters
 from hilkit.rig.netns import CLONE_NEWNET, NETNS_RUN_DIR, _setns
 
@@ -211,6 +216,65 @@ def register_plugins(monkeypatch: pytest.MonkeyPatch) -> None:
     real: Callable[..., Any] = hilkit.drivers.entry_points  # type: ignore[attr-defined]
     eps = [EntryPoint(name, value, hilkit.drivers.ENTRY_POINT_GROUP)
            for name, value in PLUGINS.items()]
+
+    def fake(**kw: Any) -> list[EntryPoint]:
+        mine = [ep for ep in eps if all(getattr(ep, k) == v for k, v in kw.items())]
+        return mine + list(real(**kw))
+
+    monkeypatch.setattr(hilkit.drivers, "entry_points", fake)
+
+
+# -- NIC registrations -----------------------------------------------------------------------
+
+
+@dataclass
+class ToyFaults:
+    """The toy model's faults: the keys a rig's ``bus.faults`` may hold."""
+
+    mute: bool = False
+    noise: float = 0.0
+
+
+def make_toy_model(*, wire: Device | None, clock: Any, seed: int, faults: ToyFaults | None,
+                   timing: Any) -> LoopbackBus:
+    """The toy chip's model, as ``Nic.model`` names it: a ``LoopbackBus`` on the wire."""
+    bus = LoopbackBus(wire, clock, f"toy-model-{seed}", 1_000_000)
+    bus.faults = faults  # type: ignore[attr-defined]
+    bus.stats = {"seed": seed}  # type: ignore[attr-defined]
+    return bus
+
+
+def identify_toy(bus: Any) -> str | None:
+    """The toy chip echoes: anything else on the bus is not it."""
+    reply = bus.transfer_batch([b"\x5a\xa5"])
+    return None if [bytes(r) for r in reply] == [b"\x5a\xa5"] else f"no toy chip: {reply!r}"
+
+
+TOY_NIC = Nic(
+    name="toy",
+    title="Toy Chip",
+    driver="tests.rig_plugins:FakeChipDevice",
+    model="tests.rig_plugins:make_toy_model",
+    model_faults="tests.rig_plugins:ToyFaults",
+    identify="tests.rig_plugins:identify_toy",
+    spi_max_hz=2_000_000,
+    spi_bytes_per_data_byte=1.0,
+    stat_names=("gain",),
+)
+
+NOMODEL_NIC = Nic(name="nomodel", title="Bare Chip", driver="tests.rig_plugins:FakeChipDevice")
+
+NICS = {
+    "toy": "tests.rig_plugins:TOY_NIC",
+    "nomodel": "tests.rig_plugins:NOMODEL_NIC",
+}
+
+
+def register_nics(monkeypatch: pytest.MonkeyPatch, nics: dict[str, str] | None = None) -> None:
+    """Make ``nics`` (default ``NICS``) visible as ``hilkit.nics`` entry points."""
+    real: Callable[..., Any] = hilkit.drivers.entry_points  # type: ignore[attr-defined]
+    eps = [EntryPoint(name, value, hilkit.drivers.NIC_ENTRY_POINT_GROUP)
+           for name, value in (NICS if nics is None else nics).items()]
 
     def fake(**kw: Any) -> list[EntryPoint]:
         mine = [ep for ep in eps if all(getattr(ep, k) == v for k, v in kw.items())]

@@ -16,6 +16,9 @@ Fixtures (every one needs a rig):
 ``rig``           the ``BuiltRig``: ``.rig`` (the rig file), ``.ns`` (its network
                   namespace), ``.device``, ``.bus``, ``.model``, ``.pins``,
                   ``.kernel_ip``, ``.dut_ip``, ...
+``nic``           the driver's registration (``hilkit.port.nic.Nic``: its identity
+                  probe, figures, stat names, whether it sees carrier), or None for a
+                  driver without one. Suites read chip facts here, never a chip's name.
 ``stack``         a fresh hilkit ``Stack`` on the rig's device, the device wrapped
                   in a capture that writes ``<out>/<test>.pcapng``, the DUT
                   address configured. The rig's device is lent, not given: closing
@@ -59,6 +62,7 @@ from hilkit.hil.suites import SUITES, SUITES_DIR, suite_of
 from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.device import Device
 from hilkit.port.middleware import DeviceMiddleware
+from hilkit.port.nic import Nic, NicError
 from hilkit.rig.netns import Netns
 from hilkit.rig.suite_params import SuiteParams
 from hilkit.stack import Stack, StackConfig
@@ -138,17 +142,28 @@ def driver_name(built: BuiltRigLike) -> str:
     return str(name or type(built.device).__module__)
 
 
-def is_w5100(built: BuiltRigLike) -> bool:
-    return "w5100" in f"{driver_name(built)} {type(built.device).__module__}".lower()
+_UNSET: Any = object()
 
 
-DRIVER_STAT_NAMES = ("resets", "reopens", "tx_stalls", "bus_errors")  # beyond DeviceCounters
+def nic_of(built: BuiltRigLike) -> Nic | None:
+    """The registration of the rig's driver: the builder's (``BuiltRig.nic``), else looked
+    up by ``driver_name``; None for a driver that registers no NIC."""
+    nic = getattr(built, "nic", _UNSET)
+    if nic is not _UNSET:
+        return nic if isinstance(nic, Nic) else None
+    from hilkit.drivers import find_nic
+
+    try:
+        return find_nic(driver_name(built))
+    except NicError:
+        return None
 
 
-def driver_stats(dev: Any) -> dict[str, int]:
-    """Recovery counters a driver keeps besides its ``DeviceCounters`` (W5100: resets, ...)."""
+def driver_stats(dev: Any, names: tuple[str, ...]) -> dict[str, int]:
+    """Counters a driver keeps besides its ``DeviceCounters``: those of ``names``
+    (``Nic.stat_names``) that it has as integers."""
     out: dict[str, int] = {}
-    for name in DRIVER_STAT_NAMES:
+    for name in names:
         v = getattr(dev, name, None)
         if isinstance(v, int) and not isinstance(v, bool):
             out[name] = v
@@ -421,11 +436,17 @@ class HilSession:
         self._paths: dict[str, str] = {}  # nodeid -> test file, from collection
         self._bus_start = counters_dict(getattr(getattr(built, "bus", None), "counters", None))
         self._dev_start = counters_dict(built.device.counters)
+        self.nic: Nic | None = nic_of(built)  # the driver's registration, if it has one
 
     # rig facts ---------------------------------------------------------------------------
     @property
     def rig_name(self) -> str:
         return str(getattr(self.built.rig, "name", "rig"))
+
+    @property
+    def stat_names(self) -> tuple[str, ...]:
+        """The driver stats to report: the NIC's ``stat_names``; none without a NIC."""
+        return self.nic.stat_names if self.nic is not None else ()
 
     def params(self, suite: str) -> SuiteParams:
         """The suite's validated parameters, with their defaults for this rig."""
@@ -533,7 +554,8 @@ class HilSession:
         """Device, stack, bus and model counters of the whole run."""
         built = self.built
         out: dict[str, Any] = {
-            "device": counters_dict(built.device.counters) | driver_stats(built.device),
+            "device": counters_dict(built.device.counters) | driver_stats(built.device,
+                                                                          self.stat_names),
             "stack": {"drops": dict(sorted(self.stack_drops.items())),
                       "stats": dict(sorted(self.stack_stats.items()))},
         }
@@ -665,6 +687,10 @@ class RigPlugin:
     @pytest.fixture(scope="session")
     def hil(self) -> HilSession:
         return self.session
+
+    @pytest.fixture(scope="session")
+    def nic(self) -> Nic | None:
+        return self.session.nic
 
     @pytest.fixture
     def hil_repeat(self, request: pytest.FixtureRequest) -> int:

@@ -4,7 +4,7 @@
 
     {
       "format": "hilkit-hil-results/1",
-      "rig": "sim-w5100", "driver": "w5100", "bus": "sim", "simulated": true,
+      "rig": "sim-mychip", "driver": "mychip", "bus": "sim", "simulated": true,
       "started": "2025-01-01T12:00:00Z", "ended": "...", "duration_s": 95.2,
       "exit_code": 0, "verdict": "passed",
       "suites": {"icmp": {"passed": 10, "failed": 0, "skipped": 0, "time_s": 3.2}, ...},
@@ -34,8 +34,9 @@ name, in ``figures`` (a later check's value wins on a name clash, as with
 The bus figures, from the SPI bus's counters over a transfer:
 
 - ``spi_bytes_per_payload_byte``: bytes clocked on the bus per byte of Ethernet
-  frame moved through the chip (device rx_bytes + tx_bytes). The W5100 moves
-  one data byte per 4-byte SPI frame, so 4.0 is the physical floor.
+  frame moved through the chip (device rx_bytes + tx_bytes). Its physical floor
+  is the NIC's ``spi_bytes_per_data_byte`` (``hilkit.port.nic.Nic``): a chip that
+  moves one data byte per 4-byte SPI frame cannot do better than 4.0.
 - ``cs_transactions_per_frame`` and ``bus_calls_per_frame``: chip-select
   assertions and OS/bridge round trips (ioctl, USB write+read) per Ethernet
   frame, both directions counted.
@@ -45,8 +46,10 @@ The bus figures, from the SPI bus's counters over a transfer:
   orders of magnitude, not guarantees: ~30 us per spidev ioctl on a
   Raspberry Pi 4, ~125 us per FT232H USB 2.0 write+read round trip).
 - ``silicon_pct_of_spi_ceiling``: the frame-byte rate on silicon as a
-  percentage of the W5100's SPI ceiling, ``W5100_SPI_MAX_HZ / 8 / 4`` frame
-  bytes per second (14 MHz, 4 SPI bytes per data byte, no gaps: 437.5 kB/s).
+  percentage of the NIC's SPI ceiling, ``spi_max_hz / 8 / spi_bytes_per_data_byte``
+  frame bytes per second (14 MHz and 4 SPI bytes per data byte, no gaps: 437.5
+  kB/s). Both figures come from the NIC's registration; a NIC that registers
+  neither gets no such figure (the suite notes it).
 """
 
 from __future__ import annotations
@@ -61,8 +64,6 @@ from typing import Any
 
 FORMAT = "hilkit-hil-results/1"
 
-W5100_SPI_MAX_HZ = 14_000_000  # the fastest SPI clock W5100 users report working
-SPI_BYTES_PER_DATA_BYTE = 4  # one CS-framed 4-byte transfer per W5100 data byte
 # Seconds of host overhead per bus call (one ioctl, one USB write+read), per bus kind.
 BUS_CALL_OVERHEAD_S: dict[str, float] = {
     "spidev": 30e-6,  # SPI_IOC_MESSAGE ioctl on a Raspberry Pi 4 (syscall + DMA setup)
@@ -109,11 +110,14 @@ def call_overhead_s(bus_kind: str | None) -> float:
 def bus_figures(
     *, spi_bytes: int, transactions: int, calls: int, frames: int, frame_bytes: int,
     speed_hz: float | None, bus_kind: str | None, payload_bytes: int | None = None,
+    spi_max_hz: float | None = None, spi_bytes_per_data_byte: float | None = None,
 ) -> dict[str, tuple[float, str]]:
     """The section 6 figures for a stretch of traffic: name -> (value, unit).
 
     ``frames``/``frame_bytes`` are the device's rx+tx deltas over the same
     stretch; ``payload_bytes`` (optional) the application bytes it carried.
+    ``spi_max_hz`` and ``spi_bytes_per_data_byte`` are the NIC's (``Nic``): without
+    both, ``silicon_pct_of_spi_ceiling`` is left out.
     """
     out: dict[str, tuple[float, str]] = {}
     if frame_bytes > 0:
@@ -131,9 +135,10 @@ def bus_figures(
         out["silicon_s"] = (silicon_s, "s")
         if silicon_s > 0 and frame_bytes > 0:
             rate = frame_bytes / silicon_s
-            ceiling = W5100_SPI_MAX_HZ / 8 / SPI_BYTES_PER_DATA_BYTE
             out["silicon_frame_MBps"] = (rate / 1e6, "MB/s")
-            out["silicon_pct_of_spi_ceiling"] = (100.0 * rate / ceiling, "%")
+            if spi_max_hz and spi_bytes_per_data_byte:
+                ceiling = spi_max_hz / 8 / spi_bytes_per_data_byte
+                out["silicon_pct_of_spi_ceiling"] = (100.0 * rate / ceiling, "%")
             if payload_bytes:
                 out["silicon_goodput_MBps"] = (payload_bytes / silicon_s / 1e6, "MB/s")
     return out

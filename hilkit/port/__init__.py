@@ -10,6 +10,7 @@ from hilkit.port.device import (
 )
 from hilkit.port.errors import ChipNotResponding, HardwareNotFound
 from hilkit.port.impair import ImpairCounters, ImpairedDevice, Impairment
+from hilkit.port.nic import Nic, NicError
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import BusCounters, SpiBus
 
@@ -28,6 +29,8 @@ __all__ = [
     "LinkType",
     "ManualClock",
     "MonotonicClock",
+    "Nic",
+    "NicError",
     "Pin",
     "SpiBus",
     "max_frame_len",

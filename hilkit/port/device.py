@@ -49,6 +49,11 @@ class Device(Protocol):
     Should ``send`` or ``poll`` raise anyway (a driver bug, a bus error), the
     stack counts it in its own per-device faults and keeps running; it takes
     a device that keeps raising down and retries it (docs/porting.md).
+
+    Optional members (read with the helpers below, so a device without them
+    still is one): ``next_deadline()`` and ``rx_buffer_bytes: int | None``,
+    how many bytes of frames the device holds on receive before it drops
+    (``None`` or absent: as good as unbounded, e.g. a TAP's queue).
     """
 
     name: str
@@ -93,6 +98,21 @@ def device_deadline(dev: Device) -> float | None:
     """
     fn = getattr(dev, "next_deadline", None)
     return fn() if fn is not None else None
+
+
+def device_rx_buffer(dev: Device) -> int | None:
+    """Bytes of received frames ``dev`` can hold before it drops, or None (unbounded).
+
+    Optional in the contract (``rx_buffer_bytes``): a chip with a small receive
+    buffer (a few KB of on-chip RAM, a ring) states it, counted in whole
+    frames with their link, IP and TCP headers and less any per-frame overhead
+    of its own, so TCP can keep the window it offers within it (a peer's burst
+    of one window must fit). Wrappers forward it.
+    """
+    n = getattr(dev, "rx_buffer_bytes", None)
+    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
+        return None
+    return n
 
 
 def unwrap_chain(dev: Device) -> list[Device]:

@@ -7,7 +7,13 @@ they hold frames). The wrapped device stays reachable as ``inner``.
 
 from __future__ import annotations
 
-from hilkit.port.device import Device, DeviceCounters, LinkType, device_deadline
+from hilkit.port.device import (
+    Device,
+    DeviceCounters,
+    LinkType,
+    device_deadline,
+    device_rx_buffer,
+)
 
 
 class DeviceMiddleware:
@@ -58,6 +64,11 @@ class DeviceMiddleware:
     @property
     def link_up(self) -> bool:
         return self.inner.link_up
+
+    @property
+    def rx_buffer_bytes(self) -> int | None:
+        """Forwarded: the wrapped device's receive buffer is the one that overflows."""
+        return device_rx_buffer(self.inner)
 
     def send(self, frame: bytes | bytearray | memoryview) -> bool:
         return self.inner.send(frame)

@@ -2,7 +2,7 @@
 
 Values are logical: True means asserted (reset held, interrupt pending), and a
 rising edge is the line becoming asserted. A pin whose line is active low (the
-W5100's /RESET and /INT) inverts inside its implementation: gpiod and FTDI pins
+usual /RESET and /INT of a NIC chip) inverts inside its implementation: gpiod and FTDI pins
 take ``active_low`` from the rig file, and ``InvertedPin`` wraps a raw line.
 """
 

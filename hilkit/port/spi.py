@@ -1,4 +1,4 @@
-"""The SPI bus contract the SPI NIC drivers (W5100, ENC28J60) speak."""
+"""The SPI bus contract every SPI NIC driver speaks."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ class SpiBus(Protocol):
     """Full-duplex SPI with chip select.
 
     ``transfer_batch`` toggles chip select between its items within one call:
-    the W5100 needs a CS frame per 4 bytes, and one call per batch is what
+    a chip may need a CS frame per 4 bytes, and one call per batch is what
     makes spidev (one ioctl) or an FT232H (one USB write) fast.
     """
 

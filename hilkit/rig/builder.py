@@ -5,7 +5,7 @@ is there (device node, USB device, GPIO chip, host interface), without
 opening a namespace. ``build(rig)`` is a context manager that makes
 everything and always takes it down again::
 
-    with build(load_rig("sim-w5100")) as b:
+    with build(load_rig("sim-mychip")) as b:
         stack = Stack()
         dev = stack.add_device(b.device)
         stack.link_add(dev, b.dut_ip, b.dut_netmask)
@@ -18,7 +18,8 @@ exception or Ctrl-C. Nothing is configured in the machine's own namespace,
 and the private namespace is always deleted.
 
 Buses, pins, models and drivers are imported only when a rig needs them, so
-this module imports without them.
+this module imports without them. A ``kind = "sim"`` bus is the chip model the
+NIC named by ``bus.model`` registers (``hilkit.port.nic.Nic``): no chip is named here.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ from hilkit.bus.gpio import resolve_chip
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device
 from hilkit.port.errors import HardwareNotFound
+from hilkit.port.nic import Nic, NicError
 from hilkit.port.pin import InvertedPin, Pin
 from hilkit.port.spi import SpiBus
 from hilkit.rig.netns import Netns, NetnsError
@@ -89,6 +91,7 @@ class BuiltRig:
     peer_interface: str = ""  # the kernel's interface in ``ns`` (TAP or moved host NIC)
     wire: Device | None = None  # the TAP a chip model puts its frames on
     driver_device: Device | None = None  # the driver's device, under any capture wrapper
+    nic: Nic | None = None  # the driver's NIC registration; None for a driver without one
 
     def kernel_mac(self) -> bytes:
         """The MAC address of the kernel's interface in the namespace."""
@@ -311,8 +314,8 @@ def _ip(argv: list[str]) -> subprocess.CompletedProcess[str]:
 # -- build ------------------------------------------------------------------------------
 
 
-def _factory_error(rig: Rig, problem: str) -> RigError:
-    return RigError(display_path(rig.path), [Problem("bus.factory", problem)])
+def _factory_error(rig: Rig, problem: str, key: str = "bus.factory") -> RigError:
+    return RigError(display_path(rig.path), [Problem(key, problem)])
 
 
 def resolve_factory(rig: Rig) -> Callable[..., Any]:
@@ -423,6 +426,7 @@ def build(
             kernel_ip=peer.ip, kernel_prefix=peer.prefix,
             dut_ip=dut.ip, dut_netmask=dut.netmask, gateway=dut.gateway,
             peer_interface=peer.interface, wire=wire, driver_device=driver_device,
+            nic=_driver_nic(rig),
         )
 
 
@@ -511,11 +515,8 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
     elif spec.kind == "ftdi":
         bus = _load("hilkit.bus.ftdi", "FtdiSpiBus")(
             spec.url, spec.speed_hz, spec.cs_pin, spec.mode)
-    elif spec.kind == "sim-w5100":
-        sim = importlib.import_module("hilkit.sim.w5100")
-        model = bus = sim.W5100Model(
-            wire=wire, clock=clock, seed=spec.seed or 0,
-            faults=sim.W5100Faults(**spec.faults), timing=sim.W5100Timing(**spec.timing))
+    elif spec.kind == "sim":
+        model = bus = _make_model(rig, spec, wire, clock)
     else:
         factory = resolve_factory(rig)
         kwargs: dict[str, Any] = dict(spec.params)
@@ -531,10 +532,43 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
         es.callback(bus.close)
     if not isinstance(bus, SpiBus):
         raise RigError(display_path(rig.path), [Problem(
-            "bus.factory" if spec.kind == "python" else "bus.kind",
+            {"python": "bus.factory", "sim": "bus.model"}.get(spec.kind, "bus.kind"),
             f"{type(bus).__name__} is not an SpiBus (needs counters, transfer, "
             f"transfer_batch, close)")])
     return bus, model
+
+
+def _make_model(rig: Rig, spec: BusSpec, wire: Device | None, clock: Clock) -> Any:
+    """The chip model registered by the NIC ``bus.model`` names; ``RigError`` on bus.model.
+
+    Validation found the NIC and its option classes; what can still go wrong is the
+    registration's own code (an import, a constructor), told like a bus factory's.
+    """
+    from hilkit.drivers import find_nic
+
+    assert spec.model is not None
+    try:
+        nic = find_nic(spec.model)
+        if nic is None:
+            raise NicError(f"no NIC {spec.model!r} is registered")
+        return nic.make_model(wire=wire, clock=clock, seed=spec.seed or 0,
+                              faults=spec.faults, timing=spec.timing)
+    except (HardwareNotFound, RigError):
+        raise
+    except Exception as e:
+        problem = str(e) if isinstance(e, NicError) else f"{type(e).__name__}: {e}"
+        raise _factory_error(rig, f"the {spec.model} model cannot be made: {problem}",
+                             "bus.model") from None
+
+
+def _driver_nic(rig: Rig) -> Nic | None:
+    """The registration of the rig's driver, for the runner and the suites."""
+    from hilkit.drivers import find_nic
+
+    try:
+        return find_nic(rig.driver.name)
+    except NicError:  # a driver from hilkit.drivers whose NIC entry is broken: no figures
+        return None
 
 
 def _make_pins(es: ExitStack, rig: Rig, bus: SpiBus | None, model: Any) -> dict[str, Pin]:

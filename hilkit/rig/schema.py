@@ -5,7 +5,7 @@ A rig file is TOML (``rigs/*.toml``, documented key by key in ``docs/rigs.md``).
 problem of a file into one ``RigError``; each line of its message names the
 file, the key as a dotted path, and what is wrong::
 
-    rigs/rpi-w5100.toml: bus.speed_hz: expected an integer, got "8MHz"
+    rigs/lab-spi.toml: bus.speed_hz: expected an integer, got "8MHz"
 
 Nothing here opens a device or a namespace: that is ``hilkit.rig.builder``.
 """
@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from hilkit.bus.ftdi import parse_url as parse_ftdi_url
 from hilkit.port.names import host_interface, host_problem, ifname_problem, parse_ipv4
+from hilkit.port.nic import Nic, NicError
 from hilkit.rig.suite_params import SUITE_NAMES, SUITE_PARAMS, Param, SuiteParams
 
 __all__ = [
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_SUITES: Final = SUITE_NAMES
-BUS_KINDS: Final = ("spidev", "ftdi", "sim-w5100", "python")
+BUS_KINDS: Final = ("spidev", "ftdi", "sim", "python")
 PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
 PIN_NAMES: Final = ("reset", "irq")
 PEER_KINDS: Final = ("tap", "host")
@@ -62,7 +63,8 @@ DEFAULT_MTU: Final = 1500
 MIN_MTU: Final = 576  # every IPv4 host must take datagrams this large (RFC 791)
 MAX_MTU: Final = 9216
 DEFAULT_TAP_NAME: Final = "hk0"
-DEFAULT_SPEED_HZ: Final = {"spidev": 8_000_000, "ftdi": 6_000_000, "sim-w5100": 8_000_000}
+# sim: the NIC's own spi_max_hz when it registers one, else this
+DEFAULT_SPEED_HZ: Final = {"spidev": 8_000_000, "ftdi": 6_000_000, "sim": 8_000_000}
 FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (docs/hardware/ft232h.md §5)
 
 # Parameters the builder supplies to a driver itself; a rig file cannot set them.
@@ -74,7 +76,7 @@ _TOP_KEYS: Final = (
 _BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "spidev": ("kind", "device", "speed_hz", "mode"),
     "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode"),
-    "sim-w5100": ("kind", "speed_hz", "seed", "faults", "timing"),
+    "sim": ("kind", "model", "speed_hz", "seed", "faults", "timing"),
     "python": ("kind", "factory"),  # plus free parameters
 }
 _PIN_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -156,22 +158,24 @@ class BusSpec:
     kind: str
     device: str | None = None  # spidev: /dev/spidevB.C
     url: str | None = None  # ftdi: ftdi://ftdi:232h/1
-    speed_hz: int | None = None  # spidev, ftdi; sim-w5100: the clock figures assume
+    speed_hz: int | None = None  # spidev, ftdi; sim: the clock figures assume
     mode: int = 0  # SPI mode 0..3 (spidev, ftdi)
     cs_pin: int | None = None  # ftdi: ADBUS bit driven as chip select
     factory: str | None = None  # python: "module:callable"
-    seed: int | None = None  # sim-w5100: seed of the model's fault randomness
-    faults: Mapping[str, Any] = field(default_factory=_frozen)  # sim-w5100: W5100Faults
-    timing: Mapping[str, Any] = field(default_factory=_frozen)  # sim-w5100: W5100Timing
+    model: str | None = None  # sim: the registered NIC whose chip model is the bus
+    seed: int | None = None  # sim: seed of the model's fault randomness
+    faults: Mapping[str, Any] = field(default_factory=_frozen)  # sim: the NIC's model_faults
+    timing: Mapping[str, Any] = field(default_factory=_frozen)  # sim: the NIC's model_timing
     params: Mapping[str, Any] = field(default_factory=_frozen)  # python: the factory's kwargs
 
     @property
     def simulated(self) -> bool:
-        return self.kind.startswith("sim")
+        return self.kind == "sim"
 
     def describe(self) -> str:
         """One short line for tables: ``spidev /dev/spidev0.0 @ 8 MHz``."""
-        where = {"spidev": self.device, "ftdi": self.url, "python": self.factory}.get(self.kind)
+        where = {"spidev": self.device, "ftdi": self.url, "python": self.factory,
+                 "sim": self.model}.get(self.kind)
         text = self.kind if where is None else f"{self.kind} {where}"
         if self.speed_hz is not None and self.kind != "python":
             text += f" @ {_hz(self.speed_hz)}"
@@ -265,8 +269,8 @@ class Rig:
     def simulated(self) -> bool:
         """No hardware: the bus is a model (or a python bus, or none) and the peer a TAP.
 
-        A simulated bus (``sim-*``) always has a TAP peer, and a real one a host
-        peer (validation sees to it), so this is also "the bus kind starts with sim"
+        A simulated bus (``sim``) always has a TAP peer, and a real one a host
+        peer (validation sees to it), so this is also "the bus kind is sim"
         for every rig that has a built-in bus.
         """
         if self.bus is not None and self.bus.simulated:
@@ -617,8 +621,8 @@ class _Validator:
         suites = self.suites(data.get("suites", _MISSING), slow_sim)
 
         if bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
-            self.err("peer.kind", f'a simulated bus ({bus.kind}) needs a "tap" peer: '
-                                  f"the model's wire is a TAP")
+            self.err("peer.kind", f'a simulated bus (the {bus.model} model) needs a "tap" '
+                                  f"peer: the model's wire is a TAP")
         if bus is not None and not bus.simulated and bus.kind != "python" and (
                 peer is not None and peer.kind == "tap"):
             self.err("peer.kind", f'a real bus ({bus.kind}) needs a "host" peer: '
@@ -716,6 +720,15 @@ class _Validator:
         return raw
 
     def bus(self, tbl: dict[str, Any]) -> BusSpec | None:
+        raw_kind = tbl.get("kind")
+        if isinstance(raw_kind, str) and raw_kind.startswith("sim-") and len(raw_kind) > 4:
+            # The chip's name was once part of the bus kind; say what to write now, and
+            # check the rest of the table as what it means.
+            old = raw_kind.removeprefix("sim-")
+            self.err("bus.kind", f'{_show(raw_kind)} is gone: write kind = "sim" and '
+                                 f"model = {_show(old)}")
+            tbl = {k: v for k, v in tbl.items() if k != "kind"}
+            tbl = {"kind": "sim", "model": old, **tbl}
         kind = self.choice(tbl, "bus", "kind", BUS_KINDS, "bus kind")
         if kind is None:
             return None
@@ -748,14 +761,20 @@ class _Validator:
                 mode=self.ftdi_mode(tbl),
                 cs_pin=cs,
             )
-        if kind == "sim-w5100":
+        if kind == "sim":
+            why = "" if "model" in tbl else f" (the NIC whose chip model runs; {_models_known()})"
+            model = self.value(tbl, "bus", "model", "str", required=True, why=why)
+            nic = None if model is None else self.sim_model(model)
+            if nic is not None and nic.spi_max_hz is not None:
+                speed_default = nic.spi_max_hz
             return BusSpec(
                 kind,
+                model=model,
                 speed_hz=self.int_in(tbl, "bus", "speed_hz", 1_000, 200_000_000,
                                      default=speed_default),
                 seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE),
-                faults=_frozen(self.model_table(tbl, "faults", "W5100Faults")),
-                timing=_frozen(self.model_table(tbl, "timing", "W5100Timing")),
+                faults=_frozen(self.model_table(tbl, "faults", nic)),
+                timing=_frozen(self.model_table(tbl, "timing", nic)),
             )
         factory = self.value(tbl, "bus", "factory", "str", required=True,
                              why=' (e.g. "mypackage.bridge:open_bus")')
@@ -774,13 +793,41 @@ class _Validator:
             self.err("bus.mode", f"{mode}: an FT232H clocks SPI modes 0 and 2 only")
         return mode
 
-    def model_table(self, bus: Mapping[str, Any], key: str, cls_name: str) -> dict[str, Any]:
-        """``bus.faults`` / ``bus.timing``: the fields of the W5100 model's dataclass."""
+    def sim_model(self, name: str) -> Nic | None:
+        """``bus.model``: a registered NIC that has a chip model; None (and said) if not."""
+        from hilkit.drivers import NIC_ENTRY_POINT_GROUP, find_nic, nics
+
+        try:
+            nic = find_nic(name)
+        except NicError as e:
+            self.err("bus.model", f"{_show(name)}: its registration cannot be used: {e}")
+            return None
+        if nic is None:
+            known = [n for n, x in nics().items() if x.model is not None]
+            self.err("bus.model", f"unknown model {_show(name)}{suggest(name, known)}"
+                     + ("" if difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+                        else f"; a chip model comes with a NIC registered under the "
+                             f'entry-point group "{NIC_ENTRY_POINT_GROUP}"'))
+            return None
+        if nic.model is None:
+            self.err("bus.model", f"{nic.title} ({_show(name)}) registers no chip model; "
+                                  f"{_models_known()}")
+            return None
+        return nic
+
+    def model_table(self, bus: Mapping[str, Any], key: str, nic: Nic | None) -> dict[str, Any]:
+        """``bus.faults`` / ``bus.timing``: the fields of the dataclass the NIC registers."""
         tbl: dict[str, Any] = self.value(bus, "bus", key, "table", default={})
         path = f"bus.{key}"
-        fields_ = _model_fields(cls_name)
-        if fields_ is None:  # the model is not importable here: its constructor will judge
+        if nic is None:  # no usable model: bus.model says so already
             return dict(tbl)
+        fields_ = _model_fields(nic, key)
+        if fields_ is None:  # the class is not importable here: the builder will say so
+            return dict(tbl)
+        if not fields_ and tbl:
+            self.err(path, f"the {nic.name} model takes no {key} (its Nic registers no "
+                           f"model_{key})")
+            return {}
         self.unknown(tbl, path, list(fields_))
         out: dict[str, Any] = {}
         for name, kind in fields_.items():
@@ -981,15 +1028,25 @@ def _ftdi_url_problem(url: str) -> str | None:
     return parsed if isinstance(parsed, str) else None
 
 
-def _model_fields(cls_name: str) -> dict[str, str] | None:
-    """{field: "float" | "int" | "bool" | "str"} of a dataclass in ``hilkit.sim.w5100``."""
+def _models_known() -> str:
+    """``known: a, b`` for messages: the registered NICs that have a chip model."""
+    from hilkit.drivers import nics
+
+    known = [n for n, x in nics().items() if x.model is not None]
+    return f"known: {', '.join(known)}" if known else "no NIC with a chip model is registered"
+
+
+def _model_fields(nic: Nic, table: str) -> dict[str, str] | None:
+    """{field: "float" | "int" | "bool" | "str"} of the NIC's ``model_<table>`` dataclass;
+    {} when it registers none (the table then takes no keys), None when it won't load."""
     import dataclasses
-    import importlib
 
     try:
-        cls = getattr(importlib.import_module("hilkit.sim.w5100"), cls_name)
-    except (ImportError, AttributeError):
+        cls = nic.model_options(table)
+    except NicError:
         return None
+    if cls is None:
+        return {}
     kinds = {"float": "float", "int": "int", "bool": "bool", "str": "str",
              float: "float", int: "int", bool: "bool", str: "str"}
     return {f.name: kinds.get(f.type, "float") for f in dataclasses.fields(cls)}

@@ -12,13 +12,22 @@ is already low gives no falling edge until it has gone high and low again.
 
 Waiting never spins: before each look at the line ``refresh`` lets the model
 catch up (pull frames from its wire, run its timers); between looks the pin
-sleeps in ``select`` on ``fileno()`` (the model's wire) or, with no
+sleeps in ``select`` on ``fileno()`` (the model's descriptor) or, with no
 descriptor, in short naps, never past the timeout.
+
+With ``signal_edge`` the pin also keeps an eventfd (``event_fd()``) that is
+readable while an edge of that kind waits in the queue, as a GPIO line
+request's descriptor is while it holds edge events: written when such an edge
+is queued, drained when ``wait_edge`` has taken the last one. A model puts it
+into its own descriptor, so an interrupt raised during any bus call wakes a
+waiting stack at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import os
 import select
 import threading
 import time
@@ -52,6 +61,7 @@ class SimPin:
         wake_ms: Callable[[], float | None] | None = None,
         idle_poll_ms: float = DEFAULT_IDLE_POLL_MS,
         max_events: int = DEFAULT_MAX_EVENTS,
+        signal_edge: Edge | None = None,
     ) -> None:
         self.name = name
         self.output = output
@@ -64,6 +74,11 @@ class SimPin:
         self._events: deque[bool] = deque(maxlen=max_events)  # True = rising
         self._cond = threading.Condition(threading.Lock())
         self._closed = False
+        self._signal_edge = signal_edge
+        self._efd: int | None = None
+        if signal_edge is not None:
+            self._efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._signalled = False  # the eventfd holds a count
         self.rising = 0  # edges seen since creation
         self.falling = 0
 
@@ -85,6 +100,9 @@ class SimPin:
                 self.rising += 1
             else:
                 self.falling += 1
+            if self._efd is not None and not self._signalled and self._signals(level):
+                os.eventfd_write(self._efd, 1)
+                self._signalled = True
             self._cond.notify_all()
 
     # -- hilkit.port.Pin ------------------------------------------------------
@@ -136,8 +154,21 @@ class SimPin:
         """The descriptor a stack can select on for this line, or None."""
         return self._fileno() if self._fileno is not None else None
 
+    def event_fd(self) -> int | None:
+        """Readable while a ``signal_edge`` edge is queued (None without ``signal_edge``)."""
+        return self._efd
+
     def close(self) -> None:
+        self.release_event_fd()
         self._closed = True
+
+    def release_event_fd(self) -> None:
+        """Close ``event_fd`` (its model is closed); the line itself stays usable."""
+        with self._cond:
+            if self._efd is not None:
+                os.close(self._efd)
+                self._efd = None
+            self._signalled = False
 
     # -- internals --------------------------------------------------------------
 
@@ -148,8 +179,24 @@ class SimPin:
     def _take(self, edge: Edge) -> bool:
         """Consume queued edges up to and including the first one that matches."""
         with self._cond:
-            while self._events:
-                rising = self._events.popleft()
-                if edge is Edge.BOTH or rising == (edge is Edge.RISING):
-                    return True
-            return False
+            try:
+                while self._events:
+                    rising = self._events.popleft()
+                    if edge is Edge.BOTH or rising == (edge is Edge.RISING):
+                        return True
+                return False
+            finally:
+                if self._signalled and not any(map(self._signals, self._events)):
+                    self._drain_signal()
+
+    def _signals(self, rising: bool) -> bool:
+        """An edge of this direction makes ``event_fd`` readable."""
+        want = self._signal_edge
+        return want is Edge.BOTH or (want is not None and rising == (want is Edge.RISING))
+
+    def _drain_signal(self) -> None:
+        """The last signalling edge was taken: the descriptor goes quiet."""
+        if self._efd is not None:
+            with contextlib.suppress(BlockingIOError):  # nothing to drain
+                os.eventfd_read(self._efd)
+        self._signalled = False

@@ -41,9 +41,11 @@ Decisions where the facts leave room (also in the report of the change):
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import math
 import random
+import select
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -51,6 +53,7 @@ from dataclasses import dataclass, field
 
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device, DeviceClosed
+from hilkit.port.pin import Edge
 from hilkit.port.spi import BusCounters
 from hilkit.sim.pins import SimPin
 
@@ -391,12 +394,15 @@ class W5100Model:
         self._timers = False  # a command, SEND or reset is waiting for the clock
         self._int_level = True
         self._registers_reset()
+        self._epoll: select.epoll | None = None  # what ``fileno`` hands out
+        self._epoll_wire: int | None = None  # the wire descriptor registered in it
         self.int_pin = SimPin(
             "w5100./INT",
             level=True,
             refresh=self._touch,
             fileno=self.fileno,
             wake_ms=self._wake_ms,
+            signal_edge=Edge.FALLING,  # /INT is active low: a falling edge is an interrupt
         )
         self.reset_pin = SimPin("w5100./RESET", level=True, output=True, on_set=self._reset_line)
 
@@ -422,9 +428,44 @@ class W5100Model:
 
     def close(self) -> None:
         """Close the bus side; the wire belongs to whoever made it and stays open."""
-        self._closed = True
+        with self._lock:
+            self._closed = True
+            if self._epoll is not None:
+                self._epoll.close()
+                self._epoll = None
+            self.int_pin.release_event_fd()
 
     def fileno(self) -> int | None:
+        """/INT's descriptor, like a GPIO line's edge events; None once closed.
+
+        An epoll descriptor (itself pollable) over the /INT pin's eventfd, readable
+        while a falling edge is queued (an interrupt raised by any bus call, even
+        one that sends), and the wire's descriptor, readable while frames wait on
+        the wire for the chip to pull them.
+        """
+        with self._lock:
+            if self._closed:
+                return None
+            ep = self._epoll
+            if ep is None:
+                efd = self.int_pin.event_fd()
+                if efd is None:
+                    return None
+                ep = self._epoll = select.epoll()
+                ep.register(efd, select.EPOLLIN)
+            wire_fd = self._wire_fileno()
+            if wire_fd != self._epoll_wire:
+                if self._epoll_wire is not None:
+                    with contextlib.suppress(OSError):  # closed already, or not there
+                        ep.unregister(self._epoll_wire)
+                self._epoll_wire = None
+                if wire_fd is not None:
+                    with contextlib.suppress(OSError):  # a wire closing under us: edges only
+                        ep.register(wire_fd, select.EPOLLIN)
+                        self._epoll_wire = wire_fd
+            return ep.fileno()
+
+    def _wire_fileno(self) -> int | None:
         """The wire's descriptor (readable when frames wait for the chip), or None."""
         if self.wire is None or self._wire_dead:
             return None

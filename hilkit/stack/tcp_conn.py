@@ -51,6 +51,58 @@ class State(enum.Enum):
 
 
 MIN_SND_MSS = 48  # the smallest MSS we honour, as Linux's TCP_MIN_SND_MSS
+IP_TCP_HEADERS = 40  # IPv4 and TCP headers without options: MSS = MTU - 40 (RFC 9293 §3.7.1)
+TCP_OPTIONS_MAX = 40  # a data offset of 15 words (RFC 9293 §3.1): what options may take
+
+
+def rx_window_clamp(rx_buffer_bytes: int | None, mtu: int, link_header: int) -> int | None:
+    """The largest receive window whose segments all fit a device's receive buffer.
+
+    ``rx_buffer_bytes`` is the device's (``hilkit.port.device.device_rx_buffer``),
+    counted in frames with their headers. A peer sends at most MTU + link header
+    bytes per frame, and a full-size segment carries at least the MSS less the
+    option space (RFC 9293 §3.7.1: options come out of the MSS; timestamps and
+    SACK blocks do), so a window of ``frames * (MSS - 40)`` bytes arrives in at
+    most ``frames`` frames.
+
+    One full-size frame of the buffer is left out of the window when two or more
+    fit: the window governs data only, and the peer's ACKs of what we send it
+    (one per two segments, RFC 5681 §4.2), its probes and ARP arrive while a
+    full window waits in the buffer. At least one segment is always offered.
+    None: no limit.
+    """
+    if rx_buffer_bytes is None:
+        return None
+    mss = max(mtu - IP_TCP_HEADERS, 64)
+    return _window_frames(rx_buffer_bytes, mtu + link_header) * max(mss - TCP_OPTIONS_MAX,
+                                                                    MIN_SND_MSS)
+
+
+def tx_flight_clamp(rx_buffer_bytes: int | None, mtu: int, link_header: int) -> int | None:
+    """How many segments may be in flight to a peer whose ACKs come back through a
+    device with a small receive buffer; None: no limit.
+
+    The peer answers up to one ACK per segment (RFC 5681 §4.2 asks for at least one
+    per two; a receiver in quick-ACK mode sends one for each), and they arrive while
+    the device may already hold a full receive window (``rx_window_clamp``). Only
+    the room left beside that window is theirs, each ACK counted with every TCP
+    option (timestamps and SACK blocks): a flight larger than that would have the
+    device drop ACKs, and ACKs lost make the next one acknowledge more, which
+    releases a larger burst still.
+    """
+    if rx_buffer_bytes is None:
+        return None
+    frame = mtu + link_header
+    room = rx_buffer_bytes - _window_frames(rx_buffer_bytes, frame) * frame
+    return max(room // (IP_TCP_HEADERS + TCP_OPTIONS_MAX + link_header), 1)
+
+
+def _window_frames(rx_buffer_bytes: int, frame: int) -> int:
+    """Full-size frames a receive window may take: all that fit, less one when two or
+    more do (``rx_window_clamp``); never less than one."""
+    fit = rx_buffer_bytes // frame
+    return fit - 1 if fit >= 2 else 1
+
 
 SYNCHRONIZED = frozenset(State) - {State.CLOSED, State.LISTEN, State.SYN_SENT}
 CAN_RECEIVE = frozenset({State.ESTABLISHED, State.FIN_WAIT_1, State.FIN_WAIT_2})
@@ -98,7 +150,11 @@ class Connection:
     def __init__(
         self, local: tuple[int, int], remote: tuple[int, int], iss: int, mtu: int,
         config: TcpConfig, now: float, ts_offset: int = 0, budget: TcpBudget | None = None,
+        rcv_clamp: int | None = None, snd_clamp_segs: int | None = None,
     ) -> None:
+        """``rcv_clamp``: the most the window may ever offer (``rx_window_clamp`` of the
+        route's device), fixed before the SYN since a window never shrinks;
+        ``snd_clamp_segs``: the most segments in flight (``tx_flight_clamp``)."""
         self.local = local
         self.remote = remote
         self.cfg = config
@@ -129,6 +185,7 @@ class Connection:
         self.snd_wl2 = 0
         self.max_snd_wnd = 0
         self.snd_wscale = 0
+        self.snd_clamp_segs = snd_clamp_segs
         self.sndbuf = bytearray()  # starts at snd_una (after the SYN)
         self.syn_acked = False
         self.fin_queued = False  # the application has no more to send
@@ -139,6 +196,7 @@ class Connection:
         self.rcv_nxt = 0
         self.rcv_adv = 0  # right edge of the window we advertised
         self.rcv_wscale = 0
+        self.rcv_clamp = rcv_clamp
         self.rcvbuf = bytearray()
         self.ooo = OutOfOrder(config.ooo_max_segments)  # data beyond a hole, and its SACK
         self.syn_wnd = 0  # the window our SYN offered
@@ -189,7 +247,7 @@ class Connection:
         """Active open: send a SYN (RFC 9293 §3.10.1)."""
         self.now = now
         self.state = State.SYN_SENT
-        self.rcv_wscale = self._wscale_for(self.cfg.rcvbuf)
+        self.rcv_wscale = self._wscale_for(self._rcv_cap())
         self._send_syn(now, ack=False)
 
     def accept_syn(self, seg: Segment, now: float) -> None:
@@ -217,7 +275,7 @@ class Connection:
         self.cc = self.cfg.congestion(self.mss)
         self.snd_wnd = self.max_snd_wnd = seg.wnd
         self.snd_wl1, self.snd_wl2 = seg.seq, seg.ack
-        self.rcv_adv = seq_add(self.rcv_nxt, min(self.cfg.rcvbuf, 0xFFFF))
+        self.rcv_adv = seq_add(self.rcv_nxt, min(self._rcv_cap(), 0xFFFF))
         self.events |= SocketEvent.CONN | SocketEvent.WR
 
     def send(self, data: bytes | bytearray | memoryview, now: float) -> int:
@@ -791,7 +849,7 @@ class Connection:
         """Send during SACK recovery while the pipe has room (RFC 6675 §5 step 4)."""
         sent = False
         for _ in range(64):  # bounded: one ACK never releases more than a window
-            if self.cc.cwnd - self._pipe() < self.mss:
+            if min(self.cc.cwnd, self._flight_cap()) - self._pipe() < self.mss:
                 break
             hole = self._next_hole()
             if hole is not None:
@@ -954,7 +1012,7 @@ class Connection:
             # Limited transmit (RFC 3042): each of the first two duplicate ACKs lets
             # one new segment out, so a small window can still draw three.
             extra = min(self.dupacks, 2) * self.mss if not self.in_recovery else 0
-            wnd = min(self.snd_wnd, self.cc.cwnd + extra)
+            wnd = min(self.snd_wnd, self.cc.cwnd + extra, self._flight_cap())
             if unsent <= 0:
                 if self.fin_queued and not self.fin_sent and flight == len(self.sndbuf):
                     self._emit(self.snd_nxt, self.rcv_nxt, FIN | ACK, b"")
@@ -1041,7 +1099,7 @@ class Connection:
             self.peer_ws = True
             self.snd_wscale = seg.wscale
             if self.state == State.SYN_RECEIVED:
-                self.rcv_wscale = self._wscale_for(self.cfg.rcvbuf)
+                self.rcv_wscale = self._wscale_for(self._rcv_cap())
         else:
             self.snd_wscale = 0
             self.rcv_wscale = 0
@@ -1051,6 +1109,20 @@ class Connection:
             self.ts_recent = seg.ts[0]
             self.mss = max(self.mss - tcp.TS_OPTION_LEN, MIN_SND_MSS)
         self.cc = self.cfg.congestion(self.mss)
+
+    def _flight_cap(self) -> int:
+        """Bytes we may have in flight whatever the windows say (``snd_clamp_segs``)."""
+        segs = self.snd_clamp_segs
+        return 1 << 62 if segs is None else segs * self.mss
+
+    def _rcv_cap(self) -> int:
+        """The largest window this connection offers: the receive buffer, within the clamp.
+
+        The window scale is picked for it (RFC 7323 §2.3: fixed in the SYN), so a
+        clamped window stays exact rather than rounded down to a coarse scale.
+        """
+        clamp = self.rcv_clamp
+        return self.cfg.rcvbuf if clamp is None else min(self.cfg.rcvbuf, clamp)
 
     @staticmethod
     def _wscale_for(buf: int) -> int:
@@ -1063,11 +1135,14 @@ class Connection:
         return (int(now) + self.ts_offset) & 0xFFFFFFFF  # a 1 ms timestamp clock
 
     def _rcv_space(self) -> int:
-        """The window we may offer from RCV.NXT: the buffer's room, within the budget."""
+        """The window we may offer from RCV.NXT: the buffer's room, within the budget
+        and within what the device can take in one burst (``rcv_clamp``)."""
         space = max(self.cfg.rcvbuf - len(self.rcvbuf), 0)
         bud = self.budget
         if bud.pressure or bud.held > bud.high - space:  # only then can the budget say less
             space = min(space, self.ooo.nbytes + self._rcv_room())
+        if self.rcv_clamp is not None:
+            space = min(space, self.rcv_clamp)
         return space
 
     def _advertise(self) -> int:
@@ -1076,7 +1151,7 @@ class Connection:
         space = self._rcv_space()
         edge = seq_add(self.rcv_nxt, space)
         grow = seq_diff(edge, self.rcv_adv)
-        if grow >= min(self.cfg.rcvbuf // 2, self.mss_local) or seq_lt(self.rcv_adv,
+        if grow >= min(self._rcv_cap() // 2, self.mss_local) or seq_lt(self.rcv_adv,
                                                                         self.rcv_nxt):
             self.rcv_adv = edge
         wnd = max(seq_diff(self.rcv_adv, self.rcv_nxt), 0) >> self.rcv_wscale
@@ -1200,5 +1275,6 @@ class Connection:
             "ssthresh": self.cc.ssthresh, "srtt_ms": self.srtt, "rttvar_ms": self.rttvar,
             "rto_ms": self.rto, "snd_wnd": self.snd_wnd, "snd_wscale": self.snd_wscale,
             "rcv_wscale": self.rcv_wscale, "timestamps": self.ts_ok, "sack": self.sack_ok,
+            "rcv_clamp": self.rcv_clamp, "snd_clamp_segs": self.snd_clamp_segs,
             **self.stats,
         }

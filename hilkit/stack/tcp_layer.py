@@ -24,12 +24,19 @@ import secrets
 import struct
 from typing import TYPE_CHECKING
 
+from hilkit.port.device import Device, device_rx_buffer, max_frame_len
 from hilkit.stack import ipv4, tcp
 from hilkit.stack.addr import ANY
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.tcp import ACK, RST, SYN, Segment, seq_add
 from hilkit.stack.tcp_budget import TcpBudget
-from hilkit.stack.tcp_conn import Connection, State, TcpConfig
+from hilkit.stack.tcp_conn import (
+    Connection,
+    State,
+    TcpConfig,
+    rx_window_clamp,
+    tx_flight_clamp,
+)
 from hilkit.stack.tcp_socket import TcpSocket
 from hilkit.stack.timers import Timer
 
@@ -111,8 +118,10 @@ class TcpLayer:
             st.stats["tcp.conn_limit_refused"] += 1
             raise OSError(errno.ENOBUFS, "too many TCP connections")
         now = st.clock.now_ms()
-        conn = Connection((laddr, lport), remote, self._isn(key, now), route.iface.dev.mtu,
-                          self.config, now, self._ts_offset(key), self.budget)
+        dev = route.iface.dev
+        conn = Connection((laddr, lport), remote, self._isn(key, now), dev.mtu,
+                          self.config, now, self._ts_offset(key), self.budget,
+                          *self._clamps(dev))
         conn.nodelay = sock.nodelay
         conn.context = sock
         sock.conn = conn
@@ -182,9 +191,10 @@ class TcpLayer:
         if route is None:
             st.stats["ipv4.no_route"] += 1
             return
+        dev = route.iface.dev
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
-                          route.iface.dev.mtu, self.config, now, self._ts_offset(key),
-                          self.budget)
+                          dev.mtu, self.config, now, self._ts_offset(key),
+                          self.budget, *self._clamps(dev))
         conn.nodelay = lst.nodelay
         self.conns[key] = conn
         self._half_open_of[conn] = lst
@@ -230,8 +240,10 @@ class TcpLayer:
         idx = max(i for i, m in enumerate(COOKIE_MSS) if m <= mss or i == 0)
         isn = self._cookie(key, seg.seq, int(now // COOKIE_PERIOD_MS), idx)
         opts = tcp.build_options(mss=ours)
+        clamp = self._clamps(route.iface.dev)[0] if route is not None else None
+        wnd = min(0xFFFF, self.config.rcvbuf, clamp if clamp is not None else 0xFFFF)
         hdr = tcp.header(key[0], key[2], key[1], key[3], isn, seq_add(seg.seq, 1), SYN | ACK,
-                         0xFFFF, opts, b"")
+                         wnd, opts, b"")
         self.stack.stats["tcp.syncookies_sent"] += 1
         self.stack._ip_output(key[2], ipv4.PROTO_TCP, [hdr], src=key[0])
 
@@ -252,8 +264,9 @@ class TcpLayer:
         route, _ = self.stack._source_for(h.src)
         if route is None:
             return True
-        conn = Connection((h.dst, seg.dport), key[2:], cookie, route.iface.dev.mtu,
-                          self.config, now, budget=self.budget)
+        dev = route.iface.dev
+        conn = Connection((h.dst, seg.dport), key[2:], cookie, dev.mtu, self.config, now,
+                          0, self.budget, *self._clamps(dev))
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
         self.stack.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
@@ -350,6 +363,14 @@ class TcpLayer:
             self.flush(conn)
         else:
             conn.stats["icmp_soft_errors"] = conn.stats.get("icmp_soft_errors", 0) + 1
+
+    @staticmethod
+    def _clamps(dev: Device) -> tuple[int | None, int | None]:
+        """The receive window limit and the flight limit in segments for a connection
+        routed out through ``dev``: looked up once, when the connection is made
+        (``rx_window_clamp``, ``tx_flight_clamp``, docs/porting.md)."""
+        rx, link = device_rx_buffer(dev), max_frame_len(dev) - dev.mtu
+        return rx_window_clamp(rx, dev.mtu, link), tx_flight_clamp(rx, dev.mtu, link)
 
     # -- numbers -----------------------------------------------------------------------
     def _isn(self, key: Key, now: float) -> int:

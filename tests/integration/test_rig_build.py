@@ -21,7 +21,7 @@ import pytest
 
 from hilkit.port.capture import CaptureDevice
 from hilkit.port.errors import HardwareNotFound
-from hilkit.rig import BuiltRig, Rig, build, check_hardware, load_rig, parse_rig
+from hilkit.rig import BuiltRig, Rig, RigError, build, check_hardware, load_rig, parse_rig
 from hilkit.rig.builder import NETNS_PREFIX
 from hilkit.rig.netns import NETNS_RUN_DIR, Netns
 from hilkit.stack import PingError, PingStats, Stack
@@ -122,6 +122,7 @@ def test_sim_w5100_pings_the_kernel() -> None:
         assert built.device.mac == rig.driver.options["mac"]
         assert_replied(ping_kernel(built))
         assert built.bus is not None and built.bus.counters.bytes > 0
+        assert built.nic is not None and built.nic.name == "w5100"
     assert_gone(name)
 
 
@@ -161,6 +162,75 @@ def test_python_bus_and_entry_point_driver_build(tmp_path: Path, plugins: None) 
         assert_replied(ping_kernel(built))
         assert bus.counters.transactions >= 3
     assert bus.closed
+
+
+SIM_NIC_RIG = """\
+name = "toy-sim"
+description = "an out-of-tree NIC's chip model on a sim bus: registered once, named nowhere"
+
+[driver]
+name = "toy"
+gain = 3
+
+[bus]
+kind = "sim"
+model = "toy"
+seed = 5
+faults = { mute = true }
+
+[pins.reset]
+kind = "sim"
+
+[peer]
+kind = "tap"
+interface = "hkn0"
+address = "10.9.6.1/29"
+
+[dut]
+address = "10.9.6.6/29"
+"""
+
+
+def test_a_sim_bus_builds_the_registered_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An entry-point NIC (tests.rig_plugins.TOY_NIC): its model is the bus, its driver the
+    device, and the built rig carries the registration for the runner and the suites."""
+    rig_plugins.register_nics(monkeypatch)
+    path = tmp_path / "toy-sim.toml"
+    path.write_text(SIM_NIC_RIG.replace("[pins.reset]\nkind = \"sim\"\n\n", ""))
+    rig = parse_rig(path)
+    assert rig.bus is not None and rig.bus.speed_hz == 2_000_000  # the NIC's spi_max_hz
+    with build(rig) as built:
+        bus: Any = built.bus
+        assert isinstance(bus, rig_plugins.LoopbackBus) and built.model is bus
+        assert bus.label == "toy-model-5" and bus.wire is built.wire is not None
+        assert isinstance(bus.faults, rig_plugins.ToyFaults) and bus.faults.mute
+        assert isinstance(built.device, rig_plugins.FakeChipDevice) and built.device.gain == 3
+        assert built.nic is rig_plugins.TOY_NIC
+        assert_replied(ping_kernel(built))
+    assert bus.closed
+
+
+def test_a_sim_bus_model_that_fails_is_a_problem_of_bus_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig_plugins.register_nics(monkeypatch)
+    path = tmp_path / "toy-sim.toml"
+    path.write_text(SIM_NIC_RIG)  # the toy model has no reset_pin: a "sim" pin cannot be
+    with pytest.raises(RigError) as info, build(parse_rig(path)):
+        pass
+    assert "pins.reset.kind: the bus object has no reset_pin" in str(info.value)
+
+    def boom(**kw: Any) -> Any:
+        raise RuntimeError("the model's RAM is on fire")
+
+    monkeypatch.setattr(rig_plugins, "make_toy_model", boom)
+    path.write_text(SIM_NIC_RIG.replace("[pins.reset]\nkind = \"sim\"\n\n", ""))
+    with pytest.raises(RigError) as info, build(parse_rig(path)):
+        pass
+    assert str(info.value).endswith(
+        "bus.model: the toy model cannot be made: RuntimeError: the model's RAM is on fire")
 
 
 # -- real rigs on a machine without their hardware --------------------------------------------

@@ -129,7 +129,8 @@ def _required(rig: dict[str, Any], path: str) -> bool:
     """What the schema (docs/rigs.md, "Keys") says may not be left out."""
     parts = path.split(".")
     if path in ("driver", "driver.name", "peer", "peer.kind", "peer.address", "dut",
-                "dut.address", "bus.kind", "bus.device", "bus.url", "bus.factory"):
+                "dut.address", "bus.kind", "bus.device", "bus.url", "bus.factory",
+                "bus.model"):
         return True
     if path == "bus":
         return bool(rig["driver"]["name"] == "w5100")  # the driver takes a bus
@@ -184,12 +185,14 @@ BUS_BAD: dict[str, dict[str, tuple[Any, ...]]] = {
                          "ftdi://ftdi:232h:" + "9" * 5000 + "/1", "ftdi://ftdi:232h:zz:1/1",
                          "ftdi://zzzzz:232h/1", "http://ftdi/1", ""),
              "bus.speed_hz": (457, 30_000_001), "bus.cs_pin": (2, 8), "bus.mode": (1, 3)},
-    "sim-w5100": {"bus.seed": ("7", *EXTREMES),
-                  "bus.timing.send_ms": ("x", True, *EXTREMES),
-                  "bus.faults.bit_error_rate": (1.5, "x", *EXTREMES),
-                  "bus.faults.rx_full": ("yes", 1),
-                  "bus.timing.warp_ms": (1.0,), "bus.faults.smoke": (True,),
-                  "bus.speed_hz": (999, 200_000_001)},
+    "sim": {"bus.model": ("", "w5101", "nosuchchip", "w5100\u0000", "x" * 100_000),
+            "bus.kind": ("sim-w5100", "sim-"),
+            "bus.seed": ("7", *EXTREMES),
+            "bus.timing.send_ms": ("x", True, *EXTREMES),
+            "bus.faults.bit_error_rate": (1.5, "x", *EXTREMES),
+            "bus.faults.rx_full": ("yes", 1),
+            "bus.timing.warp_ms": (1.0,), "bus.faults.smoke": (True,),
+            "bus.speed_hz": (999, 200_000_001)},
 }
 
 

@@ -110,7 +110,8 @@ def test_every_shipped_rig_validates(name: str) -> None:
 def test_shipped_rigs_say_what_the_issue_asks() -> None:
     sim = load_rig("sim-w5100")
     assert sim.simulated and sim.driver.name == "w5100"
-    assert sim.bus is not None and sim.bus.kind == "sim-w5100"
+    assert sim.bus is not None and (sim.bus.kind, sim.bus.model) == ("sim", "w5100")
+    assert sim.bus.speed_hz == 14_000_000 and sim.bus.describe() == "sim w5100 @ 14 MHz"
     assert sim.peer.kind == "tap"
     assert (sim.peer.address, sim.dut.address) == ("192.168.7.1/24", "192.168.7.2/24")
     assert list(sim.suites) == list(SUITE_NAMES)
@@ -286,7 +287,7 @@ def test_unknown_bus_kind(tmp_path: Path) -> None:
     assert lines[0] == 'rigs/bench.toml: bus.kind: unknown bus kind "spi"; did you mean "spidev"?'
     lines = errors_of(tmp_path, replace(SPIDEV_RIG, 'kind = "spidev"', 'kind = "i2c"'))
     assert lines[0] == ('rigs/bench.toml: bus.kind: unknown bus kind "i2c" '
-                        "(known: spidev, ftdi, sim-w5100, python)")
+                        "(known: spidev, ftdi, sim, python)")
 
 
 @pytest.mark.parametrize("factory", ["mybridge.open_bus", "mybridge:", ":open_bus",
@@ -320,10 +321,105 @@ def test_pin_mistakes(tmp_path: Path) -> None:
 
 
 def test_a_sim_bus_needs_a_tap_peer(tmp_path: Path) -> None:
-    text = replace(SPIDEV_RIG, 'kind = "spidev"\ndevice = "/dev/spidev0.0"', 'kind = "sim-w5100"')
+    text = replace(SPIDEV_RIG, 'kind = "spidev"\ndevice = "/dev/spidev0.0"',
+                   'kind = "sim"\nmodel = "w5100"')
     lines = errors_of(tmp_path, text)
-    assert ('rigs/bench.toml: peer.kind: a simulated bus (sim-w5100) needs a "tap" peer: '
-            "the model's wire is a TAP") in lines
+    assert ('rigs/bench.toml: peer.kind: a simulated bus (the w5100 model) needs a "tap" '
+            "peer: the model's wire is a TAP") in lines
+
+
+SIM_RIG = """\
+name = "bench"
+
+[driver]
+name = "w5100"
+
+[bus]
+kind = "sim"
+model = "w5100"
+seed = 7
+
+[pins.reset]
+kind = "sim"
+
+[peer]
+kind = "tap"
+address = "192.168.7.1/24"
+
+[dut]
+address = "192.168.7.2/24"
+"""
+
+
+def test_a_sim_bus_runs_a_registered_model(tmp_path: Path) -> None:
+    text = replace(SIM_RIG, "seed = 7\n", "seed = 7\nfaults = { bit_error_rate = 1e-6 }\n"
+                                          "timing = { send_ms = 0.2 }\n")
+    rig = parse_rig(write(tmp_path, text))
+    assert rig.bus is not None and rig.simulated
+    assert (rig.bus.kind, rig.bus.model, rig.bus.seed) == ("sim", "w5100", 7)
+    assert rig.bus.speed_hz == 14_000_000  # the NIC's spi_max_hz is the default
+    assert dict(rig.bus.faults) == {"bit_error_rate": 1e-6}
+    assert dict(rig.bus.timing) == {"send_ms": 0.2}
+
+
+def test_the_old_sim_kind_says_what_to_write(tmp_path: Path) -> None:
+    text = replace(SIM_RIG, 'kind = "sim"\nmodel = "w5100"\n', 'kind = "sim-w5100"\n')
+    assert errors_of(tmp_path, text) == [
+        'rigs/bench.toml: bus.kind: "sim-w5100" is gone: write kind = "sim" and '
+        'model = "w5100"']
+    # the rest of the table is still checked, as what it now means
+    text = replace(text, "seed = 7", "seed = 7\nfaults = { smoke = true }")
+    lines = errors_of(tmp_path, text)
+    assert lines[0].startswith('rigs/bench.toml: bus.kind: "sim-w5100" is gone: ')
+    assert lines[1].startswith('rigs/bench.toml: bus.faults.smoke: unknown key "smoke"')
+    text = replace(SIM_RIG, 'kind = "sim"\nmodel = "w5100"\n', 'kind = "sim-mychip"\n')
+    lines = errors_of(tmp_path, text)
+    assert lines[0] == ('rigs/bench.toml: bus.kind: "sim-mychip" is gone: write kind = "sim" '
+                        'and model = "mychip"')
+
+
+def test_a_sim_bus_with_an_unknown_model(tmp_path: Path) -> None:
+    lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "w5101"'))
+    assert lines == ['rigs/bench.toml: bus.model: unknown model "w5101"; did you mean "w5100"?']
+    lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "cs8900"'))
+    assert lines == ['rigs/bench.toml: bus.model: unknown model "cs8900" (known: w5100); a chip '
+                     'model comes with a NIC registered under the entry-point group '
+                     '"hilkit.nics"']
+    lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"\n', ""))
+    assert lines == ["rigs/bench.toml: bus.model: missing (the NIC whose chip model runs; "
+                     "known: w5100)"]
+
+
+def test_a_sim_bus_needs_a_nic_that_has_a_model(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig_plugins.register_nics(monkeypatch)
+    lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "nomodel"'))
+    assert lines == ['rigs/bench.toml: bus.model: Bare Chip ("nomodel") registers no chip '
+                     "model; known: toy, w5100"]
+
+
+def test_a_model_without_timing_takes_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    rig_plugins.register_nics(monkeypatch)
+    text = replace(SIM_RIG, 'model = "w5100"', 'model = "toy"\ntiming = { send_ms = 1 }\n'
+                                               "faults = { mute = true }")
+    text = replace(text, 'name = "w5100"', 'name = "toy"')
+    assert errors_of(tmp_path, text) == [
+        "rigs/bench.toml: bus.timing: the toy model takes no timing (its Nic registers no "
+        "model_timing)"]
+
+
+def test_faults_and_timing_are_the_registered_fields(tmp_path: Path) -> None:
+    text = replace(SIM_RIG, "seed = 7\n", "faults = { bit_error_rat = 0.1, rx_full = 1 }\n"
+                                          "timing = { send_ms = -1 }\n")
+    assert errors_of(tmp_path, text) == [
+        'rigs/bench.toml: bus.faults.bit_error_rat: unknown key "bit_error_rat"; did you mean '
+        '"bit_error_rate"?',
+        "rigs/bench.toml: bus.faults.rx_full: expected true or false, got 1",
+        "rigs/bench.toml: bus.timing.send_ms: -1.0 is out of range 0..60000",
+    ]
 
 
 def test_not_toml(tmp_path: Path) -> None:

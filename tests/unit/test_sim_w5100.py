@@ -7,6 +7,7 @@ model's constants, so a wrong constant in the model fails a test.
 from __future__ import annotations
 
 import os
+import select
 import threading
 import time
 from collections import deque
@@ -65,6 +66,11 @@ def rd(m: SpiBus, addr: int) -> int:
     out = m.transfer(rframe(addr))
     assert out[:3] == b"\x00\x01\x02"
     return out[3]
+
+
+def readable(fd: int) -> bool:
+    """Would ``select`` return at once (timeout 0)?"""
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 def wr16(m: SpiBus, addr: int, value: int) -> None:
@@ -207,7 +213,8 @@ def test_model_speaks_the_port_contracts(m: W5100Model) -> None:
     assert isinstance(m, SpiBus)
     assert isinstance(m.counters, BusCounters)
     assert isinstance(m.int_pin, Pin) and isinstance(m.reset_pin, Pin)
-    assert m.int_pin.fileno() is None  # no wire, no descriptor
+    fd = m.int_pin.fileno()  # no wire: still /INT's edge events, quiet while none is queued
+    assert fd is not None and not readable(fd)
 
 
 def test_spi_echo_bytes(m: W5100Model) -> None:
@@ -826,14 +833,20 @@ def test_closed_wire_is_left_alone() -> None:
     rd(m, GAR)
     rd(m, GAR)
     assert m.stats["wire_errors"] == 1
-    assert m.int_pin.fileno() is None
+    fd = m.int_pin.fileno()  # /INT's edges only: the dead wire is no longer waited on
+    assert fd is not None and not readable(fd)
 
 
 def test_int_pin_waits_on_the_wire_descriptor() -> None:
     wire = FakeWire(with_fd=True)
     m = W5100Model(wire)
     try:
-        assert m.int_pin.fileno() == wire.fileno() is not None
+        fd = m.int_pin.fileno()
+        assert fd is not None and wire.fileno() is not None and not readable(fd)
+        wire.push(eth(MAC))
+        assert readable(fd)  # frames wait on the wire for the chip
+        rd(m, GAR)  # pulled (socket 0 not open yet: dropped), the wire is quiet again
+        assert not readable(fd)
         open_macraw(m)
         wr(m, IMR, 0x01)
         t0 = time.monotonic()
@@ -850,6 +863,37 @@ def test_int_pin_waits_on_the_wire_descriptor() -> None:
         timer.join()
     finally:
         wire.close()
+
+
+def test_int_descriptor_is_readable_once_a_bus_call_raises_int() -> None:
+    """A bus call (here a write, as on the send path) pulls a frame off the wire and
+    /INT falls: the descriptor must be readable at once, though the wire is quiet by
+    then, like a GPIO line's edge events; taking the edge makes it quiet again."""
+    wire = FakeWire(with_fd=True)
+    m = W5100Model(wire)
+    try:
+        open_macraw(m)
+        wr(m, IMR, 0x01)
+        fd = m.int_pin.fileno()
+        assert fd is not None and not readable(fd)
+        wire.push(eth(MAC))
+        wr(m, S0 + TX_WR, 0)  # any bus call pulls what waits on the wire
+        assert m.int_pin.level is False and m.stats["int_asserts"] == 1
+        assert not readable(wire.fileno() or -1)  # the frame is in the chip now
+        assert readable(fd)
+        assert m.int_pin.wait_edge(Edge.FALLING, 0) is True
+        assert not readable(fd)  # the edge is taken; /INT is still low, no new edge
+        wr(m, S0 + IR_, RECV_INT)  # cleared: /INT rises, which is no interrupt
+        assert m.int_pin.level is True and not readable(fd)
+        wire.push(eth(MAC))
+        wr(m, GAR, 0)
+        assert readable(fd)  # the next frame: a new falling edge
+        m.int_pin.wait_edge(Edge.FALLING, 0)
+        assert not readable(fd)
+    finally:
+        m.close()
+        wire.close()
+    assert m.int_pin.fileno() is None
 
 
 def test_wait_edge_without_descriptor_naps(m: W5100Model) -> None:

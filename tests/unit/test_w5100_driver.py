@@ -9,6 +9,8 @@ calls), which are deterministic; timing is never asserted.
 from __future__ import annotations
 
 import os
+import select
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 import pytest
@@ -17,7 +19,7 @@ from hilkit.drivers import load_driver
 from hilkit.drivers.w5100 import WIRING_HINT, W5100Device
 from hilkit.drivers.w5100 import regs as r
 from hilkit.port.clock import ManualClock
-from hilkit.port.device import Device, DeviceClosed, LinkType
+from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, InvertedPin
 from hilkit.port.spi import BusCounters, SpiBus
@@ -190,6 +192,17 @@ def test_is_a_device_and_registered(dev: W5100Device, model: W5100Model) -> None
     assert dev.name == "w5100"
     assert dev.link_up is True
     assert dev.fileno() is None
+
+
+def test_states_its_rx_buffer(dev: W5100Device, model: W5100Model) -> None:
+    """``rx_buffer_bytes``: 8 KB less the 2-byte MACRAW header of each full-size frame;
+    as many full-size frames as it says fit (floor(8182 / 1514) = 5) are what the chip
+    stores before it drops."""
+    assert dev.rx_buffer_bytes == 8192 - 5 * 2
+    for k in range(5):
+        assert model.inject(frame(1514, k))
+    assert not model.inject(frame(1514, 5))
+    assert model.stats["rx_dropped_full"] == 1
 
 
 def test_probe_configures_the_chip(dev: W5100Device, model: W5100Model) -> None:
@@ -747,6 +760,65 @@ def test_interrupt_line_quiet_after_send_ok_seen_by_poll(clock: ManualClock) -> 
         clock.advance(1.0)
         assert d.poll(4) == []
         assert model.int_pin.level is True
+
+
+class PipeWire:
+    """The Ethernet under the model: frames pushed here wait, and a pipe says so."""
+
+    name, link_type, mac, mtu = "pipewire", LinkType.ETHERNET, PEER, 1500
+
+    def __init__(self) -> None:
+        self.counters = DeviceCounters()
+        self.rx: deque[bytes] = deque()
+        self.r, self.w = os.pipe()
+        os.set_blocking(self.r, False)
+
+    def push(self, f: bytes) -> None:
+        self.rx.append(f)
+        os.write(self.w, b"x")
+
+    def send(self, frame: bytes | bytearray | memoryview) -> bool:
+        return True
+
+    def poll(self, budget: int) -> list[bytes]:
+        out = [self.rx.popleft() for _ in range(min(budget, len(self.rx)))]
+        if out:
+            os.read(self.r, len(out))
+        return out
+
+    @property
+    def link_up(self) -> bool:
+        return True
+
+    def fileno(self) -> int:
+        return self.r
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+def test_fileno_wakes_when_a_send_pulls_frames_in(clock: ManualClock) -> None:
+    """A send is a bus call: the model pulls what waits on the wire and /INT falls. The
+    descriptor the stack sleeps on must turn readable then, not at its next timer; the
+    poll that takes the frame takes the edge too, so the descriptor goes quiet."""
+    wire = PipeWire()
+    model = W5100Model(wire, clock=clock)
+    try:
+        with W5100Device(model, mac=MAC, irq=InvertedPin(model.int_pin), clock=clock) as d:
+            d.poll(4)
+            fd = d.fileno()
+            assert fd is not None and not select.select([fd], [], [], 0)[0]
+            wire.push(frame(100, 1))
+            assert d.send(frame(100, 2, dst=PEER))
+            assert model.stats["frames_in"] == 1  # in the chip; the wire is quiet
+            assert not select.select([wire.fileno()], [], [], 0)[0]
+            assert select.select([fd], [], [], 0)[0]
+            assert d.poll(4) == [frame(100, 1)]
+            assert not select.select([fd], [], [], 0)[0]
+    finally:
+        model.close()
+        wire.close()
 
 
 def test_fileno_is_the_irq_pins(model: W5100Model, clock: ManualClock) -> None:

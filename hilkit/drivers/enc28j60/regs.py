@@ -121,8 +121,13 @@ MACON1_RXPAUS: Final = 0x04
 MACON1_PASSALL: Final = 0x02
 MACON1_MARXEN: Final = 0x01
 MACON3 = _mac("MACON3", 2, 0x02)
+MACON3_PADCFG2: Final = 0x80  # PADCFG2:0 choose automatic padding, Register 6-2
+MACON3_PADCFG1: Final = 0x40
 MACON3_PADCFG0: Final = 0x20  # with PADCFG2:1 = 00: pad short frames to 60 bytes + CRC
+MACON3_PADCFG: Final = 0xE0  # the whole PADCFG2:0 field
 MACON3_TXCRCEN: Final = 0x10
+MACON3_PHDREN: Final = 0x08  # proprietary header before the frame (not modelled)
+MACON3_HFRMEN: Final = 0x04  # huge frames: do not abort frames longer than MAMXFL
 MACON3_FRMLNEN: Final = 0x02
 MACON3_FULDPX: Final = 0x01
 MACON4 = _mac("MACON4", 2, 0x03)
@@ -209,15 +214,20 @@ RSV_LENGTH_OUT_OF_RANGE: Final = 1 << 22
 RSV_RECEIVED_OK: Final = 1 << 23
 RSV_MULTICAST: Final = 1 << 24
 RSV_BROADCAST: Final = 1 << 25
+RSV_VLAN: Final = 1 << 30
 
 # Transmit status vector bits, counted in the 56-bit vector (Table 7-1)
 TSV_COLLISIONS_SHIFT: Final = 16  # 4-bit collision count
+TSV_CRC_ERROR: Final = 1 << 20
+TSV_LENGTH_OUT_OF_RANGE: Final = 1 << 22
 TSV_DONE: Final = 1 << 23
 TSV_MULTICAST: Final = 1 << 24
 TSV_BROADCAST: Final = 1 << 25
 TSV_EXCESSIVE_COLLISION: Final = 1 << 28
 TSV_LATE_COLLISION: Final = 1 << 29
 TSV_GIANT: Final = 1 << 30
+TSV_TOTAL_SHIFT: Final = 32  # bits 47:32, bytes on the wire including collided attempts
+TSV_VLAN: Final = 1 << 51
 
 # Per-packet control byte written before a frame at ETXST (§7.1, Figure 7-1)
 PCB_PHUGEEN: Final = 0x08
@@ -230,3 +240,21 @@ PCB_POVERRIDE: Final = 0x01  # bits 3..1 instead of MACON3's
 RX_START: Final = 0x0000
 RX_END: Final = 0x19FF
 TX_START: Final = 0x1A00
+
+# MAC timing the data sheet recommends (§6.5 steps 5-7): inter-packet gaps for 10 Mb/s.
+MABBIPG_HALF: Final = 0x12  # back-to-back gap, half duplex (9.6 us)
+MABBIPG_FULL: Final = 0x15  # back-to-back gap, full duplex (9.6 us)
+MAIPGL_VALUE: Final = 0x12  # non-back-to-back gap, either duplex
+MAIPGH_HALF: Final = 0x0C  # non-back-to-back gap high byte, half duplex only
+
+# PHLCON fields (§2.6, Register 2-2): bits 13:12 read and write as 1; LEDA shows link
+# status, LEDB transmit and receive activity, pulses stretched to about 73 ms. This avoids
+# the duplex-and-collision setting that errata DS80349 item 11 says shows duplex only.
+PHLCON_RESERVED: Final = 0x3000
+PHLCON_LACFG_LINK: Final = 0x0400  # LACFG = 0100: link status
+PHLCON_LBCFG_TXRX: Final = 0x0070  # LBCFG = 0111: transmit and receive activity
+PHLCON_LFRQ_73MS: Final = 0x0004  # LFRQ = 01: stretch by about 73 ms
+PHLCON_STRCH: Final = 0x0002
+PHLCON_VALUE: Final = (
+    PHLCON_RESERVED | PHLCON_LACFG_LINK | PHLCON_LBCFG_TXRX | PHLCON_LFRQ_73MS | PHLCON_STRCH
+)

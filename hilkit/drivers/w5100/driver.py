@@ -179,6 +179,9 @@ class W5100Device:
     ``tx_stalls`` (SENDs that never completed; each counts one ``tx_errors``)
     and ``bus_errors`` (reads that disagreed, or writes that did not take, and
     were redone: a measure of the wiring, nothing was lost).
+
+    ``rx_buffer_bytes`` (the contract's optional member) is what socket 0's RX
+    buffer holds before the chip drops: see ``rx_capacity``.
     """
 
     link_type = LinkType.ETHERNET
@@ -225,6 +228,7 @@ class W5100Device:
         self.name = name
         self.mac: bytes | None = mac
         self.mtu = mtu
+        self.rx_buffer_bytes: int | None = rx_capacity(mtu)
         self.counters = DeviceCounters()
         self.resets = 0  # chip re-initialisations after a reset or corruption was seen
         self.reopens = 0  # socket 0 re-opens (RX out of step, SEND stalled)
@@ -969,6 +973,21 @@ class W5100Device:
     def _check_open(self) -> None:
         if self._closed:
             raise DeviceClosed(errno.EBADF, f"{self.name} is closed")
+
+
+def rx_capacity(mtu: int) -> int:
+    """Bytes of frames socket 0's RX buffer holds before the chip drops (``rx_buffer_bytes``).
+
+    ``_configure`` gives socket 0 all 8 KB (RMSR, §3); in MACRAW each frame is
+    stored after a 2-byte length header (§8). The contract counts frames
+    without such overhead, so the 8 KB is stated less the headers of as many
+    full-size frames as fit: with MTU 1500, 5 frames of 1514 bytes take
+    5 x 1516 = 7580 bytes, and 8192 - 5 x 2 = 8182 still floors to 5 frames.
+    (Capped below one more frame, for the rare MTU where that floor would round up.)
+    """
+    frame = mtu + ETH_HEADER_LEN
+    frames = r.BUF_SIZE // (frame + r.MACRAW_HEADER)
+    return min(r.BUF_SIZE - frames * r.MACRAW_HEADER, (frames + 1) * frame - 1)
 
 
 def _as_bytes(frame: bytes | bytearray | memoryview) -> bytes:

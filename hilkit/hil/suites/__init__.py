@@ -12,7 +12,7 @@ parameter is in ``docs/rigs.md``, made by ``params_markdown()`` (a test keeps
 the two the same).
 
 Simulated rigs with a bus (a chip model) get smaller bulk-transfer defaults,
-which keeps a whole sim-w5100 run near a minute (CI runs it on every change);
+which keeps a whole run on a chip model near a minute (CI runs it on every change);
 each such choice is noted in results.json.
 """
 

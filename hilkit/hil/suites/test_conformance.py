@@ -20,8 +20,11 @@ from hilkit.rig.peers import PacketPeer
 
 
 def _link_follows_peer(hil: HilSession) -> bool:
-    """Simulated rigs whose device reports the peer's link state (probed once per run)."""
+    """Simulated rigs whose device reports the peer's link state: never a NIC registered
+    with ``link_detect=False``; otherwise probed once per run."""
     if not getattr(hil.built.rig, "simulated", False):
+        return False
+    if hil.nic is not None and not hil.nic.link_detect:
         return False
     known = hil.shared.get("link_follows_peer")
     if known is None:

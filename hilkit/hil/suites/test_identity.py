@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from hilkit.hil.plugin import BuiltRigLike, FigureFn, is_w5100
+from hilkit.hil.plugin import BuiltRigLike, FigureFn
 from hilkit.port.device import Device, LinkType
+from hilkit.port.nic import Nic
 
 
 def test_device_opened(rig: BuiltRigLike, figure: FigureFn) -> None:
@@ -37,28 +38,21 @@ def test_mtu(rig: BuiltRigLike, figure: FigureFn) -> None:
         assert mtu == want, f"the rig file says MTU {want}, the device has {mtu}"
 
 
-W5100_RTR = 0x0017  # Retry Time register: 0x07D0 after reset (W5100 datasheet)
-W5100_READ = 0x0F  # read frame: 0F addr_hi addr_lo dummy
-
-
-def test_chip_probe(rig: BuiltRigLike, figure: FigureFn) -> None:
-    """The chip behind the bus answers its probe (W5100: RTR reads 0x07D0)."""
+def test_chip_probe(rig: BuiltRigLike, nic: Nic | None, figure: FigureFn) -> None:
+    """The chip behind the bus answers as it should: the NIC's registered ``identify``
+    (a raw, read-only probe on the bus), else the driver's own ``probe()``."""
+    bus = getattr(rig, "bus", None)
+    identify = nic.load_identify() if nic is not None else None
+    if identify is not None and bus is not None:
+        assert nic is not None
+        figure("chip", nic.title, "")
+        problem = identify(bus)
+        assert problem is None, problem
+        return
     probe = getattr(rig.device, "probe", None)
     if callable(probe):
         result = probe()  # raises ChipNotResponding naming the bus when no chip answers
         assert result is not False, "the chip did not answer its probe"
         return
-    bus = getattr(rig, "bus", None)
-    if bus is None or not is_w5100(rig):
-        pytest.skip(f"{type(rig.device).__name__} has no chip to probe")
-    # The driver's own probe, read-only: two read frames, RTR high and low byte.
-    frames = [bytes((W5100_READ, (a >> 8) & 0xFF, a & 0xFF, 0)) for a in (W5100_RTR,
-                                                                          W5100_RTR + 1)]
-    replies = bus.transfer_batch(frames)
-    rtr = (replies[0][3] << 8) | replies[1][3]
-    figure("rtr", f"0x{rtr:04X}", "")
-    assert rtr == 0x07D0, f"no W5100 answered on the bus: RTR read 0x{rtr:04X}, " \
-                          "expected 0x07D0 (check wiring, CS, SPI mode 0)"
-    # While the opcode and address go out, the chip shifts out 0x00 0x01 0x02.
-    assert all(bytes(r[:3]) == b"\x00\x01\x02" for r in replies), \
-        f"unexpected MISO bytes {[bytes(r).hex() for r in replies]}"
+    pytest.skip(f"{type(rig.device).__name__}: nothing identifies its chip: register a Nic "
+                "with identify=..., or give the driver a probe() method")

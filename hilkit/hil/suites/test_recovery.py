@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from hilkit.hil.plugin import (
-    DRIVER_STAT_NAMES,
     BuiltRigLike,
     FigureFn,
     HilSession,
@@ -22,14 +21,16 @@ from hilkit.hil.plugin import (
     model_stats,
 )
 from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param, timeout_param
+from hilkit.port.nic import Nic
 from hilkit.stack import Stack
 
 PORT = 5003
-RESET_PULSE_MS = 1.0  # W5100: RESET low >= 2 us; 1 ms is plenty and still mid-transfer
+RESET_PULSE_MS = 1.0  # without a NIC registration: long for a chip, still mid-transfer
 CHECK_EVERY_MS = 2.0
+_ERROR_COUNTERS = ("rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 
 
-def _resetter(rig: BuiltRigLike, how: str) -> Callable[[Stack], None]:
+def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack], None]:
     """What resets the chip ``how`` on this rig; skips with the reason when nothing can."""
     model = getattr(rig, "model", None)
     if how in ("soft", "hard"):
@@ -42,23 +43,27 @@ def _resetter(rig: BuiltRigLike, how: str) -> Callable[[Stack], None]:
     if pin is None:
         pytest.skip("the rig has no reset pin")
 
+    pulse_ms = nic.reset_pulse_ms if nic is not None else RESET_PULSE_MS
+
     def pulse(stack: Stack) -> None:
         pin.set(True)  # logical: assert reset (the pin knows the line is active low)
-        stack.call_later(RESET_PULSE_MS, lambda: pin.set(False))
+        stack.call_later(pulse_ms, lambda: pin.set(False))
 
     return pulse
 
 
-def _recovery_counters(rig: BuiltRigLike) -> dict[str, int]:
-    d = counters_dict(rig.device.counters) | driver_stats(rig.device)
-    keep = (*DRIVER_STAT_NAMES, "rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
+def _recovery_counters(rig: BuiltRigLike, stat_names: tuple[str, ...]) -> dict[str, int]:
+    d = counters_dict(rig.device.counters) | driver_stats(rig.device, stat_names)
+    keep = (*stat_names, *_ERROR_COUNTERS)
     return {k: int(v) for k, v in d.items() if k in keep and isinstance(v, int)}
 
 
 @pytest.mark.parametrize("how", ["soft", "hard", "pin"])
 def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
-                            hil: HilSession, how: str, figure: FigureFn) -> None:
-    reset = _resetter(rig, how)
+                            hil: HilSession, how: str, figure: FigureFn,
+                            nic: Nic | None) -> None:
+    reset = _resetter(rig, how, nic)
+    stat_names = hil.stat_names
     n = size_param(hil, "recovery", "bytes")
     at = hil.params("recovery").number("at")
     timeout = timeout_param(hil, "recovery")
@@ -76,7 +81,7 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
             return
         stack.call_later(CHECK_EVERY_MS, watch)
 
-    before = _recovery_counters(rig)
+    before = _recovery_counters(rig, stat_names)
     model0 = model_stats(rig.model) if rig.model is not None else {}
     t0 = time.monotonic()
     stack.call_later(CHECK_EVERY_MS, watch)
@@ -97,13 +102,13 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
     assert state["fired_at"] is not None, "the transfer ended before the reset was due"
     figure(f"recovery_{how}_transfer_s", elapsed, "s")
     figure(f"recovery_{how}_reset_at_s", state["fired_at"] - t0, "s")
-    for k, v in _recovery_counters(rig).items():
+    for k, v in _recovery_counters(rig, stat_names).items():
         if v - before.get(k, 0) or k in ("resets", "reopens"):
             figure(f"recovery_{how}_{k}", v - before.get(k, 0), "")
     if how in ("soft", "hard") and f"{how}_resets" in model0:
         n_resets = model_stats(rig.model)[f"{how}_resets"] - model0[f"{how}_resets"]
         assert n_resets >= 1, f"the model counted no {how} reset"
-    after = _recovery_counters(rig)
+    after = _recovery_counters(rig, stat_names)
     if "resets" in after:  # a driver that counts its recoveries must have noticed this one
         noticed = sum(after[k] - before.get(k, 0) for k in ("resets", "reopens") if k in after)
         assert noticed >= 1, "the driver did not notice the reset (no re-init, no re-open)"
