@@ -197,9 +197,11 @@ def test_nothing_selected_exits_2(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("rig", "device"), [("rpi-w5100", "/dev/spidev0.0"),
-                                             ("ft232h-w5100", "ftdi://ftdi:232h/1")])
+                                             ("ft232h-w5100", "ftdi://ftdi:232h/1"),
+                                             ("rpi-enc28j60", "/dev/spidev0.0"),
+                                             ("ft232h-enc28j60", "ftdi://ftdi:232h/1")])
 def test_missing_hardware_exits_2_fast(tmp_path: Path, rig: str, device: str) -> None:
-    if rig == "rpi-w5100" and os.path.exists(device):
+    if rig.startswith("rpi-") and os.path.exists(device):
         pytest.skip(f"{device} exists on this machine")
     t0 = time.monotonic()
     res = hil("--rig", rig, "--out", str(tmp_path / "r"), timeout=30)
@@ -308,3 +310,32 @@ def test_sim_w5100_full_run(tmp_path: Path) -> None:
                                                  "cs_transactions_per_frame",
                                                  "bus_calls_per_frame",
                                                  "silicon_pct_of_spi_ceiling")))
+
+
+# -- sim-enc28j60 ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_sim_enc28j60_full_run(tmp_path: Path) -> None:
+    """Every suite, the link taken down and up for real (the model's PHY follows the TAP)."""
+    out = tmp_path / "report"
+    res = hil("--rig", "sim-enc28j60", "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, "sim-enc28j60")
+    suites = results["suites"]
+    assert set(suites) == {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput",
+                           "recovery", "conformance"}
+    assert all(r["failed"] == 0 and r["skipped"] == 0 for r in suites.values()), suites
+    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    for check in ("identity::test_chip_probe", "link::test_link_down_and_up",
+                  "conformance::TestDevice::test_link_down_and_up",
+                  "conformance::TestDevice::test_send_while_link_down",
+                  "recovery::test_reset_mid_transfer[soft]",
+                  "recovery::test_reset_mid_transfer[hard]"):
+        assert outcomes[check] == "passed", check
+    fig = results["figures"]
+    assert 1.0 < fig["spi_bytes_per_payload_byte"] < 4.0  # RBM/WBM bursts, not byte frames
+    assert fig["counters"]["device"]["resets"] >= 2  # the recovery suite's resets were seen
+    if TSHARK is not None:
+        for pcap in sorted(out.glob("*.pcapng")):
+            assert_capture_clean(pcap)
