@@ -1,7 +1,7 @@
 """A register-level model of the WIZnet W5100 on its SPI bus.
 
-Written from the fact sheet ``shared/facts/w5100.md`` (section numbers in the
-comments below are that sheet's). The model is an SPI *slave*: it implements
+Written from the W5100 datasheet as ``docs/hardware/w5100.md`` tells it (its
+sections are cited below as "w5100 §N"). The model is an SPI *slave*: it implements
 ``hilkit.port.SpiBus``, so a driver talks to it exactly as to spidev or an
 FT232H. Every CS transaction is one 4-byte frame, ``F0 hi lo data`` (write) or
 ``0F hi lo dummy`` (read); MISO carries ``00 01 02`` during the opcode and
@@ -16,27 +16,27 @@ with ``wire.poll`` whenever the model is touched (each ``transfer`` or
 buffer as ``[len+2 big-endian][frame]``. The chip's own TCP/UDP/IPRAW engines
 are not modelled: OPEN in those modes only sets Sn_SR.
 
-Decisions where the facts leave room (also in the report of the change):
+Decisions where the documents leave room:
 
-* Sn_TX_WR and Sn_RX_RD are latched (facts §4, notes): a write goes to a latch
+* Sn_TX_WR and Sn_RX_RD are latched (w5100 §4, notes): a write goes to a latch
   that SEND / RECV commits; reads return the committed value.
 * Reserved addresses read 0x00 and ignore writes; every access is counted in
   ``stats["reserved_access"]`` (a correct driver leaves it at 0).
 * Writes to read-only registers are ignored and counted in ``stats["ro_writes"]``.
 * Soft reset (MR.RST or ``soft_reset()``) and hard reset (/RESET pulse or
   ``hard_reset()``) both restore every register to its reset value and keep the
-  buffer RAM (facts §3: RAM is not cleared). A hard reset also holds the chip
+  buffer RAM (w5100 §3: RAM is not cleared). A hard reset also holds the chip
   deaf while /RESET is low and for ``timing.pll_lock_ms`` after release.
 * MF=1 passes frames to SHAR and broadcast; multicast only if
-  ``mf_passes_multicast`` (facts §13: UNVERIFIED, assume not). MF is latched at
+  ``mf_passes_multicast`` (w5100 §13: not confirmed, assume not). MF is latched at
   OPEN, so a driver must re-OPEN after changing Sn_MR (as Linux does).
 * Received frames shorter than 60 bytes are padded with zeros to 60, as the
   sending NIC would on a real wire (``pad_rx``); frames shorter than 14 or
-  longer than 1514 bytes are dropped (no FCS is stored, facts §8).
+  longer than 1514 bytes are dropped (no FCS is stored, w5100 §8).
 * A MACRAW SEND longer than Sn_MSSR (1514 after OPEN) is dropped but completes
-  with SEND_OK (facts §9); SEND with nothing to send completes with SEND_OK.
+  with SEND_OK (w5100 §9); SEND with nothing to send completes with SEND_OK.
 * RMSR/TMSR asking for more than 8 KB: sockets are allocated in order; one
-  that no longer fits gets no memory (facts §3, notes).
+  that no longer fits gets no memory (w5100 §3, notes).
 """
 
 from __future__ import annotations
@@ -57,14 +57,14 @@ from hilkit.port.pin import Edge
 from hilkit.port.spi import BusCounters
 from hilkit.sim.pins import SimPin
 
-# -- SPI framing (facts §1) ------------------------------------------------------------
+# -- SPI framing (w5100 §1) ------------------------------------------------------------
 
 OP_WRITE = 0xF0  # write frame: F0 addr_hi addr_lo data
 OP_READ = 0x0F  # read frame: 0F addr_hi addr_lo dummy; 4th MISO byte is the value
 FRAME_LEN = 4  # one CS assertion per 4-byte frame, no burst mode in SPI
 MISO_ECHO = bytes((0x00, 0x01, 0x02, 0x03))  # counter shifted out in slots 0..3
 
-# -- address map (facts §2) ------------------------------------------------------------
+# -- address map (w5100 §2) ------------------------------------------------------------
 
 ADDR_MASK = 0x7FFF  # address bit 15 is ignored
 COMMON_REGS_END = 0x0030  # 0x0000-0x002F common registers; 0x0030-0x03FF reserved
@@ -76,7 +76,7 @@ RX_MEM_START = 0x6000  # RX memory, 8 KB
 MEM_SIZE = 0x2000
 SOCKETS = 4
 
-# -- common registers (facts §3) -------------------------------------------------------
+# -- common registers (w5100 §3) -------------------------------------------------------
 
 MR = 0x0000  # Mode
 GAR = 0x0001  # Gateway Address, 4 bytes
@@ -100,7 +100,7 @@ RCR_RESET = 0x08
 MSR_RESET = 0x55  # RMSR/TMSR: 2 KB per socket
 PTIMER_RESET = 0x28
 
-# MR bits (facts §3)
+# MR bits (w5100 §3)
 MR_RST = 0x80  # soft reset, self-clearing
 MR_PB = 0x10  # ping block
 MR_PPPOE = 0x08
@@ -109,7 +109,7 @@ MR_AI = 0x02  # address auto-increment, indirect bus only
 MR_IND = 0x01  # indirect bus mode
 MR_STORED = MR_PB | MR_PPPOE | MR_LB | MR_AI | MR_IND  # bits 6..5 reserved, read 0
 
-# IR / IMR bits (facts §3)
+# IR / IMR bits (w5100 §3)
 IR_CONFLICT = 0x80  # IP conflict: an ARP carrying our SIPR from another MAC
 IR_UNREACH = 0x40  # ICMP destination unreachable received
 IR_PPPOE = 0x20  # PPPoE connection closed
@@ -117,7 +117,7 @@ IR_S_INT = 0x0F  # bits 3..0: socket 3..0 has Sn_IR != 0 (read-only mirror)
 IR_W1C = IR_CONFLICT | IR_UNREACH | IR_PPPOE  # cleared by writing 1
 IMR_BITS = IR_W1C | IR_S_INT  # bit 4 reserved
 
-# -- socket registers, offsets from the socket base (facts §4) --------------------------
+# -- socket registers, offsets from the socket base (w5100 §4) --------------------------
 
 Sn_MR = 0x00  # Mode
 Sn_CR = 0x01  # Command
@@ -141,7 +141,7 @@ Sn_RX_WR = 0x2A  # RX Write Pointer, 2 bytes, read-only (W3150A+ core, informati
 Sn_TTL_RESET = 0x80
 Sn_DHAR_RESET = b"\xff" * 6  # DS v1.1.1 changed 0x00 -> 0xFF
 
-# Sn_MR (facts §4)
+# Sn_MR (w5100 §4)
 Sn_MR_P = 0x0F  # protocol field
 Sn_MR_CLOSE = 0x00
 Sn_MR_TCP = 0x01
@@ -153,7 +153,7 @@ Sn_MR_ND = 0x20  # TCP no delayed ACK / UDP IGMP version
 Sn_MR_MF = 0x40  # MAC filter, MACRAW only (bit 7 on the W5500)
 Sn_MR_MULTI = 0x80  # UDP multicast
 
-# Sn_CR commands (facts §5)
+# Sn_CR commands (w5100 §5)
 Sn_CR_OPEN = 0x01
 Sn_CR_LISTEN = 0x02
 Sn_CR_CONNECT = 0x04
@@ -177,7 +177,7 @@ COMMANDS = frozenset(
     }
 )
 
-# Sn_IR bits (facts §4)
+# Sn_IR bits (w5100 §4)
 Sn_IR_SEND_OK = 0x10
 Sn_IR_TIMEOUT = 0x08
 Sn_IR_RECV = 0x04
@@ -185,7 +185,7 @@ Sn_IR_DISCON = 0x02
 Sn_IR_CON = 0x01
 Sn_IR_BITS = 0x1F
 
-# Sn_SR values (facts §6)
+# Sn_SR values (w5100 §6)
 SOCK_CLOSED = 0x00
 SOCK_INIT = 0x13
 SOCK_UDP = 0x22
@@ -193,7 +193,7 @@ SOCK_IPRAW = 0x32
 SOCK_MACRAW = 0x42
 SOCK_PPPOE = 0x5F
 
-# -- MACRAW frames (facts §8, §9) -------------------------------------------------------
+# -- MACRAW frames (w5100 §8, §9) -------------------------------------------------------
 
 PACKET_INFO_LEN = 2  # big-endian length header; its value includes these 2 bytes
 MACRAW_MSS = 1514  # largest frame without FCS; Sn_MSSR 0 or larger becomes this on OPEN
@@ -293,7 +293,7 @@ def _socket_reset() -> bytearray:
 
 
 def memory_split(msr: int) -> tuple[tuple[int, int], ...]:
-    """(offset, size) of each socket's buffer in 8 KB for an RMSR/TMSR value (facts §3).
+    """(offset, size) of each socket's buffer in 8 KB for an RMSR/TMSR value (w5100 §3).
 
     Code 0/1/2/3 = 1/2/4/8 KB; sockets are packed in order from offset 0; a socket
     that no longer fits gets size 0.
@@ -726,7 +726,7 @@ class W5100Model:
         if not on_boundary:
             self.stats["rx_misaligned"] += 1  # RX_RD left in the middle of a frame
         if s.rx_wr != s.rx_rd:
-            s.regs[Sn_IR] |= Sn_IR_RECV  # data still queued: RECV again (facts §8)
+            s.regs[Sn_IR] |= Sn_IR_RECV  # data still queued: RECV again (w5100 §8)
 
     def _open(self, n: int, s: _Socket) -> None:
         proto = s.regs[Sn_MR] & Sn_MR_P
@@ -845,7 +845,7 @@ class W5100Model:
         return True
 
     def _hw_stack_sees(self, frame: bytes) -> None:
-        """Count what the chip's own ARP/ICMP engine would do with this frame (facts §14.4)."""
+        """Count what the chip's own ARP/ICMP engine would do with this frame (w5100 §14.4)."""
         sipr = bytes(self._common[SIPR : SIPR + 4])
         if sipr == b"\0\0\0\0" or len(frame) < 42:
             return
@@ -1015,7 +1015,7 @@ def _set_byte(word: int, index: int, value: int) -> int:
 
 
 def _ring_read(mem: bytearray, base: int, size: int, ptr: int, length: int) -> bytes:
-    """``length`` bytes at pointer ``ptr`` of a ring buffer at ``base`` (facts §7)."""
+    """``length`` bytes at pointer ``ptr`` of a ring buffer at ``base`` (w5100 §7)."""
     off = ptr & (size - 1)
     first = min(length, size - off)
     data = bytes(mem[base + off : base + off + first])

@@ -166,7 +166,7 @@ def test_the_ceiling_figure_needs_the_nics_figures() -> None:
 
 
 def test_rig_hil_stack_and_port_name_no_chip() -> None:
-    """DESIGN.md, "One package per NIC": this grep stays empty."""
+    """No chip is named outside its own package (docs/porting.md, "Registering a NIC")."""
     res = subprocess.run(["grep", "-rilE", "--exclude-dir=__pycache__", "w5100|enc28j60",
                           "hilkit/rig", "hilkit/hil", "hilkit/stack", "hilkit/port"],
                          cwd=REPO, capture_output=True, text=True, check=False)

@@ -1,6 +1,6 @@
-"""The W5100 model against the fact sheet (shared/facts/w5100.md), over raw 4-byte SPI frames.
+"""The W5100 model against docs/hardware/w5100.md, over raw 4-byte SPI frames.
 
-Addresses and values are written out here from the facts, not taken from the
+Addresses and values are written out here from the document, not taken from the
 model's constants, so a wrong constant in the model fails a test.
 """
 
@@ -26,7 +26,7 @@ from hilkit.port import (
 )
 from hilkit.sim import SimPin, W5100Faults, W5100Model, W5100Timing, memory_split
 
-# -- addresses from the facts (§2, §3, §4) ---------------------------------------------
+# -- addresses from w5100 §2, §3, §4 --- ---------------------------------------------
 
 MR, GAR, SUBR, SHAR, SIPR = 0x0000, 0x0001, 0x0005, 0x0009, 0x000F
 IR, IMR, RTR, RCR, RMSR, TMSR = 0x0015, 0x0016, 0x0017, 0x0019, 0x001A, 0x001B
@@ -223,7 +223,7 @@ def test_spi_echo_bytes(m: W5100Model) -> None:
     assert m.transfer(bytes((0x0F, 0x00, GAR, 0x5A))) == b"\x00\x01\x02\xab"  # dummy is ignored
 
 
-# -- reset values (facts §3, §4) ---------------------------------------------------------------
+# -- reset values (w5100 §3, §4) ---------------------------------------------------------------
 
 
 def test_common_register_reset_values(m: W5100Model) -> None:
@@ -295,7 +295,7 @@ def test_address_bit_15_is_ignored(m: W5100Model) -> None:
     assert rd(m, TX_MEM) == 0x77
 
 
-# -- MR and soft reset (facts §3) ---------------------------------------------------------------
+# -- MR and soft reset (w5100 §3) ---------------------------------------------------------------
 
 
 def test_mr_stores_bits_and_detection_sequence(m: W5100Model) -> None:
@@ -338,7 +338,7 @@ def test_soft_reset_takes_time_when_asked() -> None:
     assert m.stats["access_in_reset"] == 2
 
 
-# -- memory split (facts §3, §7) ---------------------------------------------------------------
+# -- memory split (w5100 §3, §7) ---------------------------------------------------------------
 
 
 def test_memory_split_values() -> None:
@@ -363,7 +363,7 @@ def test_rmsr_8k_gives_socket0_the_whole_rx_memory(m: W5100Model) -> None:
     assert m.stats["rx_dropped_full"] == 1
 
 
-# -- socket commands (facts §5, §6) ------------------------------------------------------------
+# -- socket commands (w5100 §5, §6) ------------------------------------------------------------
 
 
 def test_open_macraw_close_and_cr_reads_zero(m: W5100Model) -> None:
@@ -413,7 +413,7 @@ def test_command_latency_is_visible_in_cr() -> None:
     assert m.stats["cmd_while_busy"] == 1
 
 
-# -- transmit (facts §7, §9) -------------------------------------------------------------------
+# -- transmit (w5100 §7, §9) -------------------------------------------------------------------
 
 
 def test_send_puts_the_frame_on_the_wire(m: W5100Model) -> None:
@@ -483,7 +483,7 @@ def test_send_oversize_empty_and_short(m: W5100Model) -> None:
     assert (s["tx_empty"], s["tx_oversize"], s["tx_short"], s["frames_out"]) == (1, 1, 1, 1)
 
 
-# -- receive (facts §7, §8) --------------------------------------------------------------------
+# -- receive (w5100 §7, §8) --------------------------------------------------------------------
 
 
 def test_rx_header_length_includes_itself(m: W5100Model) -> None:
@@ -588,7 +588,7 @@ def test_mac_filter(m: W5100Model) -> None:
     assert m.inject(eth(MAC))
     assert m.inject(eth(b"\xff" * 6))
     assert not m.inject(eth(OTHER))
-    assert not m.inject(eth(bytes.fromhex("01005e000001")))  # multicast: facts §13, assume not
+    assert not m.inject(eth(bytes.fromhex("01005e000001")))  # multicast: w5100 §13, assume not
     assert m.stats["rx_filtered"] == 2
     wr(m, S0 + MR_, MACRAW)  # MF off only takes effect at the next OPEN
     assert not m.inject(eth(OTHER))
@@ -603,7 +603,7 @@ def test_mac_filter_multicast_option() -> None:
     assert not m.inject(eth(OTHER))
 
 
-# -- interrupts (facts §3, §11) ----------------------------------------------------------------
+# -- interrupts (w5100 §3, §11) ----------------------------------------------------------------
 
 
 def test_int_pin_follows_ir_and_imr(m: W5100Model) -> None:
@@ -915,7 +915,7 @@ def test_close(m: W5100Model) -> None:
         m.transfer(rframe(GAR))
 
 
-# -- the chip's own stack (facts §14.4) ---------------------------------------------------------
+# -- the chip's own stack (w5100 §14.4) ---------------------------------------------------------
 
 
 def _arp_request(target_ip: bytes, sender_ip: bytes = bytes((10, 0, 0, 1))) -> bytes:

@@ -1,10 +1,11 @@
 """WIZnet W5100 over SPI: socket 0 in MACRAW mode as a hilkit ``Device``.
 
-Facts used (``facts/w5100.md``): every register or buffer byte is its own
-4-byte SPI frame with its own chip select (§1), so a frame of N bytes costs
-at least 4·N SPI bytes. The driver therefore never touches the bus one byte
-at a time: it builds whole ``transfer_batch`` lists in which status reads,
-buffer copies, pointer updates and commands travel together.
+Facts used (``docs/hardware/w5100.md``, cited as "w5100 §N"): every register
+or buffer byte is its own 4-byte SPI frame with its own chip select (§1), so a
+frame of N bytes costs at least 4·N SPI bytes. The driver therefore never
+touches the bus one byte at a time: it builds whole ``transfer_batch`` lists
+in which status reads, buffer copies, pointer updates and commands travel
+together.
 
 Receive (§8): one call reads the status, ``Sn_RX_RSR`` (twice, §10) and the
 2-byte MACRAW header at ``Sn_RX_RD``; one call per frame then reads the frame,
@@ -187,9 +188,9 @@ class W5100Device:
     link_type = LinkType.ETHERNET
 
     # Tunables (class attributes: a subclass or a test may change them).
-    HARD_RESET_LOW_S = 0.001  # /RESET low >= 2 us (facts, notes)
+    HARD_RESET_LOW_S = 0.001  # /RESET low >= 2 us (w5100, notes)
     HARD_RESET_SETTLE_S = 0.010  # PLL lock after /RESET rises: <= 10 ms
-    RESET_SUPERVISOR_S = 0.600  # a supervisor may hold /RESET 560 ms longer (facts §14.2)
+    RESET_SUPERVISOR_S = 0.600  # a supervisor may hold /RESET 560 ms longer (w5100 §14.2)
     SOFT_RESET_POLLS = 20  # MR polls after MR.RST, 1 ms apart (§3, as Arduino)
     COMMAND_POLLS = 40  # Sn_CR / Sn_SR polls after OPEN or CLOSE, 0.5 ms apart
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous SEND (1514 B at 10 Mb/s: 1.2 ms)
@@ -371,7 +372,7 @@ class W5100Device:
 
     def _wait_out_of_reset(self) -> None:
         """Modules with a reset supervisor (CAT811/MAX811) hold /RESET up to 560 ms after
-        we release it (facts §14.2): wait until RTR reads its reset value, bounded."""
+        we release it (w5100 §14.2): wait until RTR reads its reset value, bounded."""
         deadline = time.monotonic() + self.RESET_SUPERVISOR_S
         while time.monotonic() < deadline:
             b = _Batch()
