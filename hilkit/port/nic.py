@@ -43,9 +43,9 @@ class ChipModelFactory(Protocol):
     rig's clock, ``seed`` the rig's ``bus.seed`` (0 when absent). ``faults`` and
     ``timing`` are instances of the NIC's ``model_faults`` / ``model_timing``
     classes made from the rig's ``bus.faults`` / ``bus.timing`` tables, or None
-    when the NIC registers no such class. The result is an ``SpiBus``; it may also
-    have ``reset_pin``, ``int_pin`` (what ``kind = "sim"`` pins are),
-    ``soft_reset()``, ``hard_reset()`` (the recovery suite's faults) and ``stats``.
+    when the NIC registers no such class. The result is a ``hilkit.port.model.ChipModel``:
+    an ``SpiBus`` with any of its optional members (pins, resets, ``stats``,
+    ``call_overhead_us``).
     """
 
     def __call__(self, *, wire: Device | None, clock: Clock, seed: int, faults: Any,
@@ -94,7 +94,7 @@ class Nic:
     rx_buffer_bytes: int | None = None  # the chip's receive buffer as the driver uses it
     tx_buffer_bytes: int | None = None  # ... and its transmit buffer
     wire_bps: int | None = None  # the Ethernet line rate of its PHY
-    stat_names: tuple[str, ...] = ()  # driver attributes (int) the runner reports
+    stat_names: tuple[str, ...] = ()  # driver counters the runner reports (attrs or .stats)
     link_detect: bool = True  # the driver's link_up follows the carrier
     reset_pulse_ms: float = 1.0  # how long the recovery suite holds the reset pin
 

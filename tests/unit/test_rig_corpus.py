@@ -133,7 +133,7 @@ def _required(rig: dict[str, Any], path: str) -> bool:
                 "bus.model"):
         return True
     if path == "bus":
-        return bool(rig["driver"]["name"] == "w5100")  # the driver takes a bus
+        return rig["driver"]["name"] not in ("tap", "tun")  # a chip's driver takes a bus
     if path == "peer.interface":
         return bool(rig["peer"]["kind"] == "host")
     if len(parts) == 3 and parts[0] == "pins":
@@ -166,7 +166,7 @@ FIELD_BAD: dict[str, tuple[Any, ...]] = {
                      "224.0.0.1/24", "127.0.0.1/8", "192.168.7.1/255.255.255.0",
                      "192.168.7.1/\u0662\u0664", "192.168.7.1/24\u0000"),
     "dut.address": ("192.168.7.2/" + "9" * 5000, "192.168.7.2/99", "1.2.3", "0.0.0.0/0",
-                    "192.168.7.1/24", "192.168.8.2/24"),
+                    "192.168.7.1/24", "203.0.113.2/24"),
     "dut.gateway": ("10.0.0.1", "192.168.7.2", "192.168.7.300", "192.168.7.1/24", "", 7),
     "driver.mac": ("01:00:5e:00:00:01", "02:00:00:00:00", "zz:zz:zz:zz:zz:zz", "",
                    "02:00:00:00:00:00:00", "02-00-00-00-00-0g", 12345),
