@@ -73,6 +73,11 @@ def make_loopback_bus(
     return LoopbackBus(wire, clock, label, speed_hz)
 
 
+def open_bridge(*, serial: str, speed_hz: int = 1_000_000) -> LoopbackBus:
+    """A bridge factory with a required parameter: the rig must name the bridge."""
+    return LoopbackBus(None, None, f"bridge-{serial}", speed_hz)
+
+
 def not_a_bus(**kw: Any) -> object:
     return object()
 

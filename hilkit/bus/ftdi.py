@@ -343,6 +343,10 @@ class FtdiSpiBus:
     Modes 0 and 2 only (modes 1 and 3 need the 3-phase clock trick, not done here).
     """
 
+    # What one round trip (one USB 2.0 high-speed write + read) costs beyond clocking:
+    # USB 2.0 microframes; an order of magnitude, not a guarantee.
+    call_overhead_us: float = 125.0
+
     def __init__(
         self,
         url: str = "ftdi://ftdi:232h/1",

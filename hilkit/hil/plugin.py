@@ -62,6 +62,7 @@ from hilkit.hil.suites import SUITES, SUITES_DIR, suite_of
 from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.device import Device
 from hilkit.port.middleware import DeviceMiddleware
+from hilkit.port.model import model_stats as port_model_stats
 from hilkit.port.nic import Nic, NicError
 from hilkit.rig.netns import Netns
 from hilkit.rig.suite_params import SuiteParams
@@ -161,20 +162,22 @@ def nic_of(built: BuiltRigLike) -> Nic | None:
 
 def driver_stats(dev: Any, names: tuple[str, ...]) -> dict[str, int]:
     """Counters a driver keeps besides its ``DeviceCounters``: those of ``names``
-    (``Nic.stat_names``) that it has as integers."""
+    (``Nic.stat_names``) that it has as integer attributes or in a ``stats`` mapping."""
     out: dict[str, int] = {}
+    stats = getattr(dev, "stats", None)
     for name in names:
         v = getattr(dev, name, None)
+        if v is None and isinstance(stats, Mapping):
+            v = stats.get(name)
         if isinstance(v, int) and not isinstance(v, bool):
             out[name] = v
     return out
 
 
 def model_stats(model: Any) -> dict[str, Any]:
-    """A chip model's own statistics (``stats``), else its ``counters``."""
-    stats = getattr(model, "stats", None)
-    if isinstance(stats, Mapping):
-        return dict(stats)
+    """A chip model's own statistics (``ChipModel.stats``), else its ``counters``."""
+    if isinstance(getattr(model, "stats", None), Mapping):
+        return port_model_stats(model)
     return counters_dict(getattr(model, "counters", None))
 
 

@@ -42,7 +42,9 @@ The bus figures, from the SPI bus's counters over a transfer:
   frame, both directions counted.
 - ``silicon_s``: what the same bus traffic would take on real silicon at the
   rig's SPI clock: ``bytes * 8 / speed_hz + calls * overhead``, where the
-  per-call overhead is ``BUS_CALL_OVERHEAD_S`` for the bus kind (measured
+  per-call overhead is the bus's own ``call_overhead_us`` (``hilkit.port.spi``:
+  spidev and FT232H buses state theirs, a chip model 0 or its bridge's), and
+  ``BUS_CALL_OVERHEAD_S`` for its kind only when the bus states none (measured
   orders of magnitude, not guarantees: ~30 us per spidev ioctl on a
   Raspberry Pi 4, ~125 us per FT232H USB 2.0 write+read round trip).
 - ``silicon_pct_of_spi_ceiling``: the frame-byte rate on silicon as a
@@ -50,6 +52,20 @@ The bus figures, from the SPI bus's counters over a transfer:
   frame bytes per second (14 MHz and 4 SPI bytes per data byte, no gaps: 437.5
   kB/s). Both figures come from the NIC's registration; a NIC that registers
   neither gets no such figure (the suite notes it).
+- ``bus_calls_per_frame`` counts the calls that move frames: a driver that
+  reports ``idle_polls`` (polls whose one status call found nothing) has those
+  calls taken out and reported apart (``idle_polls_per_frame``), since how often
+  a loop polls an idle chip says nothing about what a frame costs.
+
+The driver figures (``driver_figures``): every driver stat (``Nic.stat_names``)
+that moved over the stretch, as a count and per frame (``bank_switches_per_frame``).
+
+The wire figures (``wire_figures``), for a NIC that registers ``wire_bps``: the
+goodput ceiling of the wire for the frames the transfer used
+(``wire_ceiling_Bps``: each frame holds the wire for preamble 8 + header 14 +
+its IP and TCP/UDP headers + payload + FCS 4 + inter-packet gap 12 bytes, IEEE
+802.3 clause 4; at least 60 bytes before the FCS), ``wire_min_s`` (the transfer at
+that ceiling) and ``pct_of_wire_ceiling``, the measured goodput's share of it.
 """
 
 from __future__ import annotations
@@ -62,9 +78,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hilkit.port.spi import bus_call_overhead_us
+
 FORMAT = "hilkit-hil-results/1"
 
-# Seconds of host overhead per bus call (one ioctl, one USB write+read), per bus kind.
+# Seconds of host overhead per bus call (one ioctl, one USB write+read), per bus kind: only
+# for a bus that states no ``call_overhead_us`` of its own (``hilkit.port.spi.SpiBus``).
 BUS_CALL_OVERHEAD_S: dict[str, float] = {
     "spidev": 30e-6,  # SPI_IOC_MESSAGE ioctl on a Raspberry Pi 4 (syscall + DMA setup)
     "ftdi": 125e-6,  # FT232H MPSSE: one USB 2.0 high-speed write + read (microframes)
@@ -72,7 +91,7 @@ BUS_CALL_OVERHEAD_S: dict[str, float] = {
     "pyftdi": 125e-6,
     "mpsse": 125e-6,
 }
-DEFAULT_CALL_OVERHEAD_S = 30e-6  # simulated and python buses: counted as spidev calls
+DEFAULT_CALL_OVERHEAD_S = 30e-6  # a bus of another kind that states nothing: a spidev call
 
 OUTCOMES = ("passed", "failed", "error", "skipped")
 
@@ -103,7 +122,11 @@ class Check:
         }
 
 
-def call_overhead_s(bus_kind: str | None) -> float:
+def call_overhead_s(bus_kind: str | None, bus: object = None) -> float:
+    """The bus's own ``call_overhead_us`` when it states one, else its kind's guess."""
+    own = bus_call_overhead_us(bus) if bus is not None else None
+    if own is not None:
+        return own / 1e6
     return BUS_CALL_OVERHEAD_S.get((bus_kind or "").lower(), DEFAULT_CALL_OVERHEAD_S)
 
 
@@ -111,24 +134,28 @@ def bus_figures(
     *, spi_bytes: int, transactions: int, calls: int, frames: int, frame_bytes: int,
     speed_hz: float | None, bus_kind: str | None, payload_bytes: int | None = None,
     spi_max_hz: float | None = None, spi_bytes_per_data_byte: float | None = None,
+    bus: object = None, idle_calls: int = 0,
 ) -> dict[str, tuple[float, str]]:
     """The section 6 figures for a stretch of traffic: name -> (value, unit).
 
     ``frames``/``frame_bytes`` are the device's rx+tx deltas over the same
     stretch; ``payload_bytes`` (optional) the application bytes it carried.
     ``spi_max_hz`` and ``spi_bytes_per_data_byte`` are the NIC's (``Nic``): without
-    both, ``silicon_pct_of_spi_ceiling`` is left out.
+    both, ``silicon_pct_of_spi_ceiling`` is left out. ``bus`` is the bus object: its
+    ``call_overhead_us``, when it states one, is the per-call cost (``call_overhead_s``).
+    ``idle_calls``: calls of polls that found nothing (left out of
+    ``bus_calls_per_frame``, kept in ``silicon_s``: they take bus time all the same).
     """
     out: dict[str, tuple[float, str]] = {}
     if frame_bytes > 0:
         out["spi_bytes_per_payload_byte"] = (spi_bytes / frame_bytes, "B/B")
     if frames > 0:
         out["cs_transactions_per_frame"] = (transactions / frames, "1/frame")
-        out["bus_calls_per_frame"] = (calls / frames, "1/frame")
+        out["bus_calls_per_frame"] = (max(calls - idle_calls, 0) / frames, "1/frame")
     if payload_bytes:
         out["spi_bytes_per_app_byte"] = (spi_bytes / payload_bytes, "B/B")
     if speed_hz and speed_hz > 0:
-        overhead = call_overhead_s(bus_kind)
+        overhead = call_overhead_s(bus_kind, bus)
         silicon_s = spi_bytes * 8 / speed_hz + calls * overhead
         out["spi_clock_hz"] = (float(speed_hz), "Hz")
         out["bus_call_overhead_us"] = (overhead * 1e6, "us")
@@ -141,6 +168,73 @@ def bus_figures(
                 out["silicon_pct_of_spi_ceiling"] = (100.0 * rate / ceiling, "%")
             if payload_bytes:
                 out["silicon_goodput_MBps"] = (payload_bytes / silicon_s / 1e6, "MB/s")
+    return out
+
+
+# Ethernet beyond the frame a driver moves (header, payload, no FCS), IEEE 802.3 clause 4.
+ETH_PREAMBLE = 8  # preamble and start-of-frame delimiter
+ETH_HEADER = 14
+ETH_FCS = 4
+ETH_IFG = 12  # the inter-packet gap: 96 bit times
+ETH_MIN_FRAME = 60  # without FCS; shorter frames are padded
+IPV4_HEADER = 20
+TCP_HEADER = 20  # without options (timestamps add 12)
+UDP_HEADER = 8
+
+
+def wire_bytes(frame_len: float) -> float:
+    """Byte times a frame of ``frame_len`` bytes (header, no FCS) holds the wire."""
+    return ETH_PREAMBLE + max(frame_len, ETH_MIN_FRAME) + ETH_FCS + ETH_IFG
+
+
+def wire_ceiling_Bps(wire_bps: float, payload: float,
+                     headers: float = IPV4_HEADER + TCP_HEADER) -> float:
+    """Application bytes per second a ``wire_bps`` wire carries in frames of ``payload``
+    bytes behind ``headers`` bytes of IP and TCP/UDP headers (options included)."""
+    return wire_bps / 8 * payload / wire_bytes(ETH_HEADER + headers + payload)
+
+
+def wire_figures(*, wire_bps: float, frames: int, frame_bytes: int, payload_bytes: int,
+                 seconds: float) -> dict[str, tuple[float, str]]:
+    """The wire ceiling of a transfer and the share of it reached: name -> (value, unit).
+
+    ``frames``/``frame_bytes`` are the frames that carried the data (the device's
+    tx counters when sending, rx when receiving), ``payload_bytes`` the application
+    bytes in them, ``seconds`` how long the transfer took. The headers per frame
+    are what the frames held beyond the payload, so TCP options count; padding is
+    reckoned on the mean frame.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    if frames <= 0 or payload_bytes <= 0 or wire_bps <= 0:
+        return out
+    payload = payload_bytes / frames
+    headers = max(frame_bytes / frames - ETH_HEADER - payload, 0.0)
+    ceiling = wire_ceiling_Bps(wire_bps, payload, headers)
+    min_s = payload_bytes / ceiling
+    out["wire_bps"] = (float(wire_bps), "b/s")
+    out["wire_ceiling_MBps"] = (ceiling / 1e6, "MB/s")
+    out["wire_min_s"] = (min_s, "s")
+    if seconds > 0:
+        out["pct_of_wire_ceiling"] = (100.0 * min_s / seconds, "%")
+    return out
+
+
+def driver_figures(stats: Mapping[str, int], frames: int,
+                   skip: Iterable[str] = ("bus_calls",),
+                   always: Iterable[str] = ("idle_polls",)) -> dict[str, tuple[float, str]]:
+    """Each driver stat that moved over a stretch (and those in ``always`` the driver has,
+    moved or not), as a count and per frame moved.
+
+    ``bus_calls`` is skipped: the bus's own counters give ``bus_calls_per_frame``.
+    """
+    out: dict[str, tuple[float, str]] = {}
+    left_out, kept = set(skip), set(always)
+    for name, value in stats.items():
+        if name in left_out or not (value or name in kept):
+            continue
+        out[name] = (float(value), "")
+        if frames > 0:
+            out[f"{name}_per_frame"] = (value / frames, "1/frame")
     return out
 
 

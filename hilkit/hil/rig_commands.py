@@ -16,6 +16,8 @@ import time
 from typing import Any, TextIO
 
 from hilkit.hil.preflight import NotRunnable, check_rig, failure_lines, load_checked, say
+from hilkit.port.device import device_probe
+from hilkit.port.errors import ChipNotResponding
 from hilkit.rig.builder import BuiltRig, build
 from hilkit.rig.loader import rig_dirs, scan_rigs
 from hilkit.rig.schema import Rig, display_path
@@ -94,6 +96,7 @@ def _probe(built: BuiltRig) -> None:
     mac = dev.mac.hex(":") if dev.mac is not None else "none"
     print(f"{built.rig.name}: device {dev.name}: mac {mac}, mtu {dev.mtu}, "
           f"link {'up' if dev.link_up else 'down'}")
+    print(f"{built.rig.name}: chip: {_identify(built)}")
     stack = Stack()
     try:
         stack.add_device(dev)
@@ -112,6 +115,26 @@ def _probe(built: BuiltRig) -> None:
     if counters is not None:
         print(f"{built.rig.name}: bus: {counters.bytes} bytes, {counters.transactions} CS "
               f"transactions, {counters.calls} calls")
+
+
+def _identify(built: BuiltRig) -> str:
+    """The identity check of the identity suite: the NIC's ``identify`` on the bus, else the
+    driver's ``probe()``; ``ChipNotResponding`` when the chip does not answer as it should."""
+    nic = built.nic
+    identify = nic.load_identify() if nic is not None else None
+    if identify is not None and built.bus is not None:
+        assert nic is not None
+        problem = identify(built.bus)
+        if problem is not None:
+            raise ChipNotResponding(problem)
+        return f"{nic.title} answered its identity probe"
+    probe = device_probe(built.driver_device or built.device)
+    if probe is not None:
+        if probe() is False:
+            raise ChipNotResponding(f"{built.device.name}: the chip did not answer probe()")
+        return "answered the driver's probe()"
+    return ("nothing identifies it (register a Nic with identify=..., or give the driver "
+            "a probe() method)")
 
 
 def add_rig_commands(subparsers: Any) -> None:

@@ -10,12 +10,14 @@ from hilkit.port.device import (
 )
 from hilkit.port.errors import ChipNotResponding, HardwareNotFound
 from hilkit.port.impair import ImpairCounters, ImpairedDevice, Impairment
+from hilkit.port.model import ChipModel
 from hilkit.port.nic import Nic, NicError
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import BusCounters, SpiBus
 
 __all__ = [
     "BusCounters",
+    "ChipModel",
     "ChipNotResponding",
     "Clock",
     "Device",

@@ -43,6 +43,7 @@ from hilkit.port.device import (
     DeviceClosed,
     DeviceCounters,
     LinkType,
+    device_rx_buffer,
     max_frame_len,
 )
 
@@ -55,6 +56,8 @@ _MAGIC = b"hkCF"
 _SEQ = struct.Struct("!I")
 _UDP_SRC_PORT = 48_879
 _UDP_DST_PORT = 9  # discard
+DEVICE_MEMBERS = ("name", "link_type", "mac", "mtu", "counters", "send", "poll", "link_up",
+                  "fileno", "close")
 
 
 @runtime_checkable
@@ -203,6 +206,33 @@ def _delta(before: dict[str, int], after: DeviceCounters) -> dict[str, int]:
     return {k: v - before[k] for k, v in after.as_dict().items()}
 
 
+def rx_burst(dev: Device) -> tuple[int, str]:
+    """How many frames the suite sends the device before it polls, and why.
+
+    A device that states ``rx_buffer_bytes`` (``hilkit.port.device.device_rx_buffer``)
+    drops what does not fit, as a chip with a small receive buffer must: the suite
+    counts every frame at the largest size, ``max_frame_len(dev)``, so a chip that
+    holds N frames of any size is never sent more than N at once.
+    """
+    cap = device_rx_buffer(dev)
+    if cap is None:
+        return 1 << 30, "the device states no rx_buffer_bytes: its receive queue is unbounded"
+    size = max_frame_len(dev)
+    n = max(1, cap // size)
+    return n, (f"sent in bursts of at most {n}: the device's rx_buffer_bytes = {cap} "
+               f"holds {n} frame{'s' if n != 1 else ''} of up to {size} bytes")
+
+
+_REFUSED = "send refused a valid {}-byte frame: expected True"
+
+
+def _changed(i: int, sent: bytes, got: bytes) -> str:
+    at = next((k for k, (a, b) in enumerate(zip(sent, got, strict=False)) if a != b),
+              min(len(sent), len(got)))
+    return (f"frame {i} changed on the way: expected {len(sent)} bytes as sent, got "
+            f"{len(got)} differing from byte {at}")
+
+
 # -- the suite --------------------------------------------------------------------
 
 
@@ -250,10 +280,13 @@ class DeviceConformance:
             deadline = time.monotonic() + self.timeout_s
             while len(seqs) < count:
                 frames = dev.poll(budget)
-                assert isinstance(frames, list), f"poll returned {type(frames).__name__}"
-                assert len(frames) <= budget, f"poll({budget}) returned {len(frames)} frames"
+                assert isinstance(frames, list), (
+                    f"poll returned {type(frames).__name__}: expected a list")
+                assert len(frames) <= budget, (
+                    f"poll({budget}) returned {len(frames)} frames: expected at most {budget}")
                 for f in frames:
-                    assert isinstance(f, bytes), f"poll returned {type(f).__name__}, not bytes"
+                    assert isinstance(f, bytes), (
+                        f"poll returned a {type(f).__name__} frame: expected bytes")
                     everything.append(f)
                     seq = fr.seq_of(f)
                     if seq is not None:
@@ -268,15 +301,53 @@ class DeviceConformance:
             waiter.close()
         return seqs, ours, everything
 
+    def _send_in_bursts(
+        self, dev: Device, peer: LinkPeer, fr: _Frames, frames: list[bytes], *,
+        budget: int | None = None, skip_first: int = 0, all_frames: bool = False,
+    ) -> tuple[list[int], list[bytes], str]:
+        """The peer sends ``frames`` no more at once than the device holds (``rx_burst``),
+        and the device is polled for each burst before the next goes out.
+
+        Returns the sequence numbers that came in, in order; this test's frames (every
+        frame ``poll`` returned, noise included, with ``all_frames``); and what a failing
+        check says: what was expected, how it was sent, what came and what was dropped.
+        ``skip_first``: how many of ``frames`` the test sent already (they are pending).
+        """
+        burst, how = rx_burst(dev)
+        budget = self.poll_budget if budget is None else budget
+        before = dev.counters.as_dict()
+        seqs: list[int] = []
+        got: list[bytes] = []
+        pending = at = skip_first
+        while True:
+            chunk = frames[at:at + max(0, burst - pending)]
+            for frame in chunk:
+                peer.send(frame)
+            at += len(chunk)
+            want = pending + len(chunk)
+            pending = 0
+            s, ours, everything = self._poll_for(dev, fr, want, budget)
+            seqs += s
+            got += everything if all_frames else ours
+            if len(s) < want or at >= len(frames):
+                break
+        d = _delta(before, dev.counters)
+        expected = list(range(len(frames)))
+        why = (f"frames arrived as {seqs}: expected {expected} in order, {how}, each burst "
+               f"polled with budget {budget} for up to {self.timeout_s} s; meanwhile "
+               f"rx_dropped rose by {d['rx_dropped']} and rx_errors by {d['rx_errors']}")
+        return seqs, got, why
+
     def _drain(self, dev: Device) -> None:
         """Poll until nothing is pending; fail if that never happens."""
         deadline = time.monotonic() + self.timeout_s
         while dev.poll(self.poll_budget):
-            assert time.monotonic() < deadline, "poll never ran dry"
+            assert time.monotonic() < deadline, (
+                f"poll never ran dry: expected it to return [] within {self.timeout_s} s")
 
     def _wait_link(self, dev: Device, up: bool) -> None:
         ok = _until(lambda: dev.link_up is up, self.timeout_s)
-        assert ok, f"link_up did not become {up} within {self.timeout_s} s"
+        assert ok, f"expected link_up to become {up} within {self.timeout_s} s; it did not"
 
     @staticmethod
     def _require_link_control(peer: LinkPeer) -> Callable[[bool], None]:
@@ -290,19 +361,29 @@ class DeviceConformance:
 
     def test_identity(self, conformance_pair: DevicePair) -> None:
         dev, _ = conformance_pair
-        assert isinstance(dev, Device), "missing members of hilkit.port.Device"
-        assert isinstance(dev.name, str) and dev.name, f"bad name {dev.name!r}"
-        assert isinstance(dev.link_type, LinkType), f"bad link_type {dev.link_type!r}"
+        missing = [m for m in DEVICE_MEMBERS if not hasattr(dev, m)]
+        assert isinstance(dev, Device), (
+            f"expected the members of hilkit.port.Device; missing: {', '.join(missing)}")
+        assert isinstance(dev.name, str) and dev.name, (
+            f"name {dev.name!r}: expected a non-empty str")
+        assert isinstance(dev.link_type, LinkType), (
+            f"link_type {dev.link_type!r}: expected a hilkit.port.LinkType")
         if dev.link_type is LinkType.ETHERNET:
-            assert isinstance(dev.mac, bytes) and len(dev.mac) == 6, f"bad mac {dev.mac!r}"
-            assert not dev.mac[0] & 0x01, "mac must be unicast"
-            assert dev.mac != b"\0" * 6, "mac is all zeros"
+            assert isinstance(dev.mac, bytes) and len(dev.mac) == 6, (
+                f"mac {dev.mac!r}: expected 6 bytes (a rig's driver.mac reaches the driver "
+                f"as bytes)")
+            assert not dev.mac[0] & 0x01, (
+                f"mac {dev.mac.hex(':')}: expected unicast (first octet even)")
+            assert dev.mac != b"\0" * 6, "mac is all zeros: expected a usable unicast address"
         else:
-            assert dev.mac is None, "a RAW_IP device has no mac"
-        assert isinstance(dev.mtu, int) and dev.mtu >= IPV4_MIN_MTU, f"bad mtu {dev.mtu!r}"
-        assert isinstance(dev.counters, DeviceCounters), "counters is not a DeviceCounters"
+            assert dev.mac is None, f"mac {dev.mac!r}: expected None on a RAW_IP device"
+        assert isinstance(dev.mtu, int) and dev.mtu >= IPV4_MIN_MTU, (
+            f"mtu {dev.mtu!r}: expected an int of at least {IPV4_MIN_MTU} (RFC 791)")
+        assert isinstance(dev.counters, DeviceCounters), (
+            f"counters is a {type(dev.counters).__name__}: expected a DeviceCounters")
         fd = dev.fileno()
-        assert fd is None or (isinstance(fd, int) and fd >= 0), f"bad fileno {fd!r}"
+        assert fd is None or (isinstance(fd, int) and fd >= 0), (
+            f"fileno() returned {fd!r}: expected None or a descriptor >= 0")
 
     # frames out ----------------------------------------------------------------
 
@@ -312,11 +393,13 @@ class DeviceConformance:
         sizes = [fr.min_size, 100, 333, 1000]
         sent = [fr.outbound(i, size) for i, size in enumerate(sizes)]
         for frame in sent:
-            assert dev.send(frame) is True, "send refused a valid frame"
+            assert dev.send(frame) is True, _REFUSED.format(len(frame))
         got = self._recv_at_peer(peer, fr, len(sent))
-        assert sorted(got) == list(range(len(sent))), "frames missing at the peer"
+        assert sorted(got) == list(range(len(sent))), (
+            f"the peer got frames {sorted(got)}: expected {list(range(len(sent)))} "
+            f"(sizes {sizes}) within {self.timeout_s} s")
         for i, frame in enumerate(sent):
-            assert got[i] == frame, f"frame {i} changed on the way"
+            assert got[i] == frame, _changed(i, frame, got[i])
 
     def test_send_accepts_any_buffer(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
@@ -329,33 +412,45 @@ class DeviceConformance:
             memoryview(big)[7 : 7 + len(frames[2])],
         ]
         for buf in buffers:
-            assert dev.send(buf) is True, "send refused a valid frame"
+            assert dev.send(buf) is True, (
+                f"send refused a valid frame given as {type(buf).__name__}: expected True "
+                f"for bytes, bytearray and memoryview alike")
         got = self._recv_at_peer(peer, fr, 3)
         for i, frame in enumerate(frames):
-            assert got.get(i) == frame, f"frame {i} ({type(buffers[i]).__name__}) lost or changed"
+            assert got.get(i) == frame, (
+                f"frame {i} (sent as {type(buffers[i]).__name__}) "
+                + ("lost" if i not in got else "changed")
+                + f": expected it at the peer, unchanged, within {self.timeout_s} s")
 
     def test_mtu_sized_frame_goes_out(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
         fr = _Frames(dev, peer)
         frame = fr.outbound(0, max_frame_len(dev))
-        assert dev.send(frame) is True, "send refused a valid frame"
-        assert self._recv_at_peer(peer, fr, 1).get(0) == frame, "MTU-sized frame lost or changed"
+        assert dev.send(frame) is True, _REFUSED.format(len(frame))
+        got = self._recv_at_peer(peer, fr, 1).get(0)
+        assert got == frame, (
+            f"the {len(frame)}-byte frame (mtu {dev.mtu} + link header) "
+            + ("was lost" if got is None else "changed")
+            + f": expected it at the peer, unchanged, within {self.timeout_s} s")
 
     def test_oversize_frame_refused(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
         fr = _Frames(dev, peer)
         before = dev.counters.as_dict()
-        assert dev.send(fr.outbound(0, max_frame_len(dev) + 1)) is False, (
-            "send accepted an oversize frame"
-        )
+        big = max_frame_len(dev) + 1
+        assert dev.send(fr.outbound(0, big)) is False, (
+            f"send accepted a {big}-byte frame: expected False above max_frame_len = {big - 1}")
         d = _delta(before, dev.counters)
-        assert d["tx_errors"] == 1, f"tx_errors not counted once: {d}"
-        assert d["tx_frames"] == 0 and d["tx_bytes"] == 0, f"refused frame counted as sent: {d}"
+        assert d["tx_errors"] == 1, f"expected tx_errors to rise by 1, counter deltas {d}"
+        assert d["tx_frames"] == 0 and d["tx_bytes"] == 0, (
+            f"expected tx_frames and tx_bytes unchanged for a refused frame, deltas {d}")
         # still usable afterwards
         frame = fr.outbound(1)
-        assert dev.send(frame) is True, "send refused a valid frame"
+        assert dev.send(frame) is True, _REFUSED.format(len(frame))
         got = self._recv_at_peer(peer, fr, 1)
-        assert got == {1: frame}, "the oversize frame went out, or the next one did not"
+        assert got == {1: frame}, (
+            f"the peer got frames {sorted(got)}: expected only frame 1 (the one after the "
+            f"refused oversize frame 0) within {self.timeout_s} s")
 
     # frames in ----------------------------------------------------------------
 
@@ -363,11 +458,9 @@ class DeviceConformance:
         dev, peer = conformance_pair
         fr = _Frames(dev, peer)
         sent = [fr.inbound(i, fr.min_size + 7 * i) for i in range(5)]
-        for frame in sent:
-            peer.send(frame)
-        seqs, ours, _ = self._poll_for(dev, fr, len(sent))
-        assert seqs == list(range(len(sent))), f"frames arrived as {seqs}"
-        assert ours == sent, "frames changed on the way"
+        seqs, ours, why = self._send_in_bursts(dev, peer, fr, sent)
+        assert seqs == list(range(len(sent))), why
+        assert ours == sent, "frames changed on the way: expected them byte for byte as sent"
 
     def test_mtu_sized_frame_comes_in(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
@@ -375,24 +468,30 @@ class DeviceConformance:
         frame = fr.inbound(0, max_frame_len(dev))
         peer.send(frame)
         _, ours, _ = self._poll_for(dev, fr, 1)
-        assert ours == [frame], "MTU-sized frame lost or changed"
+        assert ours == [frame], (
+            f"the {len(frame)}-byte frame (mtu {dev.mtu} + link header) "
+            + ("was lost" if not ours else "changed")
+            + f": expected poll to return it, unchanged, within {self.timeout_s} s")
 
     def test_poll_honours_budget(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
         fr = _Frames(dev, peer)
-        for i in range(10):
-            peer.send(fr.inbound(i))
-        assert dev.poll(0) == [], "poll(0) returned frames"
-        seqs, _, _ = self._poll_for(dev, fr, 10, budget=3)  # asserts len <= 3 each call
-        assert seqs == list(range(10)), f"frames arrived as {seqs}"
+        sent = [fr.inbound(i) for i in range(10)]
+        peer.send(sent[0])
+        got0 = dev.poll(0)
+        assert got0 == [], f"poll(0) returned {len(got0)} frames: expected []"
+        # frame 0 waits already; _poll_for asserts at most 3 frames a call
+        seqs, _, why = self._send_in_bursts(dev, peer, fr, sent, budget=3, skip_first=1)
+        assert seqs == list(range(10)), why
 
     def test_poll_with_nothing_pending(self, conformance_pair: DevicePair) -> None:
         dev, _ = conformance_pair
         self._drain(dev)
         t0 = time.monotonic()
         left = dev.poll(self.poll_budget)
-        assert left == [], f"poll returned {len(left)} frames with nothing pending"
-        assert time.monotonic() - t0 < 0.5, "poll blocked"
+        assert left == [], f"poll returned {len(left)} frames with nothing pending: expected []"
+        took = time.monotonic() - t0
+        assert took < 0.5, f"poll took {took:.2f} s with nothing pending: expected it not to wait"
 
     def test_fileno_turns_readable(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
@@ -403,11 +502,16 @@ class DeviceConformance:
         self._drain(dev)
         with selectors.DefaultSelector() as sel:
             sel.register(fd, selectors.EVENT_READ)
-            assert not sel.select(0), "readable with nothing pending: a poll loop would spin"
+            assert not sel.select(0), (
+                "fileno() is readable with nothing pending: expected it quiet until a frame "
+                "arrives (a poll loop would spin)")
             peer.send(fr.inbound(0))
-            assert sel.select(self.timeout_s), "not readable with a frame pending"
+            assert sel.select(self.timeout_s), (
+                f"fileno() not readable with a frame pending: expected it readable within "
+                f"{self.timeout_s} s of the peer's frame")
         _, ours, _ = self._poll_for(dev, fr, 1)
-        assert len(ours) == 1, "the pending frame did not come out of poll"
+        assert len(ours) == 1, (
+            f"expected the pending frame from poll within {self.timeout_s} s; got none")
 
     # counters ----------------------------------------------------------------
 
@@ -417,12 +521,15 @@ class DeviceConformance:
         frames = [fr.outbound(i, size) for i, size in enumerate([0, 200, max_frame_len(dev)])]
         before = dev.counters.as_dict()
         for frame in frames:
-            assert dev.send(frame) is True, "send refused a valid frame"
+            assert dev.send(frame) is True, _REFUSED.format(len(frame))
         d = _delta(before, dev.counters)
         want = {"tx_frames": len(frames), "tx_bytes": sum(map(len, frames))}
         want |= {"tx_errors": 0, "tx_dropped": 0}
-        assert {k: d[k] for k in want} == want, f"counter deltas {d}"
-        assert len(self._recv_at_peer(peer, fr, len(frames))) == len(frames), "frames lost"
+        assert {k: d[k] for k in want} == want, f"expected counter deltas {want}, got {d}"
+        got = self._recv_at_peer(peer, fr, len(frames))
+        assert len(got) == len(frames), (
+            f"the peer got frames {sorted(got)}: expected {list(range(len(frames)))} within "
+            f"{self.timeout_s} s")
 
     def test_rx_counters(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
@@ -430,20 +537,20 @@ class DeviceConformance:
         self._drain(dev)
         frames = [fr.inbound(i, size) for i, size in enumerate([0, 150, 999, max_frame_len(dev)])]
         before = dev.counters.as_dict()
-        for frame in frames:
-            peer.send(frame)
-        seqs, _, everything = self._poll_for(dev, fr, len(frames))
-        assert seqs == list(range(len(frames))), f"frames arrived as {seqs}"
+        seqs, everything, why = self._send_in_bursts(dev, peer, fr, frames, all_frames=True)
+        assert seqs == list(range(len(frames))), why
         d = _delta(before, dev.counters)
         # rx_* count exactly what poll handed over (noise, if any, included)
         want = {"rx_frames": len(everything), "rx_bytes": sum(map(len, everything)), "rx_errors": 0}
-        assert {k: d[k] for k in want} == want, f"counter deltas {d}, polled {len(everything)}"
+        assert {k: d[k] for k in want} == want, (
+            f"expected counter deltas {want} (what poll returned), got {d}")
 
     # link state ----------------------------------------------------------------
 
     def test_link_up(self, conformance_pair: DevicePair) -> None:
         dev, _ = conformance_pair
-        assert isinstance(dev.link_up, bool), "link_up is not a bool"
+        assert isinstance(dev.link_up, bool), (
+            f"link_up is {dev.link_up!r}: expected a bool")
         self._wait_link(dev, True)
 
     def test_link_down_and_up(self, conformance_pair: DevicePair) -> None:
@@ -456,8 +563,10 @@ class DeviceConformance:
         self._wait_link(dev, True)
         fr = _Frames(dev, peer)
         frame = fr.outbound(0)
-        assert dev.send(frame) is True, "send refused a valid frame"
-        assert self._recv_at_peer(peer, fr, 1).get(0) == frame, "no traffic after link up"
+        assert dev.send(frame) is True, _REFUSED.format(len(frame))
+        assert self._recv_at_peer(peer, fr, 1).get(0) == frame, (
+            f"no traffic after the link came back: expected the frame at the peer within "
+            f"{self.timeout_s} s")
 
     def test_send_while_link_down(self, conformance_pair: DevicePair) -> None:
         dev, peer = conformance_pair
@@ -468,14 +577,17 @@ class DeviceConformance:
             self._wait_link(dev, False)
             before = dev.counters.as_dict()
             ok = dev.send(fr.outbound(0))  # must not raise
-            assert isinstance(ok, bool), "send returned a non-bool"
+            assert isinstance(ok, bool), f"send returned {ok!r}: expected True or False"
             d = _delta(before, dev.counters)
             if ok:
-                assert d["tx_frames"] == 1, f"sent frame not counted: {d}"
+                assert d["tx_frames"] == 1, f"expected tx_frames +1 for an accepted frame: {d}"
             else:
-                assert d["tx_frames"] == 0, f"refused frame counted as sent: {d}"
-                assert d["tx_dropped"] + d["tx_errors"] == 1, "refused frame not counted"
-            assert isinstance(dev.poll(self.poll_budget), list), "poll with link down"
+                assert d["tx_frames"] == 0, f"expected tx_frames unchanged for a refusal: {d}"
+                assert d["tx_dropped"] + d["tx_errors"] == 1, (
+                    f"expected tx_dropped or tx_errors +1 for a refused frame: {d}")
+            got = dev.poll(self.poll_budget)
+            assert isinstance(got, list), (
+                f"poll with the link down returned {type(got).__name__}: expected a list")
         finally:
             set_link(True)
         self._wait_link(dev, True)

@@ -8,6 +8,7 @@ bare IP packets. No method blocks: ``poll`` returns what is already there.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
 
@@ -51,16 +52,24 @@ class Device(Protocol):
     a device that keeps raising down and retries it (docs/porting.md).
 
     Optional members (read with the helpers below, so a device without them
-    still is one): ``next_deadline()`` and ``rx_buffer_bytes: int | None``,
+    still is one): ``next_deadline()``; ``rx_buffer_bytes: int | None``,
     how many bytes of frames the device holds on receive before it drops
-    (``None`` or absent: as good as unbounded, e.g. a TAP's queue).
+    (``None`` or absent: as good as unbounded, e.g. a TAP's queue); and
+    ``probe() -> object``, a check that the chip behind the driver answers (raise
+    ``ChipNotResponding``, or return False, when it does not), which the identity
+    suite calls when the NIC registers no ``identify``.
     """
 
     name: str
     link_type: LinkType
-    mac: bytes | None  # 6 bytes for Ethernet, None for RAW_IP
     mtu: int  # largest IP packet, without link header
     counters: DeviceCounters
+
+    @property
+    def mac(self) -> bytes | None:
+        """6 bytes for Ethernet, None for RAW_IP; read-only here, so a driver may declare
+        ``mac: bytes``."""
+        ...
 
     def send(self, frame: bytes | bytearray | memoryview) -> bool: ...
 
@@ -113,6 +122,19 @@ def device_rx_buffer(dev: Device) -> int | None:
     if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
         return None
     return n
+
+
+def device_probe(dev: Device) -> Callable[[], object] | None:
+    """The device's optional ``probe()`` (does the chip answer?), or None if it has none.
+
+    ``probe()`` raises ``ChipNotResponding`` naming the bus (or returns False) when no
+    chip answers; anything else means it did. Wrappers are looked through.
+    """
+    for d in unwrap_chain(dev):
+        fn = getattr(d, "probe", None)
+        if callable(fn):
+            return fn  # type: ignore[no-any-return]
+    return None
 
 
 def unwrap_chain(dev: Device) -> list[Device]:

@@ -43,7 +43,9 @@ class DeviceMiddleware:
 
     @mac.setter
     def mac(self, value: bytes | None) -> None:
-        self.inner.mac = value
+        # The contract reads ``mac`` only; a wrapper still forwards a test's assignment.
+        inner: object = self.inner
+        inner.mac = value  # type: ignore[attr-defined]
 
     @property
     def mtu(self) -> int:

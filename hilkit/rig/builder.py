@@ -48,8 +48,9 @@ from hilkit.bus.gpio import resolve_chip
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device
 from hilkit.port.errors import HardwareNotFound
+from hilkit.port.model import is_chip_model, model_pin, pin_attrs
 from hilkit.port.nic import Nic, NicError
-from hilkit.port.pin import InvertedPin, Pin
+from hilkit.port.pin import Pin
 from hilkit.port.spi import SpiBus
 from hilkit.rig.netns import Netns, NetnsError
 from hilkit.rig.schema import (
@@ -526,7 +527,7 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
         if "clock" in params:
             kwargs["clock"] = clock
         bus = _call_factory(rig, factory, kwargs)
-        if any(hasattr(bus, a) for a in ("reset_pin", "int_pin", "irq_pin")):
+        if is_chip_model(bus):  # pins or resets of its own: the chip model contract
             model = bus
     if callable(getattr(bus, "close", None)):
         es.callback(bus.close)
@@ -580,13 +581,16 @@ def _make_pins(es: ExitStack, rig: Rig, bus: SpiBus | None, model: Any) -> dict[
         elif spec.kind == "ftdi":
             pin = _load("hilkit.bus.ftdi", "FtdiPin")(bus, spec.bit, spec.active_low)
         else:
-            attrs = ("reset_pin",) if name == "reset" else ("irq_pin", "int_pin")
-            pin = next((getattr(model, a) for a in attrs if getattr(model, a, None)
-                        is not None), None)
+            pin = model_pin(model, name)  # logical: active-low lines come inverted
             if pin is None:
+                attrs = " or ".join(pin_attrs(name))
+                where = ("the bus is no chip model" if model is None else
+                         f"the chip model {type(model).__name__} has no {attrs}")
                 raise RigError(display_path(rig.path), [Problem(
-                    f"pins.{name}.kind", f"the bus object has no {' or '.join(attrs)}")])
-            pins[name] = InvertedPin(pin)  # the model's raw /RESET and /INT are active low
+                    f"pins.{name}.kind",
+                    f"{where}: a sim pin is a chip model's {attrs} "
+                    f'(hilkit.port.model.ChipModel, docs/porting.md "Chip models")')])
+            pins[name] = pin
             continue  # the model owns its pins
         es.callback(pin.close)
         pins[name] = pin

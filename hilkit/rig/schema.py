@@ -69,6 +69,8 @@ FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (docs/hardware/ft
 
 # Parameters the builder supplies to a driver itself; a rig file cannot set them.
 BUILDER_DRIVER_PARAMS: Final = frozenset({"bus", "reset", "irq", "mtu", "create", "clock"})
+# ... and to a ``python`` bus factory (the TAP a chip model puts its frames on, the clock).
+BUILDER_FACTORY_PARAMS: Final = frozenset({"wire", "clock"})
 
 _TOP_KEYS: Final = (
     "name", "description", "driver", "bus", "pins", "peer", "dut", "mtu", "suites",
@@ -696,6 +698,33 @@ class _Validator:
             self.err("peer.kind", f'driver {name} needs a "tap" peer')
         return DriverSpec(name, _frozen(options))
 
+    def factory_params(self, factory: str, sig: inspect.Signature,
+                       params: Mapping[str, Any]) -> None:
+        """A ``python`` bus's keys against its factory's signature, as driver options are
+        checked against the driver's: an unknown key (with the closest suggested), one
+        the builder passes itself, a missing one without a default, a simple type."""
+        ps = sig.parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in ps.values())
+        settable = [p.name for p in ps.values()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+                    and p.name not in BUILDER_FACTORY_PARAMS]
+        for k, v in params.items():
+            key = _join("bus", k)
+            if k in BUILDER_FACTORY_PARAMS:
+                self.err(key, f"set by the rig itself, not a bus parameter (the builder "
+                              f"passes {k} to a factory that takes it)")
+            elif k in settable:
+                if k != "speed_hz":  # range-checked above
+                    self.option_type(key, v, ps[k].annotation)
+            elif not takes_any:
+                self.err(key, f"factory {factory} has no parameter {_show(k)}"
+                         + suggest(k, settable))
+        for name in settable:
+            p = ps[name]
+            if p.default is inspect.Parameter.empty and name not in params:
+                self.err(_join("bus", name), f"missing: factory {factory} needs it "
+                                             f"(a parameter without a default)")
+
     def option_type(self, key: str, value: object, annotation: object) -> None:
         """Check a driver option against a simple annotation (bool, int, float, str)."""
         text = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
@@ -784,6 +813,10 @@ class _Validator:
         params = {k: v for k, v in tbl.items() if k not in ("kind", "factory")}
         # The factory's own keyword, but hilkit reads it too: for figures and listings.
         speed = self.int_in(tbl, "bus", "speed_hz", 1, 1_000_000_000)
+        sig = None if factory is None or not _FACTORY_RE.match(factory) else (
+            _factory_signature(factory))
+        if sig is not None:
+            self.factory_params(factory, sig, params)
         return BusSpec(kind, factory=factory, params=_frozen(params), speed_hz=speed)
 
     def ftdi_mode(self, tbl: Mapping[str, Any]) -> int:
@@ -1050,6 +1083,18 @@ def _model_fields(nic: Nic, table: str) -> dict[str, str] | None:
     kinds = {"float": "float", "int": "int", "bool": "bool", "str": "str",
              float: "float", int: "int", bool: "bool", str: "str"}
     return {f.name: kinds.get(f.type, "float") for f in dataclasses.fields(cls)}
+
+
+def _factory_signature(ref: str) -> inspect.Signature | None:
+    """A ``python`` bus factory's signature, or None if it cannot be imported or inspected
+    (``check_hardware`` and the builder then say why, on ``bus.factory``)."""
+    from hilkit.port.nic import load_ref
+
+    try:
+        factory: Callable[..., Any] = load_ref(ref)
+        return inspect.signature(factory)
+    except Exception:  # another package's import: reported when the rig is checked
+        return None
 
 
 def _driver_signature(name: str) -> inspect.Signature | None:

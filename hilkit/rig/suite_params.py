@@ -107,7 +107,9 @@ SUITE_PARAMS: Final[Mapping[str, tuple[Param, ...]]] = {
               unit="B"),
         Param("at", "float", 0.0, 0.9, 0.3,
               "fraction of the transfer received when the chip is reset"),
-        _timeout(600.0, 300.0, "how long one transfer may take"),
+        _timeout(600.0, 300.0, "how long one transfer may take; unset: 4 x the time the rate "
+                 "the tcp or throughput suite measured in this run predicts (a real rig "
+                 "without one: the NIC's wire rate), at least 60 s, at most this default"),
         _snaplen(256),
     ),
     "conformance": (

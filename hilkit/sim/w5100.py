@@ -41,21 +41,12 @@ Decisions where the documents leave room:
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import math
-import random
-import select
-import threading
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, DeviceClosed
-from hilkit.port.pin import Edge
-from hilkit.port.spi import BusCounters
-from hilkit.sim.pins import SimPin
+from hilkit.port.clock import Clock
+from hilkit.port.device import Device
+from hilkit.sim.chip import DEFAULT_WIRE_BUDGET, ChipModel
 
 # -- SPI framing (w5100 §1) ------------------------------------------------------------
 
@@ -201,8 +192,6 @@ ETH_HEADER_LEN = 14
 ETH_MIN_FRAME = 60  # shortest frame without FCS on a real wire (the sender pads)
 BROADCAST = b"\xff" * 6
 
-DEFAULT_WIRE_BUDGET = 64  # frames pulled from the wire per touch
-
 STAT_KEYS = (
     "frames_in",  # frames stored in socket 0's RX buffer
     "bytes_in",  # their stored lengths (after padding), without the 2-byte header
@@ -347,13 +336,17 @@ class _Socket:
     send_stalled: bool = False
 
 
-class W5100Model:
+class W5100Model(ChipModel):
     """The W5100 as an SPI slave (``hilkit.port.SpiBus``), with its /INT and /RESET pins.
 
     ``wire`` is the Ethernet the chip's PHY sits on (a Device, e.g. a TAP); without
     one, frames sent are collected in ``sent`` and frames are fed with ``inject``.
-    ``clock`` times the optional delays in ``timing``.
+    ``clock`` times the optional delays in ``timing``. What every model shares
+    (the bus, the wire pump, the /INT descriptor, faults) is ``ChipModel``'s.
     """
+
+    CHIP = "W5100"
+    faults: W5100Faults
 
     def __init__(
         self,
@@ -367,140 +360,20 @@ class W5100Model:
         mf_passes_multicast: bool = False,
         wire_budget: int = DEFAULT_WIRE_BUDGET,
     ) -> None:
-        self.wire = wire
-        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        super().__init__(wire, clock, seed=seed, stat_keys=STAT_KEYS, wire_budget=wire_budget)
         self.timing = timing if timing is not None else W5100Timing()
         self.faults = faults if faults is not None else W5100Faults()
         self.pad_rx = pad_rx
         self.mf_passes_multicast = mf_passes_multicast
-        self.wire_budget = wire_budget
-        self.counters = BusCounters()
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        self.sent: list[bytes] = []  # frames sent while there is no wire
         self.tx_mem = bytearray(MEM_SIZE)
         self.rx_mem = bytearray(MEM_SIZE)
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)
-        self._ber_rate = 0.0
-        self._ber_gap = 0  # MISO bits to let through before the next flip
-        self._closed = False
-        self._wire_dead = False
-        self._reset_in: int | None = None  # SPI frames until a scheduled reset
-        self._reset_hard = False
-        self._in_reset = False  # /RESET held low
         self._deaf_until = 0.0  # PLL locking after a hard reset
         self._rst_until: float | None = None  # MR.RST still reads 1
-        self._blocked = False  # any of the three above, as of the last look at the clock
+        self._blocked = False  # /RESET held, the PLL locking or MR.RST, as last seen
         self._timers = False  # a command, SEND or reset is waiting for the clock
-        self._int_level = True
         self._registers_reset()
-        self._epoll: select.epoll | None = None  # what ``fileno`` hands out
-        self._epoll_wire: int | None = None  # the wire descriptor registered in it
-        self.int_pin = SimPin(
-            "w5100./INT",
-            level=True,
-            refresh=self._touch,
-            fileno=self.fileno,
-            wake_ms=self._wake_ms,
-            signal_edge=Edge.FALLING,  # /INT is active low: a falling edge is an interrupt
-        )
-        self.reset_pin = SimPin("w5100./RESET", level=True, output=True, on_set=self._reset_line)
-
-    # -- hilkit.port.SpiBus -----------------------------------------------------------
-
-    def transfer(self, data: bytes | bytearray | memoryview) -> bytes:
-        with self._lock:
-            self._check_open()
-            self.counters.calls += 1
-            self._touch_locked()
-            out = self._transaction(bytes(data))
-            self._update_int()
-            return out
-
-    def transfer_batch(self, frames: Sequence[bytes | bytearray | memoryview]) -> list[bytes]:
-        with self._lock:
-            self._check_open()
-            self.counters.calls += 1
-            self._touch_locked()
-            out = [self._transaction(bytes(f)) for f in frames]
-            self._update_int()
-            return out
-
-    def close(self) -> None:
-        """Close the bus side; the wire belongs to whoever made it and stays open."""
-        with self._lock:
-            self._closed = True
-            if self._epoll is not None:
-                self._epoll.close()
-                self._epoll = None
-            self.int_pin.release_event_fd()
-
-    def fileno(self) -> int | None:
-        """/INT's descriptor, like a GPIO line's edge events; None once closed.
-
-        An epoll descriptor (itself pollable) over the /INT pin's eventfd, readable
-        while a falling edge is queued (an interrupt raised by any bus call, even
-        one that sends), and the wire's descriptor, readable while frames wait on
-        the wire for the chip to pull them.
-        """
-        with self._lock:
-            if self._closed:
-                return None
-            ep = self._epoll
-            if ep is None:
-                efd = self.int_pin.event_fd()
-                if efd is None:
-                    return None
-                ep = self._epoll = select.epoll()
-                ep.register(efd, select.EPOLLIN)
-            wire_fd = self._wire_fileno()
-            if wire_fd != self._epoll_wire:
-                if self._epoll_wire is not None:
-                    with contextlib.suppress(OSError):  # closed already, or not there
-                        ep.unregister(self._epoll_wire)
-                self._epoll_wire = None
-                if wire_fd is not None:
-                    with contextlib.suppress(OSError):  # a wire closing under us: edges only
-                        ep.register(wire_fd, select.EPOLLIN)
-                        self._epoll_wire = wire_fd
-            return ep.fileno()
-
-    def _wire_fileno(self) -> int | None:
-        """The wire's descriptor (readable when frames wait for the chip), or None."""
-        if self.wire is None or self._wire_dead:
-            return None
-        try:
-            return self.wire.fileno()
-        except OSError:
-            return None
 
     # -- test and fault hooks -----------------------------------------------------------
-
-    def inject(self, frame: bytes | bytearray | memoryview) -> bool:
-        """Deliver one frame as if it came off the wire; True if it was stored."""
-        with self._lock:
-            stored = self._receive(bytes(frame))
-            self._update_int()
-            return stored
-
-    def soft_reset(self) -> None:
-        """What writing MR.RST does, from outside, at any moment."""
-        with self._lock:
-            self._soft_reset(self.clock.now_ms())
-            self._update_int()
-
-    def hard_reset(self) -> None:
-        """A full pulse on /RESET (low, then high)."""
-        with self._lock:
-            self._reset_line(False)
-            if self.reset_pin.level:  # not while the host itself holds /RESET low
-                self._reset_line(True)
-
-    def schedule_reset(self, after_frames: int, *, hard: bool = False) -> None:
-        """Reset the chip after ``after_frames`` more SPI frames, even inside a batch."""
-        with self._lock:
-            self._reset_in = max(0, after_frames)
-            self._reset_hard = hard
 
     def fill_rx(self, frame: bytes | None = None) -> int:
         """Fill socket 0's RX buffer with copies of ``frame`` until the next would not fit.
@@ -544,14 +417,7 @@ class W5100Model:
 
     # -- the bus side, frame by frame ---------------------------------------------------
 
-    def _transaction(self, f: bytes) -> bytes:
-        self.counters.transactions += 1
-        self.counters.bytes += len(f)
-        if self._reset_in is not None:
-            if self._reset_in == 0:
-                self._fire_scheduled_reset()
-            else:
-                self._reset_in -= 1
+    def _exchange(self, f: bytes) -> bytes:
         if len(f) != FRAME_LEN or (f[0] != OP_READ and f[0] != OP_WRITE):
             self.stats["bad_frames"] += 1
             out = (MISO_ECHO[:3] + bytes(max(0, len(f) - 3)))[: len(f)]
@@ -566,8 +432,6 @@ class W5100Model:
                 if addr < TX_MEM_START:
                     self._update_int()  # /INT moves between frames, as on the chip
                 out = MISO_ECHO
-        if self.faults.bit_error_rate > 0.0:
-            out = self._corrupt(out)
         return out
 
     def _blocked_frame(self, f: bytes) -> bytes:
@@ -616,7 +480,7 @@ class W5100Model:
     def _write_common(self, addr: int, value: int) -> None:
         if addr == MR:
             if value & MR_RST:
-                self._soft_reset(self.clock.now_ms())
+                self._soft_reset()
             else:
                 self._mr = value & MR_STORED
         elif addr == IR:
@@ -788,18 +652,7 @@ class W5100Model:
     def _emit(self, frame: bytes) -> None:
         if len(frame) < ETH_MIN_FRAME:
             self.stats["tx_short"] += 1
-        if self.wire is None:
-            self.sent.append(frame)
-        else:
-            try:
-                if not self.wire.send(frame):
-                    self.stats["wire_tx_refused"] += 1
-                    return
-            except OSError:
-                self.stats["wire_errors"] += 1
-                return
-        self.stats["frames_out"] += 1
-        self.stats["bytes_out"] += len(frame)
+        self._to_wire(frame)
 
     # -- receive ----------------------------------------------------------------------------
 
@@ -862,38 +715,17 @@ class W5100Model:
             if len(frame) > 14 + ihl and frame[14 + ihl] == 8 and not self._mr & MR_PB:
                 self.stats["would_echo_reply"] += 1
 
-    # -- time, wire and interrupt -----------------------------------------------------------
+    # -- time and interrupt -----------------------------------------------------------------
 
-    def _touch(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._touch_locked()
-            self._update_int()
-
-    def _touch_locked(self) -> None:
+    def _advance(self, now: float) -> None:
         if self._timers or self._blocked:
-            self._service(self.clock.now_ms())
-        if self.wire is not None and not self._wire_dead:
-            self._pull()
-
-    def _pull(self) -> None:
-        assert self.wire is not None
-        try:
-            frames = self.wire.poll(self.wire_budget)
-        except DeviceClosed:
-            self.stats["wire_errors"] += 1
-            self._wire_dead = True  # stop asking a closed wire
-            return
-        except OSError:
-            self.stats["wire_errors"] += 1
-            return
-        for frame in frames:
-            self._receive(frame)
+            self._service(now)
 
     def _service(self, now: float) -> None:
         if self._rst_until is not None and now >= self._rst_until:
             self._rst_until = None
+        if self._deaf_until and now >= self._deaf_until:
+            self._deaf_until = 0.0  # the PLL is locked: nothing more is due
         timers = self._rst_until is not None
         for n, s in enumerate(self._sockets):
             if s.cmd and now >= s.cmd_due:
@@ -905,17 +737,14 @@ class W5100Model:
         self._timers = timers
         self._blocked = self._in_reset or now < self._deaf_until or self._rst_until is not None
 
-    def _wake_ms(self) -> float | None:
-        with self._lock:
-            dues = [s.cmd_due for s in self._sockets if s.cmd]
-            dues += [s.send_due for s in self._sockets if s.send_due is not None]
-            if self._rst_until is not None:
-                dues.append(self._rst_until)
-            if self._deaf_until > 0:
-                dues.append(self._deaf_until)
-            now = self.clock.now_ms()
-            future = [d - now for d in dues if d > now]
-            return min(future) if future else None
+    def _dues(self) -> list[float]:
+        dues = [s.cmd_due for s in self._sockets if s.cmd]
+        dues += [s.send_due for s in self._sockets if s.send_due is not None]
+        if self._rst_until is not None:
+            dues.append(self._rst_until)
+        if self._deaf_until > 0:
+            dues.append(self._deaf_until)
+        return dues
 
     def _ir_value(self) -> int:
         ir = self._ir
@@ -924,13 +753,8 @@ class W5100Model:
                 ir |= 1 << n
         return ir
 
-    def _update_int(self) -> None:
-        level = not (self._ir_value() & self._common[IMR])
-        if level != self._int_level:
-            self._int_level = level
-            if not level:
-                self.stats["int_asserts"] += 1
-            self.int_pin.drive(level)
+    def _int_asserted(self) -> bool:
+        return bool(self._ir_value() & self._common[IMR])
 
     # -- resets -----------------------------------------------------------------------------
 
@@ -942,69 +766,23 @@ class W5100Model:
         self._rx_split = memory_split(MSR_RESET)
         self._tx_split = memory_split(MSR_RESET)
 
-    def _soft_reset(self, now: float) -> None:
+    def _soft_reset(self) -> None:
         self._registers_reset()
         self.stats["resets"] += 1
         self.stats["soft_resets"] += 1
         if self.timing.soft_reset_ms > 0:
-            self._rst_until = now + self.timing.soft_reset_ms
+            self._rst_until = self.clock.now_ms() + self.timing.soft_reset_ms
             self._timers = True
             self._blocked = True
 
-    def _reset_line(self, high: bool) -> None:
-        with self._lock:
-            if not high:
-                self._in_reset = True
-                self._blocked = True
-                self._rst_until = None
-                self._registers_reset()
-            elif self._in_reset:
-                self._in_reset = False
-                self.stats["resets"] += 1
-                self.stats["hard_resets"] += 1
-                now = self.clock.now_ms()
-                self._deaf_until = now + self.timing.pll_lock_ms if self.timing.pll_lock_ms else 0
-                self._blocked = now < self._deaf_until
-            self._update_int()
+    def _hold_reset(self) -> None:
+        self._blocked = True
+        self._rst_until = None
+        self._registers_reset()
 
-    def _fire_scheduled_reset(self) -> None:
-        self._reset_in = None
-        if self._reset_hard:
-            self._reset_line(False)
-            self._reset_line(True)
-        else:
-            self._soft_reset(self.clock.now_ms())
-
-    # -- faults -----------------------------------------------------------------------------
-
-    def _corrupt(self, out: bytes) -> bytes:
-        rate = self.faults.bit_error_rate
-        if rate != self._ber_rate:
-            self._ber_rate = rate
-            self._ber_gap = self._draw_gap(rate)
-        bits = 8 * len(out)
-        if self._ber_gap >= bits:
-            self._ber_gap -= bits
-            return out
-        buf = bytearray(out)
-        pos = self._ber_gap
-        while pos < bits:
-            buf[pos // 8] ^= 0x80 >> (pos % 8)
-            self.stats["bit_errors"] += 1
-            pos += 1 + self._draw_gap(rate)
-        self._ber_gap = pos - bits
-        return bytes(buf)
-
-    def _draw_gap(self, rate: float) -> int:
-        """Bits that pass before the next flipped one (geometric, so each bit flips at ``rate``)."""
-        if rate >= 1.0:
-            return 0
-        u = self._rng.random()
-        return int(math.log1p(-u) / math.log1p(-rate))
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise OSError(errno.EBADF, "W5100 model: SPI bus closed")
+    def _release_reset(self, now: float) -> None:
+        self._deaf_until = now + self.timing.pll_lock_ms if self.timing.pll_lock_ms else 0
+        self._blocked = now < self._deaf_until
 
 
 def _set_byte(word: int, index: int, value: int) -> int:

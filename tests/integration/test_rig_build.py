@@ -220,7 +220,7 @@ def test_a_sim_bus_model_that_fails_is_a_problem_of_bus_model(
     path.write_text(SIM_NIC_RIG)  # the toy model has no reset_pin: a "sim" pin cannot be
     with pytest.raises(RigError) as info, build(parse_rig(path)):
         pass
-    assert "pins.reset.kind: the bus object has no reset_pin" in str(info.value)
+    assert "pins.reset.kind: the chip model LoopbackBus has no reset_pin" in str(info.value)
 
     def boom(**kw: Any) -> Any:
         raise RuntimeError("the model's RAM is on fire")

@@ -256,9 +256,9 @@ def test_bad_gateway(tmp_path: Path) -> None:
 
 
 def test_unknown_driver_lists_the_known_ones(tmp_path: Path) -> None:
-    lines = errors_of(tmp_path, replace(SPIDEV_RIG, 'name = "fakechip"', 'name = "enc424j600"'))
+    lines = errors_of(tmp_path, replace(SPIDEV_RIG, 'name = "fakechip"', 'name = "cs8900a"'))
     assert len(lines) == 1
-    assert lines[0].startswith('rigs/bench.toml: driver.name: unknown driver "enc424j600" (known: ')
+    assert lines[0].startswith('rigs/bench.toml: driver.name: unknown driver "cs8900a" (known: ')
     for known in available_drivers():
         assert known in lines[0]
     assert "hilkit.drivers" in lines[0]
@@ -382,12 +382,12 @@ def test_a_sim_bus_with_an_unknown_model(tmp_path: Path) -> None:
     lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "w5101"'))
     assert lines == ['rigs/bench.toml: bus.model: unknown model "w5101"; did you mean "w5100"?']
     lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "cs8900"'))
-    assert lines == ['rigs/bench.toml: bus.model: unknown model "cs8900" (known: w5100); a chip '
-                     'model comes with a NIC registered under the entry-point group '
-                     '"hilkit.nics"']
+    assert lines == ['rigs/bench.toml: bus.model: unknown model "cs8900" (known: enc28j60, '
+                     'w5100); a chip model comes with a NIC registered under the '
+                     'entry-point group "hilkit.nics"']
     lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"\n', ""))
     assert lines == ["rigs/bench.toml: bus.model: missing (the NIC whose chip model runs; "
-                     "known: w5100)"]
+                     "known: enc28j60, w5100)"]
 
 
 def test_a_sim_bus_needs_a_nic_that_has_a_model(
@@ -396,7 +396,7 @@ def test_a_sim_bus_needs_a_nic_that_has_a_model(
     rig_plugins.register_nics(monkeypatch)
     lines = errors_of(tmp_path, replace(SIM_RIG, 'model = "w5100"', 'model = "nomodel"'))
     assert lines == ['rigs/bench.toml: bus.model: Bare Chip ("nomodel") registers no chip '
-                     "model; known: toy, w5100"]
+                     "model; known: enc28j60, toy, w5100"]
 
 
 def test_a_model_without_timing_takes_none(
@@ -559,6 +559,26 @@ def test_entry_point_driver_options_are_checked(
     assert "rigs/bench.toml: driver.mtu: set by the rig itself, not a driver option" in lines
     lines = errors_of(tmp_path, replace(PLUGIN_RIG, "gain = 3", 'gain = "3"'))
     assert lines == ['rigs/bench.toml: driver.gain: expected an integer, got "3"']
+
+
+def test_python_bus_keys_are_checked_against_the_factory(tmp_path: Path) -> None:
+    # A misspelt key is a rig-file error with the closest suggested, not a TypeError at build.
+    lines = errors_of(tmp_path, replace(PLUGIN_RIG, 'label = "bench-bridge"', 'lable = "x"'))
+    assert lines == ['rigs/bench.toml: bus.lable: factory tests.rig_plugins:make_loopback_bus '
+                     'has no parameter "lable"; did you mean "label"?']
+    lines = errors_of(tmp_path, replace(PLUGIN_RIG, 'label = "bench-bridge"', "label = 5"))
+    assert lines == ["rigs/bench.toml: bus.label: expected a string, got 5"]
+    lines = errors_of(tmp_path, replace(PLUGIN_RIG, 'label = "bench-bridge"', 'wire = "x"'))
+    assert lines == ["rigs/bench.toml: bus.wire: set by the rig itself, not a bus parameter "
+                     "(the builder passes wire to a factory that takes it)"]
+    lines = errors_of(tmp_path, replace(PLUGIN_RIG, "make_loopback_bus", "open_bridge"))
+    assert lines == ['rigs/bench.toml: bus.label: factory tests.rig_plugins:open_bridge has no '
+                     'parameter "label" (known: serial, speed_hz)',
+                     "rigs/bench.toml: bus.serial: missing: factory tests.rig_plugins:open_bridge "
+                     "needs it (a parameter without a default)"]
+    # A factory that takes **kwargs judges its keys itself; one that does not import is
+    # bus.factory's problem when the rig is checked (test_python_bus_factory_*).
+    assert parse_rig(write(tmp_path, replace(PLUGIN_RIG, "make_loopback_bus", "not_a_bus")))
 
 
 def test_python_bus_factory_that_cannot_be_imported(

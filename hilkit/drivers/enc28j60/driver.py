@@ -32,7 +32,10 @@ Cost model (what a frame costs on the bus; the unit tests measure it):
   is sent only when an access needs another bank; the five common registers
   need none. Idle polls stay in bank 1; a poll with frames switches twice.
 * With an interrupt line, the first and last call of a poll also clear and
-  set EIE.INTIE (2 transactions each).
+  set EIE.INTIE (2 transactions each), and a poll with no /INT edge queued
+  costs no call at all (``quiet_polls``) unless the last look is IRQ_TRUST_MS
+  old. A status call that finds nothing is an ``idle_polls``: the figures count
+  it apart from the calls that move frames.
 
 Recovery: a chip reset under us (ECON2 or ECON1.RXEN not as set, or the
 periodic health check finding EREVID, MAADR, ERXFCON, MACON or the buffer
@@ -45,21 +48,28 @@ succeeds. Nothing the chip or the bus does raises out of ``send``/``poll``.
 
 from __future__ import annotations
 
-import contextlib
-import enum
-import errno
 import logging
-import secrets
 import time
 from collections.abc import Sequence
-from typing import Final, Self
+from typing import Final
 
 from hilkit.drivers.enc28j60 import regs as r
-from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import ETH_HEADER_LEN, DeviceClosed, DeviceCounters, LinkType
+from hilkit.drivers.spi_nic import SpiNic, Tx, random_mac
+from hilkit.port.clock import Clock
+from hilkit.port.device import ETH_HEADER_LEN
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import SpiBus
+
+__all__ = [
+    "STAT_NAMES",
+    "WIRING_HINT",
+    "ENC28J60Device",
+    "random_mac",
+    "ring_add",
+    "rx_capacity",
+    "rx_read_pointer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +89,8 @@ STAT_NAMES: Final = (
     "health_checks",  # periodic read-backs of the configuration
     "bus_errors",  # reads that looked like a reset but were not on a second look
     "revives",  # a chip that had stopped answering answered again
+    "idle_polls",  # polls whose status call found no frame and no transmission's end
+    "quiet_polls",  # polls answered by a quiet /INT line, without a bus call
 )
 
 _RING_SIZE: Final = r.RX_END - r.RX_START + 1
@@ -87,13 +99,6 @@ WIRE_OVERHEAD: Final = 8 + 4 + 12  # preamble and SFD, FCS, inter-packet gap (by
 _MII_BUSY_POLLS: Final = 50
 # EIR flags a BFC may clear (PKTIF and LINKIF are read-only, §12.1).
 _EIR_CLEARABLE: Final = r.EIR_DMAIF | r.EIR_TXIF | r.EIR_TXERIF | r.EIR_RXERIF
-
-
-def random_mac() -> bytes:
-    """A random locally administered, unicast MAC address."""
-    raw = bytearray(secrets.token_bytes(6))
-    raw[0] = (raw[0] & 0xFC) | 0x02
-    return bytes(raw)
 
 
 def rx_capacity(mtu: int) -> int:
@@ -214,25 +219,11 @@ class _Replies:
         return self.raw[i][1:]
 
 
-class _Tx(enum.Enum):
-    SENT = "sent"
-    DROPPED = "dropped"  # busy, link down or chip gone: tx_dropped
-    ERROR = "error"  # the write failed: tx_errors
-
-
-def _bus_label(bus: SpiBus) -> str:
-    for attr in ("name", "path", "url", "device"):
-        v = getattr(bus, attr, None)
-        if isinstance(v, str) and v:
-            return v
-    return type(bus).__name__
-
-
 def _u16(b: bytes, i: int) -> int:
     return b[i] | b[i + 1] << 8
 
 
-class ENC28J60Device:
+class ENC28J60Device(SpiNic):
     """An ENC28J60 on an SPI bus (Ethernet frames without FCS).
 
     ``bus`` belongs to the caller: ``close()`` leaves it open. ``reset`` (the
@@ -252,19 +243,17 @@ class ENC28J60Device:
     bytes: see ``rx_capacity``.
     """
 
-    link_type = LinkType.ETHERNET
-
-    # Tunables (class attributes: a subclass or a test may change them).
-    HARD_RESET_LOW_S = 0.001  # /RESET held low far past its minimum pulse width (§11.1)
+    # Tunables (class attributes: a subclass or a test may change them); HARD_RESET_LOW_S
+    # (/RESET far past its minimum pulse, §11.1), RESET_SUPERVISOR_S, HEALTH_EVERY and
+    # REPROBE_MS are SpiNic's.
     RESET_WAIT_S = 0.002  # after a reset: >= 1 ms, ESTAT.CLKRDY not trusted (errata item 2)
-    RESET_SUPERVISOR_S = 0.600  # a board supervisor may hold /RESET after we release it
+    REPROBE_FIRST_MS = 200.0  # a chip that stopped answering: the first re-probe
     CLKRDY_POLLS = 20  # ESTAT.CLKRDY polls, 0.1 ms apart, when not using the fixed wait
     MII_WAIT_S = 0.000011  # an MII read or write keeps MISTAT.BUSY set 10.24 us (§3.3)
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous frame (1514 B at 10 Mb/s: 1.2 ms)
     BUSY_WAIT_POLLS = 4  # ... in at most this many ECON1 reads
     TX_MAX_CHECKS = 10_000  # not-done checks that count as a stall whatever the clock says
-    HEALTH_EVERY = 64  # polls between read-backs of the configuration
-    REPROBE_MS = 200.0  # how often a chip that stopped answering is probed again
+    IRQ_TRUST_MS = 10.0  # with /INT and no edge, a poll skips the bus this long after a look
     LINK_TTL_MS = 100.0  # link_up trusts what it knows this long between polls
     LATE_COLLISION_RETRIES = 16  # errata item 13: false late collisions in half duplex
     STALL_RETRIES = 1  # sends of a frame again after its TXRTS stalled
@@ -291,31 +280,22 @@ class ENC28J60Device:
         mac_filter: bool = True,
         send_timeout_ms: float = 100.0,
     ) -> None:
-        if mac is None:
-            mac = random_mac()
-        mac = bytes(mac)
-        if len(mac) != 6 or mac[0] & 0x01 or mac == bytes(6):
-            raise ValueError(f"mac must be 6 bytes, unicast, not zero; got {mac.hex(':')}")
-        max_mtu = r.MAX_FRAME - r.CRC_LEN - ETH_HEADER_LEN
-        if not 68 <= mtu <= max_mtu:
-            raise ValueError(f"mtu {mtu} outside 68..{max_mtu} (MAMXFL is 1518 with the FCS)")
-        if not name:
-            raise ValueError("name must not be empty")
-        self.name = name
-        self.mac: bytes | None = mac
-        self.mtu = mtu
-        self.counters = DeviceCounters()
+        super().__init__(
+            bus,
+            mac=mac,
+            reset=reset,
+            irq=irq,
+            name=name,
+            mtu=mtu,
+            max_mtu=r.MAX_FRAME - r.CRC_LEN - ETH_HEADER_LEN,
+            mtu_why="MAMXFL is 1518 with the FCS",
+            clock=clock,
+            send_timeout_ms=send_timeout_ms,
+        )
         self.rx_buffer_bytes: int | None = rx_capacity(mtu)
         self.full_duplex = full_duplex
         self.revision = 0  # EREVID as read by the probe
         self._stats = dict.fromkeys(STAT_NAMES, 0)
-        self._mac = mac
-        self._bus = bus
-        self._bus_label = _bus_label(bus)
-        self._reset_pin = reset
-        self._irq = irq
-        self._clock: Clock = clock if clock is not None else MonotonicClock()
-        self._send_timeout_ms = send_timeout_ms
         self._erxfcon = (r.ERXFCON_UCEN | r.ERXFCON_CRCEN | r.ERXFCON_BCEN) if mac_filter else 0
         self._eie = (
             r.EIE_INTIE | r.EIE_PKTIE | r.EIE_LINKIE | r.EIE_TXERIE | r.EIE_RXERIE
@@ -323,58 +303,17 @@ class ENC28J60Device:
         )
         self._econ2 = r.ECON2_AUTOINC | r.ECON2_VRPS
         self._health: list[tuple[r.Reg, int]] = []
-        self._closed = False
-        self._dead = False  # the chip stopped answering: link down until a re-probe succeeds
-        self._next_probe_ms = 0.0
-        self._polls = 0
         self._link = False
         self._link_ms = 0.0  # when LINKIF was last looked at
         self._bank: int | None = None
         self._carry: list[bytes] = []  # common-register writes for the next call
         self._armed = True  # the last call ended with EIE.INTIE set (irq only)
+        self._looked_ms = float("-inf")  # when a poll last ended with INTIE set (irq only)
         self._forget_state()
         self._probe()
         self._configure()
 
-    # -- the Device contract --------------------------------------------------------------
-
-    def send(self, frame: bytes | bytearray | memoryview) -> bool:
-        self._check_open()
-        c = self.counters
-        if isinstance(frame, memoryview) and frame.format != "B":
-            frame = frame.tobytes()
-        n = len(frame)
-        if n < ETH_HEADER_LEN or n > self.mtu + ETH_HEADER_LEN:
-            c.tx_errors += 1
-            return False
-        try:
-            outcome = self._send(frame, retry=True)
-        except OSError as e:
-            log.warning("%s: bus error during send: %s", self.name, e)
-            self._bus_failed()
-            outcome = _Tx.ERROR
-        if outcome is _Tx.SENT:
-            c.tx_frames += 1
-            c.tx_bytes += n
-            return True
-        if outcome is _Tx.DROPPED:
-            c.tx_dropped += 1
-        else:
-            c.tx_errors += 1
-        return False
-
-    def poll(self, budget: int) -> list[bytes]:
-        self._check_open()
-        out: list[bytes] = []
-        if budget <= 0:
-            return out
-        try:
-            self._poll(budget, out)
-        except OSError as e:
-            log.warning("%s: bus error during poll: %s", self.name, e)
-            self.counters.rx_errors += 1
-            self._bus_failed()
-        return out
+    # -- the Device contract (the rest is SpiNic's) -------------------------------------
 
     @property
     def link_up(self) -> bool:
@@ -397,26 +336,12 @@ class ENC28J60Device:
                 return False
         return self._link
 
-    def fileno(self) -> int | None:
-        """The interrupt pin's descriptor, if it has one; None once closed."""
-        if self._closed or self._irq is None:
-            return None
-        fn = getattr(self._irq, "fileno", None)
-        if fn is None:
-            return None
-        fd = fn()
-        return fd if isinstance(fd, int) and fd >= 0 else None
-
-    def close(self) -> None:
-        """Stop reception and interrupts. The bus and the pins stay the caller's."""
-        if self._closed:
-            return
-        self._closed = True
+    def _close_frames(self) -> list[bytes]:
+        """Interrupts off, reception and any transmission stopped."""
         b = _Batch(self._bank)
         b.wcr(r.EIE, 0)
         b.bfc(r.ECON1, r.ECON1_RXEN | r.ECON1_TXRTS)
-        with contextlib.suppress(OSError):  # a bus that is gone has nothing left to close
-            self._bus.transfer_batch(b.items)
+        return b.items
 
     # -- conveniences ---------------------------------------------------------------------
 
@@ -424,10 +349,6 @@ class ENC28J60Device:
     def stats(self) -> dict[str, int]:
         """Driver events beyond ``counters`` (names in ``STAT_NAMES``)."""
         return dict(self._stats)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     def probe(self) -> int:
         """Read EREVID (read-only); raise ChipNotResponding naming the bus if nothing answers."""
@@ -439,47 +360,17 @@ class ENC28J60Device:
             raise ChipNotResponding(self._no_chip(rev, q.raw[i:]))
         return rev
 
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else ("not answering" if self._dead else "open")
-        return f"ENC28J60Device({self.name!r} on {self._bus_label}, {state})"
-
     # -- bring-up (DS39662E §6, in its order) ---------------------------------------------
 
     def _probe(self) -> None:
         """Hard reset (with the pin), soft reset, then EREVID must read like a chip (§3.1)."""
-        if self._reset_pin is not None:  # logical values: True holds the chip in reset
-            self._reset_pin.set(True)
-            time.sleep(self.HARD_RESET_LOW_S)
-            self._reset_pin.set(False)
-            time.sleep(self.RESET_WAIT_S)
-            self._wait_out_of_reset()
+        self._pulse_reset(self.RESET_WAIT_S, self._answers)
         self._soft_reset()
-        b = self._batch()
-        i = b.rcr(r.EREVID)
-        q = self._xfer(b)
-        rev = q.byte(i)
-        if rev in (0x00, 0xFF):
-            raise ChipNotResponding(self._no_chip(rev, q.raw))
+        rev = self.probe()
         if rev != r.EREVID_B7:
             log.warning("%s: EREVID 0x%02X is not Rev. B7 (0x%02X): errata may differ",
                         self.name, rev, r.EREVID_B7)
         self.revision = rev
-
-    def _wait_out_of_reset(self) -> None:
-        """A supervisor on the board may hold /RESET longer: wait until EREVID reads, bounded."""
-        deadline = time.monotonic() + self.RESET_SUPERVISOR_S
-        while time.monotonic() < deadline:
-            b = self._batch()
-            i = b.rcr(r.EREVID)
-            if self._xfer(b).byte(i) not in (0x00, 0xFF):
-                return
-            time.sleep(0.005)
 
     def _soft_reset(self) -> None:
         """SRC, then a fixed wait: CLKRDY cannot be trusted after a reset (errata item 2)."""
@@ -653,10 +544,15 @@ class ENC28J60Device:
     def _poll(self, budget: int, out: list[bytes]) -> None:
         if self._dead and not self._try_revive():
             return
-        self._polls += 1
-        if not self._status_call(health=self._polls % self.HEALTH_EVERY == 0):
+        if self._irq_quiet():
+            self._stats["quiet_polls"] += 1
+            return
+        tx_was = self._tx_pending
+        if not self._status_call(health=self._health_due()):
             self._finish()
             return
+        if not self._rx_left and self._tx_pending == tx_was:
+            self._stats["idle_polls"] += 1
         while len(out) < budget and self._rx_left > 0 and not self._dead:
             if self._hdr is None:
                 self._header_call()
@@ -664,6 +560,24 @@ class ENC28J60Device:
             final = self._rx_left == 1 or len(out) + 1 >= budget
             self._frame_call(out, final=final)
         self._finish()
+        if self._irq is not None and not self._dead:
+            self._looked_ms = self._clock.now_ms()
+
+    def _irq_quiet(self) -> bool:
+        """True when /INT says there is nothing to read, so the poll needs no bus call.
+
+        The last poll ended with EIE.INTIE set, so anything the chip flags (PKTIF,
+        LINKIF, TXERIF, RXERIF, §12) since then made a falling edge; no edge is
+        queued, nothing was left behind, and that poll is under IRQ_TRUST_MS old.
+        The bound keeps in view what raises no interrupt: a reset clears EIE
+        (§11), PKTIF may stay clear (errata DS80349: count with EPKTCNT).
+        """
+        irq = self._irq
+        if irq is None or self._rx_left or self._carry or getattr(irq, "fileno", None) is None:
+            return False
+        if self._clock.now_ms() - self._looked_ms >= self.IRQ_TRUST_MS:
+            return False
+        return not irq.wait_edge(Edge.RISING, 0)  # logical: an edge means /INT was asserted
 
     def _status_call(self, *, health: bool) -> bool:
         """EIR, ESTAT, ECON2, ECON1, EPKTCNT (+ the next header while traffic flows).
@@ -819,23 +733,15 @@ class ENC28J60Device:
         b = self._batch(arm=True)
         self._xfer(b, armed=True)
 
-    def _drain_irq(self) -> None:
-        """Consume the edges the interrupt line queued, so its descriptor goes quiet."""
-        if self._irq is None or getattr(self._irq, "fileno", None) is None:
-            return
-        for _ in range(8):
-            if not self._irq.wait_edge(Edge.RISING, 0):  # logical: the line was asserted
-                break
-
     # -- transmit ---------------------------------------------------------------------------
 
-    def _send(self, frame: bytes | bytearray | memoryview, *, retry: bool) -> _Tx:
+    def _send(self, frame: bytes, *, retry: bool) -> Tx:
         if self._dead and not self._try_revive():
-            return _Tx.DROPPED
+            return Tx.DROPPED
         if not self._link:
-            return _Tx.DROPPED
+            return Tx.DROPPED
         if self._tx_pending and not self._wait_tx():
-            return _Tx.DROPPED  # the previous frame is still going out
+            return Tx.DROPPED  # the previous frame is still going out
         n = len(frame)
         b = self._batch()
         if self.ERRATA_TXRST:
@@ -856,13 +762,13 @@ class ENC28J60Device:
         if not self._chip_ok(q.byte(i_econ2), q.byte(i_econ1), bank):
             if retry and not self._dead:
                 return self._send(frame, retry=False)  # re-initialised: once more
-            return _Tx.DROPPED if self._dead else _Tx.ERROR
+            return Tx.DROPPED if self._dead else Tx.ERROR
         self._tx_pending = True
         self._tx_len = n
         self._tx_tries = self._tx_stall_tries = 0
         self._tx_started()
         self._tx_observe(q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat))
-        return _Tx.SENT
+        return Tx.SENT
 
     def _wait_tx(self) -> bool:
         """Read ECON1/EIR/ESTAT until the frame in the buffer is done, sleeping until its
@@ -999,13 +905,7 @@ class ENC28J60Device:
         log.warning("%s: re-initialising the chip: %s", self.name, why)
         try:
             self._soft_reset()
-            b = self._batch()
-            i = b.rcr(r.EREVID)
-            q = self._xfer(b)
-            rev = q.byte(i)
-            if rev in (0x00, 0xFF):
-                raise ChipNotResponding(self._no_chip(rev, q.raw))
-            self.revision = rev
+            self.revision = self.probe()
             self._configure()
         except ChipNotResponding as e:
             self._go_dead(str(e))
@@ -1013,29 +913,23 @@ class ENC28J60Device:
         self._stats["resets"] += 1
         self._dead = False
 
-    def _go_dead(self, why: str) -> None:
-        if not self._dead:
-            log.warning("%s: the chip stopped answering: %s", self.name, why)
-        self._dead = True
+    def _forget_chip(self) -> None:
         self._forget_state()
         self._bank = None
         self._carry.clear()
-        self._next_probe_ms = self._clock.now_ms() + self.REPROBE_MS
 
-    def _try_revive(self) -> bool:
-        now = self._clock.now_ms()
-        if now < self._next_probe_ms:
-            return False
-        self._next_probe_ms = now + self.REPROBE_MS
+    def _answers(self) -> bool:
+        """EREVID reads like a chip (not 0x00, not 0xFF); the bank is not trusted."""
         self._bank = None
         b = self._batch()
         i = b.rcr(r.EREVID)
-        if self._xfer(b).byte(i) in (0x00, 0xFF):
-            return False
-        self._reinit("the chip answers again")
-        if not self._dead:
+        return self._xfer(b).byte(i) not in (0x00, 0xFF)
+
+    def _try_revive(self) -> bool:
+        revived = super()._try_revive()
+        if revived:
             self._stats["revives"] += 1
-        return not self._dead
+        return revived
 
     def _bus_failed(self) -> None:
         """A transfer raised: trust nothing cached about the chip's pointers or bank."""
@@ -1044,6 +938,7 @@ class ENC28J60Device:
         self._hdr = None
         self._rx_left = 0
         self._armed = False
+        self._looked_ms = float("-inf")
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -1062,21 +957,12 @@ class ENC28J60Device:
             b.bfs(r.EIE, r.EIE_INTIE)
         self._stats["bus_calls"] += 1
         try:
-            raw = self._bus.transfer_batch(b.items)
+            raw = self._transfer(b.items)
         except OSError:
             self._bank = None
             raise
-        if len(raw) != len(b.items):
-            self._bank = None
-            raise OSError(
-                errno.EIO, f"{self._bus_label}: {len(raw)} replies to {len(b.items)} transfers"
-            )
         self._bank = b.bank
         self._stats["bank_switches"] += b.switches
         if self._irq is not None:
             self._armed = armed
         return _Replies(raw)
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise DeviceClosed(errno.EBADF, f"{self.name} is closed")

@@ -68,27 +68,18 @@ Decisions where the facts leave room (docs/hardware/enc28j60.md repeats them):
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import math
-import os
-import random
-import select
-import threading
-import weakref
 import zlib
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
 from hilkit.drivers.enc28j60 import regs as r
 from hilkit.drivers.enc28j60.regs import Reg
-from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, DeviceClosed
-from hilkit.port.pin import Edge
-from hilkit.port.spi import BusCounters
-from hilkit.sim.pins import SimPin
+from hilkit.port.clock import Clock
+from hilkit.port.device import Device
+from hilkit.sim.chip import DEFAULT_WIRE_BUDGET, ChipModel
 
 __all__ = ["STAT_KEYS", "ENC28J60Faults", "ENC28J60Model", "ENC28J60Timing", "wire_time_ms"]
 
@@ -195,8 +186,6 @@ PREAMBLE_SFD = 8  # bytes before the frame
 IFG = 12  # inter-packet gap, bytes
 BYTE_TIME_MS = 0.0008  # 10 Mb/s: 0.8 us per byte
 MAX_LENGTH_FIELD = 1500  # a type/length field above this is an EtherType
-
-DEFAULT_WIRE_BUDGET = 64  # frames taken from the wire per touch (and held in flight)
 
 
 def wire_time_ms(frame_len: int) -> float:
@@ -317,22 +306,17 @@ class _TxJob:
     late_collision: bool
 
 
-class _IntPin(SimPin):
-    """/INT: a SimPin whose eventfd signals queued falling edges, plus a look at it."""
-
-    def falling_queued(self) -> bool:
-        """True while a falling edge waits to be taken by ``wait_edge``."""
-        fd = self.event_fd()
-        return fd is not None and bool(select.select([fd], [], [], 0)[0])
-
-
-class ENC28J60Model:
+class ENC28J60Model(ChipModel):
     """The ENC28J60 as an SPI slave (``hilkit.port.SpiBus``), with its /INT and /RESET pins.
 
     ``wire`` is the Ethernet the PHY sits on (a Device, e.g. a TAP); without one,
     frames sent are collected in ``sent`` and frames arrive through ``inject``.
-    ``clock`` times everything in ``timing``.
+    ``clock`` times everything in ``timing``. What every model shares (the bus,
+    the wire pump, the /INT descriptor, faults) is ``ChipModel``'s.
     """
+
+    CHIP = "ENC28J60"
+    faults: ENC28J60Faults
 
     def __init__(
         self,
@@ -344,35 +328,16 @@ class ENC28J60Model:
         faults: ENC28J60Faults | None = None,
         wire_budget: int = DEFAULT_WIRE_BUDGET,
     ) -> None:
-        self.wire = wire
-        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        super().__init__(
+            wire, clock, seed=seed, stat_keys=STAT_KEYS, wire_budget=max(1, wire_budget)
+        )
         self.timing = timing if timing is not None else ENC28J60Timing()
         self.faults = faults if faults is not None else ENC28J60Faults()
-        self.wire_budget = max(1, wire_budget)
-        self.counters = BusCounters()
-        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
-        self.sent: list[bytes] = []  # frames sent while there is no wire
         self.mem = bytearray(r.BUFFER_SIZE)
-        self._lock = threading.RLock()
-        self._rng = random.Random(seed)
-        self._ber_rate = 0.0
-        self._ber_gap = 0  # MISO bits to let through before the next flip
-        self._closed = False
-        self._wire_dead = False
-        self._reset_in: int | None = None  # transactions until a scheduled reset
-        self._reset_hard = False
-        self._in_reset = False  # /RESET held low
         self._forced_link: bool | None = None  # set_link() overrides the wire's carrier
         self._link = self._carrier()
-        self._int_level = True
         self._rx_flight: deque[tuple[float, bytes]] = deque()  # (lands at, frame) on the wire
         self._rx_wire_free = 0.0  # when the wire into the chip is next idle
-        # /INT descriptor: an epoll set made on the first fileno() call (see _open_descriptor)
-        self._epoll: select.epoll | None = None
-        self._flight_fd: int | None = None  # eventfd: readable while something is due
-        self._flight_set = False
-        self._wire_fd: int | None = None
-        self._finalizer: Callable[[], None] | None = None
         self._phy: dict[int, int] = {}
         self._llstat = False  # PHSTAT1.LLSTAT, latching low
         self._mii_op: str | None = None  # "read", "write", "scan" while MISTAT.BUSY/SCAN
@@ -386,98 +351,8 @@ class ENC28J60Model:
         self._registers_reset()
         self._ready_at = 0.0  # the chip ignores the bus until then (clock start-up)
         self._clkrdy_lies = False  # faults.clkrdy_wrong_after_reset: CLKRDY reads 1 meanwhile
-        self.int_pin = _IntPin(
-            "enc28j60./INT",
-            level=True,
-            refresh=self._touch,
-            fileno=self.fileno,
-            wake_ms=self._wake_ms,
-            signal_edge=Edge.FALLING,  # /INT is active low: a falling edge is an interrupt
-        )
-        self.reset_pin = SimPin("enc28j60./RESET", level=True, output=True, on_set=self._reset_line)
-
-    # -- hilkit.port.SpiBus ------------------------------------------------------------------
-
-    def transfer(self, data: bytes | bytearray | memoryview) -> bytes:
-        with self._lock:
-            self._check_open()
-            self.counters.calls += 1
-            self._touch_locked()
-            out = self._transaction(bytes(data))
-            self._after_call()
-            return out
-
-    def transfer_batch(self, frames: Sequence[bytes | bytearray | memoryview]) -> list[bytes]:
-        with self._lock:
-            self._check_open()
-            self.counters.calls += 1
-            self._touch_locked()
-            out = [self._transaction(bytes(f)) for f in frames]
-            self._after_call()
-            return out
-
-    def close(self) -> None:
-        """Close the bus side and the /INT descriptor; the wire stays open (it is not ours)."""
-        with self._lock:
-            self._closed = True
-            if self._finalizer is not None:
-                self._finalizer()
-            self._flight_fd = None
-            self._epoll = None
-            self.int_pin.close()
-
-    def fileno(self) -> int | None:
-        """/INT's descriptor, like a GPIO line's edge events; None once closed.
-
-        An epoll descriptor over the pin's eventfd (readable while a falling edge
-        waits in ``int_pin`` to be taken by ``wait_edge``, whatever raised it, bus
-        calls included), the wire's descriptor (frames wait on the wire for the chip
-        to take them) and an eventfd of the model's own (something due on the model's
-        time: a frame crossing the wire either way, an MII operation, a reset).
-        """
-        with self._lock:
-            if self._closed:
-                return None
-            if self._epoll is None:
-                self._open_descriptor()
-            assert self._epoll is not None
-            self._watch_wire()
-            self._sync_flight()
-            return self._epoll.fileno()
-
-    def next_deadline(self) -> float | None:
-        """When, in ``clock`` ms, the model next changes by itself (a timer), or None."""
-        with self._lock:
-            dues = self._dues()
-            return min(dues) if dues else None
 
     # -- test and fault hooks ----------------------------------------------------------------
-
-    def inject(self, frame: bytes | bytearray | memoryview) -> bool:
-        """A frame has just arrived from the wire (no wire time); True if it was stored."""
-        with self._lock:
-            stored = self._receive(bytes(frame))
-            self._after_call()
-            return stored
-
-    def soft_reset(self) -> None:
-        """What SRC does, from outside, at any moment."""
-        with self._lock:
-            self._soft_reset()
-            self._after_call()
-
-    def hard_reset(self) -> None:
-        """A full pulse on /RESET (low, then high)."""
-        with self._lock:
-            self._reset_line(False)
-            if self.reset_pin.level:  # not while the host itself holds /RESET low
-                self._reset_line(True)
-
-    def schedule_reset(self, after_frames: int, hard: bool = False) -> None:
-        """Reset the chip before the transaction ``after_frames`` from now, even in a batch."""
-        with self._lock:
-            self._reset_in = max(0, after_frames)
-            self._reset_hard = hard
 
     def set_link(self, up: bool) -> None:
         """Plug or unplug the cable; from now on the wire's carrier is no longer followed."""
@@ -504,14 +379,7 @@ class ENC28J60Model:
 
     # -- the bus side, transaction by transaction ---------------------------------------------
 
-    def _transaction(self, f: bytes) -> bytes:
-        self.counters.transactions += 1
-        self.counters.bytes += len(f)
-        if self._reset_in is not None:
-            if self._reset_in == 0:
-                self._fire_scheduled_reset()
-            else:
-                self._reset_in -= 1
+    def _exchange(self, f: bytes) -> bytes:
         if not f:
             self.stats["bad_frames"] += 1
             return b""
@@ -525,8 +393,6 @@ class ENC28J60Model:
             self._clkrdy_lies = False
             out = self._execute(f)
         self._update_int()  # /INT moves between transactions, as on the chip
-        if self.faults.bit_error_rate > 0.0:
-            out = self._corrupt(out)
         return out
 
     def _unready(self, f: bytes) -> bytes:
@@ -1005,18 +871,7 @@ class ENC28J60Model:
         if not self._link:
             self.stats["tx_no_link"] += 1
             return
-        if self.wire is None:
-            self.sent.append(frame)
-        else:
-            try:
-                if not self.wire.send(frame):
-                    self.stats["wire_tx_refused"] += 1
-                    return
-            except OSError:
-                self.stats["wire_errors"] += 1
-                return
-        self.stats["frames_out"] += 1
-        self.stats["bytes_out"] += len(frame)
+        self._to_wire(frame)
 
     def _write_tsv(self, tsv: int) -> None:
         """The 7-byte transmit status vector at ETXND+1 (§7.1, Table 7-1)."""
@@ -1173,45 +1028,20 @@ class ENC28J60Model:
         self._phy[r.PHIR] |= r.PHIR_PLNKIF
         self._phy_irq()
 
-    def _touch(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._touch_locked()
-            self._after_call()
-
-    def _touch_locked(self) -> None:
+    def _advance(self, now: float) -> None:
         self._check_link()
-        self._service(self.clock.now_ms())
-        if self.wire is not None and not self._wire_dead:
-            self._pull()
+        self._service(now)
 
-    def _after_call(self) -> None:
-        self._update_int()
-        self._sync_flight()
+    def _wire_room(self) -> int:
+        """As many frames as may be in flight (they land at wire speed)."""
+        return self.wire_budget - len(self._rx_flight)
 
-    def _pull(self) -> None:
-        """Take frames off the wire, as many as fit in flight (they land at wire speed)."""
-        assert self.wire is not None
-        room = self.wire_budget - len(self._rx_flight)
-        if room <= 0:
-            return
-        try:
-            frames = self.wire.poll(room)
-        except DeviceClosed:
-            self.stats["wire_errors"] += 1
-            self._wire_dead = True  # stop asking a closed wire
-            return
-        except OSError:
-            self.stats["wire_errors"] += 1
-            return
-        if not frames:
-            return
-        now = self.clock.now_ms()
+    def _from_wire(self, frames: list[bytes]) -> None:
         if not self.timing.wire:
             for frame in frames:
                 self._receive(frame)
             return
+        now = self.clock.now_ms()
         for frame in frames:
             start = max(now, self._rx_wire_free)
             self._rx_wire_free = start + wire_time_ms(len(frame))
@@ -1237,73 +1067,10 @@ class ENC28J60Model:
             dues.append(self._ready_at)
         return dues
 
-    def _wake_ms(self) -> float | None:
-        with self._lock:
-            now = self.clock.now_ms()
-            future = [d - now for d in self._dues() if d > now]
-            return min(future) if future else None
-
-    def _update_int(self) -> None:
+    def _int_asserted(self) -> bool:
         """/INT is low while EIE.INTIE and an enabled flag is set (§12)."""
         eie = self._r[_EIE]
-        pending = eie & r.EIE_INTIE and self._r[_EIR] & eie & _EIR_ENABLED
-        level = not pending
-        if level != self._int_level:
-            self._int_level = level
-            if not level:
-                self.stats["int_asserts"] += 1
-            self.int_pin.drive(level)
-
-    # -- the /INT descriptor --------------------------------------------------------------------
-
-    def _open_descriptor(self) -> None:
-        epoll = select.epoll()
-        flight = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        epoll.register(flight, select.EPOLLIN)
-        edges = self.int_pin.event_fd()
-        if edges is not None:
-            epoll.register(edges, select.EPOLLIN)
-        self._epoll, self._flight_fd, self._flight_set = epoll, flight, False
-        self._finalizer = weakref.finalize(self, _close_descriptors, flight, epoll)
-
-    def _watch_wire(self) -> None:
-        """Put the wire's descriptor into the epoll set (once), or take a dead one out."""
-        if self._epoll is None or self.wire is None:
-            return
-        if self._wire_dead:
-            if self._wire_fd is not None:
-                with contextlib.suppress(OSError):  # closed already: epoll forgot it
-                    self._epoll.unregister(self._wire_fd)
-                self._wire_fd = None
-            return
-        if self._wire_fd is not None:
-            return
-        try:
-            fd = self.wire.fileno()
-        except OSError:
-            return
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                self._epoll.register(fd, select.EPOLLIN)
-                self._wire_fd = fd
-
-    def _sync_flight(self) -> None:
-        """The model's eventfd is readable exactly while something is due on its own
-        time: frames in flight either way on the wire, an MII operation, the clock
-        settling after a reset. A frame leaves for the wire, or lands in the ring,
-        only when the model is next touched after its time, so a waiter must come back."""
-        if self._flight_fd is None:
-            return
-        want = bool(self._dues())
-        if want and not self._flight_set:
-            os.eventfd_write(self._flight_fd, 1)
-            self._flight_set = True
-        elif not want and self._flight_set:
-            with contextlib.suppress(BlockingIOError):
-                os.eventfd_read(self._flight_fd)
-            self._flight_set = False
-        if self._wire_dead and self._wire_fd is not None:
-            self._watch_wire()
+        return bool(eie & r.EIE_INTIE and self._r[_EIR] & eie & _EIR_ENABLED)
 
     # -- resets (§11) -----------------------------------------------------------------------------
 
@@ -1325,6 +1092,7 @@ class ENC28J60Model:
             self._rx_flight.clear()
 
     def _soft_reset(self) -> None:
+        """SRC (§11.2): registers as after any reset; the clock settles again."""
         self._registers_reset()
         self.stats["resets"] += 1
         self.stats["soft_resets"] += 1
@@ -1335,65 +1103,15 @@ class ENC28J60Model:
         elif self.timing.reset_us > 0:
             self._ready_at = now + self.timing.reset_us / 1000.0
 
-    def _reset_line(self, high: bool) -> None:
-        with self._lock:
-            if not high:
-                self._in_reset = True
-                self._ready_at = 0.0
-                self._registers_reset()
-            elif self._in_reset:
-                self._in_reset = False
-                self.stats["resets"] += 1
-                self.stats["hard_resets"] += 1
-                if self.timing.reset_us > 0:
-                    self._ready_at = self.clock.now_ms() + self.timing.reset_us / 1000.0
-            self._clkrdy_lies = False
-            self._after_call()
+    def _hold_reset(self) -> None:
+        self._ready_at = 0.0
+        self._clkrdy_lies = False
+        self._registers_reset()
 
-    def _fire_scheduled_reset(self) -> None:
-        self._reset_in = None
-        if self._reset_hard:
-            self._reset_line(False)
-            self._reset_line(True)
-        else:
-            self._soft_reset()
-
-    # -- faults -----------------------------------------------------------------------------------
-
-    def _corrupt(self, out: bytes) -> bytes:
-        rate = self.faults.bit_error_rate
-        if rate != self._ber_rate:
-            self._ber_rate = rate
-            self._ber_gap = self._draw_gap(rate)
-        bits = 8 * len(out)
-        if self._ber_gap >= bits:
-            self._ber_gap -= bits
-            return out
-        buf = bytearray(out)
-        pos = self._ber_gap
-        while pos < bits:
-            buf[pos // 8] ^= 0x80 >> (pos % 8)
-            self.stats["bit_errors"] += 1
-            pos += 1 + self._draw_gap(rate)
-        self._ber_gap = pos - bits
-        return bytes(buf)
-
-    def _draw_gap(self, rate: float) -> int:
-        """Bits that pass before the next flipped one (geometric: each bit flips at ``rate``)."""
-        if rate >= 1.0:
-            return 0
-        return int(math.log1p(-self._rng.random()) / math.log1p(-rate))
-
-    def _check_open(self) -> None:
-        if self._closed:
-            raise OSError(errno.EBADF, "ENC28J60 model: SPI bus closed")
-
-
-def _close_descriptors(evfd: int, epoll: select.epoll) -> None:
-    """Close what ``fileno`` opened, when the model is closed or collected."""
-    epoll.close()
-    with contextlib.suppress(OSError):
-        os.close(evfd)
+    def _release_reset(self, now: float) -> None:
+        if self.timing.reset_us > 0:
+            self._ready_at = now + self.timing.reset_us / 1000.0
+        self._clkrdy_lies = False
 
 
 def _padcfg(padcfg: int, data: bytes) -> tuple[int, bool]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hilkit.hil.plugin import BuiltRigLike, FigureFn
-from hilkit.port.device import Device, LinkType
+from hilkit.port.device import Device, LinkType, device_probe
 from hilkit.port.nic import Nic
 
 
@@ -49,10 +49,13 @@ def test_chip_probe(rig: BuiltRigLike, nic: Nic | None, figure: FigureFn) -> Non
         problem = identify(bus)
         assert problem is None, problem
         return
-    probe = getattr(rig.device, "probe", None)
-    if callable(probe):
+    probe = device_probe(rig.device)
+    if probe is not None:
         result = probe()  # raises ChipNotResponding naming the bus when no chip answers
-        assert result is not False, "the chip did not answer its probe"
+        assert result is not False, (
+            f"{rig.device.name}: the chip did not answer its probe() (expected anything "
+            "but False)")
         return
     pytest.skip(f"{type(rig.device).__name__}: nothing identifies its chip: register a Nic "
-                "with identify=..., or give the driver a probe() method")
+                "with identify=... (hilkit.port.nic), or give the driver a probe() method "
+                "(hilkit.port.device, docs/porting.md)")

@@ -5,6 +5,7 @@ intact (the driver notices, resets and reopens; TCP retransmits what was lost)."
 from __future__ import annotations
 
 import contextlib
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,28 +21,34 @@ from hilkit.hil.plugin import (
     driver_stats,
     model_stats,
 )
-from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param, timeout_param
+from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param
+from hilkit.port.model import ResetKind, missing_reset_hint, model_reset
 from hilkit.port.nic import Nic
 from hilkit.stack import Stack
 
 PORT = 5003
 RESET_PULSE_MS = 1.0  # without a NIC registration: long for a chip, still mid-transfer
+TIMEOUT_FLOOR_S = 60.0  # the reset, the driver's re-init and TCP's backed-off retransmits
+TIMEOUT_MARGIN = 4.0  # times the transfer's expected duration
 CHECK_EVERY_MS = 2.0
 _ERROR_COUNTERS = ("rx_errors", "tx_errors", "rx_dropped", "tx_dropped")
 
 
 def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack], None]:
-    """What resets the chip ``how`` on this rig; skips with the reason when nothing can."""
+    """What resets the chip ``how`` on this rig; skips saying what to implement when
+    nothing can (the chip-model contract, ``hilkit.port.model.ChipModel``)."""
     model = getattr(rig, "model", None)
     if how in ("soft", "hard"):
-        fn = getattr(model, f"{how}_reset", None) if model is not None else None
-        if not callable(fn):
-            pytest.skip(f"no {how} reset to inject: the rig has no chip model "
-                        f"({'no model' if model is None else type(model).__name__})")
+        kind: ResetKind = "soft" if how == "soft" else "hard"
+        fn = model_reset(model, kind) if model is not None else None
+        if fn is None:
+            pytest.skip(missing_reset_hint(model, kind))
         return lambda stack: fn()
     pin = (getattr(rig, "pins", None) or {}).get("reset")
     if pin is None:
-        pytest.skip("the rig has no reset pin")
+        pytest.skip("no reset pin to pulse: the rig has no [pins.reset]; wire the chip's "
+                    "reset line to a gpiod or ftdi pin, or give its chip model a reset_pin "
+                    '(kind = "sim"; docs/porting.md "Chip models")')
 
     pulse_ms = nic.reset_pulse_ms if nic is not None else RESET_PULSE_MS
 
@@ -50,6 +57,44 @@ def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack],
         stack.call_later(pulse_ms, lambda: pin.set(False))
 
     return pulse
+
+
+def _measured_rate(hil: HilSession) -> tuple[float, str] | None:
+    """Bytes per second one way while both ways run, as measured earlier in this run:
+    the tcp suite's duplex rate, else the throughput suite's two one-way goodputs."""
+    figs = hil.figures
+    duplex = [float(v) for k, v in figs.items() if re.fullmatch(r"tcp_[a-z]+_MBps", k)
+              and isinstance(v, (int, float)) and v > 0]
+    if duplex:
+        return min(duplex) * 1e6 / 2, "the tcp suite's duplex rate in this run"
+    ways = [figs.get(f"goodput_{d}") for d in ("hilkit_to_kernel", "kernel_to_hilkit")]
+    if all(isinstance(v, (int, float)) and v > 0 for v in ways):
+        r1, r2 = (float(v) * 1e6 for v in ways)  # type: ignore[arg-type]
+        return 1 / (1 / r1 + 1 / r2), "the throughput suite's goodputs in this run"
+    return None
+
+
+def sized_timeout(hil: HilSession, nic: Nic | None, n: int) -> tuple[float, str]:
+    """How long the transfer may take, and why: the rig file's ``timeout_s`` if it says;
+    else a small multiple of the expected time (``n`` each way at the rate this run
+    measured, else the NIC's wire rate on real rigs), at least ``TIMEOUT_FLOOR_S`` and at
+    most the declared default; the declared default when nothing gives a rate."""
+    p = hil.params("recovery")
+    declared = p.number("timeout_s")
+    if "timeout_s" in p:
+        return declared, "suites.recovery.timeout_s of the rig file"
+    rate = _measured_rate(hil)
+    if rate is None and nic is not None and nic.wire_bps and not getattr(
+            hil.built.rig, "simulated", False):
+        rate = nic.wire_bps / 8 / 2, f"{nic.title}'s wire rate, shared by both ways"
+    if rate is None:
+        return declared, ("the declared default: no rate measured in this run "
+                          "(run the tcp or throughput suite first) nor a wire rate")
+    expected = n / rate[0]
+    t = min(declared, max(TIMEOUT_FLOOR_S, TIMEOUT_MARGIN * expected))
+    return t, (f"{TIMEOUT_MARGIN:g} x the expected {expected:.1f} s at "
+               f"{rate[0] / 1e6:.3g} MB/s each way ({rate[1]}), at least "
+               f"{TIMEOUT_FLOOR_S:g} s")
 
 
 def _recovery_counters(rig: BuiltRigLike, stat_names: tuple[str, ...]) -> dict[str, int]:
@@ -66,7 +111,8 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
     stat_names = hil.stat_names
     n = size_param(hil, "recovery", "bytes")
     at = hil.params("recovery").number("at")
-    timeout = timeout_param(hil, "recovery")
+    timeout, why = sized_timeout(hil, nic, n)
+    figure(f"recovery_{how}_timeout_s", timeout, "s")
     state: dict[str, Any] = {"fired_at": None, "received_then": 0}
     pump_box: list[Pump] = []
 
@@ -94,6 +140,16 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
         pump, kend, to_kernel, to_hilkit = duplex_transfer(
             stack, kernel, rig, n, hilkit_is_client=True, port=0, timeout=timeout,
             on_progress=progress, seed=21)
+    except TimeoutError as e:  # a kernel socket gave up: say what it was waiting for
+        p = pump_box[0] if pump_box else None
+        when = ("before the reset was due" if state["fired_at"] is None else
+                f"{time.monotonic() - state['fired_at']:.1f} s after the {how} reset")
+        progress_now = ("hilkit had not connected" if p is None else
+                        f"hilkit had sent {p.sent} and received {p.received} of {n} bytes")
+        raise AssertionError(
+            f"the kernel's end of the {n}-byte duplex transfer waited {timeout:.0f} s "
+            f"({why}) for hilkit and got nothing ({e}), {when}: {progress_now}; the "
+            f"driver did not recover from the reset, or TCP did not retransmit") from None
     finally:
         if how == "pin":
             with contextlib.suppress(Exception):

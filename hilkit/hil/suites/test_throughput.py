@@ -1,12 +1,18 @@
 """throughput: goodput each way and frames/s; on SPI rigs the bus figures of
 ``hilkit.hil.report`` (SPI bytes per payload byte, CS transactions and bus calls per frame, and what
-the same traffic would take on silicon at the rig's SPI clock). Figures, not verdicts:
+the same traffic would take on silicon at the rig's SPI clock), the driver's own stats per
+frame (``Nic.stat_names``), and for a NIC that registers ``wire_bps`` the share of the wire's
+goodput ceiling. ``test_mtu_frames`` repeats the bus figures for MTU-sized frames alone
+(a UDP stream each way: no ACKs in between), named ``<figure>_mtu``. Figures, not verdicts:
 the checks fail only when the transfer itself does (or a bus counts less than physics
 allows: the NIC's ``spi_bytes_per_data_byte``, from its registration)."""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
@@ -17,15 +23,31 @@ from hilkit.hil.plugin import (
     HilSession,
     Kernel,
     counters_dict,
+    driver_stats,
     is_spi_rig,
 )
-from hilkit.hil.suites._common import duplex_transfer, sha, size_param, timeout_param
+from hilkit.hil.suites._common import duplex_transfer, pattern, sha, size_param, timeout_param
+from hilkit.port.device import unwrap_chain
 from hilkit.port.nic import Nic
-from hilkit.stack import Stack
+from hilkit.stack import Stack, UdpSocket
 
 PORT = 5002
 DIRECTIONS = ("hilkit_to_kernel", "kernel_to_hilkit")
 _ACC = "throughput"
+_ACC_MTU = "throughput_mtu"
+MTU_DATAGRAMS = 200  # MTU-sized frames each way in test_mtu_frames
+_QUIET_S = 0.5  # test_mtu_frames: the kernel is done and nothing came for this long
+# The kernel paces its datagrams to this much above the TCP goodput test_goodput measured
+# into hilkit: a receiver whose bus is slower than its wire (a 100 Mb/s chip on SPI) drops
+# the rest of an unpaced stream in the chip, and TCP's rate is one it showed it can take.
+PACE_HEADROOM = 1.05
+_GREET_EVERY_S = 0.2  # the greeting is sent again this often until the kernel has it
+_GOODPUT = "throughput_goodput"
+_IDLE_STAT = "idle_polls"  # the driver stat whose polls made one call that moved nothing
+# The figures test_mtu_frames records, with the "_mtu" tag.
+_MTU_FIGURES = ("spi_bytes_per_payload_byte", "cs_transactions_per_frame", "bus_calls_per_frame",
+                "silicon_pct_of_spi_ceiling", "pct_of_wire_ceiling", "bank_switches_per_frame",
+                "idle_polls_per_frame")
 
 
 def _bus_params(rig: BuiltRigLike) -> tuple[str | None, float | None]:
@@ -42,16 +64,67 @@ def _nic_figures(nic: Nic | None) -> dict[str, float | None]:
             else None}
 
 
-def _snapshot(rig: BuiltRigLike) -> dict[str, int]:
+def _stats(rig: BuiltRigLike, nic: Nic | None) -> dict[str, int]:
+    """The driver's stats named by its NIC: attributes, or a ``stats`` mapping, on the
+    device or anything it wraps."""
+    names = nic.stat_names if nic is not None else ()
+    out: dict[str, int] = {}
+    for dev in reversed(unwrap_chain(rig.device)):
+        out |= driver_stats(dev, names)
+        st = getattr(dev, "stats", None)
+        if isinstance(st, Mapping):
+            out |= {k: int(v) for k, v in st.items()
+                    if k in names and isinstance(v, int) and not isinstance(v, bool)}
+    return out
+
+
+def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, int]:
     d = counters_dict(rig.device.counters)
-    out = {"frames": int(d.get("rx_frames", 0)) + int(d.get("tx_frames", 0)),
-           "frame_bytes": int(d.get("rx_bytes", 0)) + int(d.get("tx_bytes", 0))}
+    out = {k: int(d.get(k, 0)) for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes")}
+    out |= {"frames": out["rx_frames"] + out["tx_frames"],
+            "frame_bytes": out["rx_bytes"] + out["tx_bytes"]}
     if is_spi_rig(rig):
         b = counters_dict(rig.bus.counters)
         out |= {"spi_bytes": int(b.get("bytes", 0)),
                 "transactions": int(b.get("transactions", 0)),
                 "calls": int(b.get("calls", 0))}
+    out |= {f"stat:{k}": v for k, v in _stats(rig, nic).items()}
     return out
+
+
+def _data_side(direction: str) -> str:
+    """Which device counters carry the data: tx when hilkit sends, rx when it receives."""
+    return "tx" if direction == "hilkit_to_kernel" else "rx"
+
+
+def _accumulate(hil: HilSession, key: str, d: Mapping[str, float], direction: str) -> None:
+    acc = hil.shared.setdefault(key, {})
+    side = _data_side(direction)
+    for k, v in d.items():
+        acc[k] = acc.get(k, 0) + v
+    acc["data_frames"] = acc.get("data_frames", 0) + d[f"{side}_frames"]
+    acc["data_bytes"] = acc.get("data_bytes", 0) + d[f"{side}_bytes"]
+
+
+def _figures(rig: BuiltRigLike, nic: Nic | None, d: Mapping[str, Any],
+             ) -> dict[str, tuple[float, str]]:
+    """Bus, driver and wire figures for a stretch: ``d`` holds the counter deltas,
+    ``payload``, ``seconds``, ``data_frames`` and ``data_bytes``."""
+    stats = {k.removeprefix("stat:"): int(v) for k, v in d.items() if k.startswith("stat:")}
+    figs: dict[str, tuple[float, str]] = {}
+    if is_spi_rig(rig):
+        kind, speed = _bus_params(rig)
+        figs |= report.bus_figures(spi_bytes=d["spi_bytes"], transactions=d["transactions"],
+                                   calls=d["calls"], frames=d["frames"],
+                                   frame_bytes=d["frame_bytes"], speed_hz=speed, bus_kind=kind,
+                                   payload_bytes=d["payload"], bus=rig.bus,
+                                   idle_calls=stats.get(_IDLE_STAT, 0), **_nic_figures(nic))
+    figs |= report.driver_figures(stats, d["frames"])
+    if nic is not None and nic.wire_bps:
+        figs |= report.wire_figures(wire_bps=nic.wire_bps, frames=d["data_frames"],
+                                    frame_bytes=d["data_bytes"], payload_bytes=d["payload"],
+                                    seconds=d["seconds"])
+    return figs
 
 
 @pytest.mark.parametrize("direction", DIRECTIONS)
@@ -60,14 +133,14 @@ def test_goodput(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSessio
     n = size_param(hil, "throughput", "bytes")
     timeout = timeout_param(hil, "throughput")
     out = direction == "hilkit_to_kernel"
-    before = _snapshot(rig)
+    before = _snapshot(rig, nic)
     t0 = time.monotonic()
     pump, kend, to_kernel, to_hilkit = duplex_transfer(
         stack, kernel, rig, n if out else 0, hilkit_is_client=True, port=0, timeout=timeout,
         seed=11, nbytes_to_hilkit=0 if out else n)
     end = kend.ended_at if out else (pump.eof_at or time.monotonic())
     elapsed = max(end - t0, 1e-9)
-    after = _snapshot(rig)
+    after = _snapshot(rig, nic)
     assert not pump.error, f"hilkit's socket failed with errno {pump.error}"
     if out:
         assert kend.received == n and kend.digest == sha(to_kernel), \
@@ -75,41 +148,178 @@ def test_goodput(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSessio
     else:
         assert pump.received == n and pump.digest.hexdigest() == sha(to_hilkit), \
             f"hilkit received {pump.received} of {n} bytes (or they differ)"
-    d = {k: after[k] - before[k] for k in after}
+    d: dict[str, Any] = {k: after[k] - before.get(k, 0) for k in after}
     figure(f"goodput_{direction}", n / elapsed / 1e6, "MB/s")
+    hil.shared.setdefault(_GOODPUT, {})[direction] = n / elapsed
     figure(f"frames_per_s_{direction}", d["frames"] / elapsed, "frames/s")
     figure(f"transfer_bytes_{direction}", n, "B")
-    acc = hil.shared.setdefault(_ACC, {})
-    for k, v in d.items():
-        acc[k] = acc.get(k, 0) + v
-    acc["payload"] = acc.get("payload", 0) + n
-    acc["seconds"] = acc.get("seconds", 0.0) + elapsed
-    if is_spi_rig(rig):
-        kind, speed = _bus_params(rig)
-        figs = report.bus_figures(spi_bytes=d["spi_bytes"], transactions=d["transactions"],
-                                  calls=d["calls"], frames=d["frames"],
-                                  frame_bytes=d["frame_bytes"], speed_hz=speed, bus_kind=kind,
-                                  payload_bytes=n, **_nic_figures(nic))
-        for name, (value, unit) in figs.items():
-            figure(f"{name}_{direction}", value, unit)
+    d |= {"payload": n, "seconds": elapsed}
+    _accumulate(hil, _ACC, d, direction)
+    side = _data_side(direction)
+    d |= {"data_frames": d[f"{side}_frames"], "data_bytes": d[f"{side}_bytes"]}
+    for name, (value, unit) in _figures(rig, nic, d).items():
+        figure(f"{name}_{direction}", value, unit)
+
+
+def _mtu_payload(rig: BuiltRigLike) -> int:
+    """The UDP payload that fills the device's MTU (one frame per datagram)."""
+    return int(rig.device.mtu) - report.IPV4_HEADER - report.UDP_HEADER
+
+
+def _greet(stack: Stack, us: UdpSocket, kaddr: tuple[str, int], ready: threading.Event,
+           timeout: float) -> None:
+    """Say hello until the kernel has heard it: one datagram (or the ARP before it) may
+    be lost like any other, and a lost greeting must not stall the check for ``timeout``."""
+    end = time.monotonic() + timeout
+    while not ready.is_set():
+        assert time.monotonic() < end, f"the kernel never got the greeting in {timeout:g} s"
+        us.sendto(b"hello", kaddr)
+        stack.run(until=ready.is_set, timeout=_GREET_EVERY_S)
+
+
+def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
+                 timeout: float, before: dict[str, int], nic: Nic | None,
+                 rate_Bps: float | None,
+                 ) -> tuple[int, float, dict[str, int]]:
+    """hilkit sends MTU_DATAGRAMS datagrams of ``size`` bytes to a kernel socket; after a
+    greeting that settles ARP both ways; ``rate_Bps`` is not used: hilkit's sends wait for
+    the chip. (datagrams the kernel got, seconds, counters after)."""
+    ks = kernel.udp(0)
+    kaddr = (rig.kernel_ip, ks.getsockname()[1])
+    ks.settimeout(2.0)
+    ready = threading.Event()
+
+    def kside() -> tuple[int, float]:
+        ks.recvfrom(65535)  # the greeting
+        ready.set()
+        stack.wake()
+        got, last = 0, time.monotonic()
+        while got < MTU_DATAGRAMS:
+            try:
+                if len(ks.recv(65535)) == size:
+                    got, last = got + 1, time.monotonic()
+            except TimeoutError:
+                break
+        return got, last
+
+    us = stack.udp_socket()
+    try:
+        th = kernel.start(stack, kside, "kernel-udp-sink")
+        _greet(stack, us, kaddr, ready, timeout)
+        before |= _snapshot(rig, nic)
+        payload = pattern(size, 7)
+        t0 = time.monotonic()
+        for _ in range(MTU_DATAGRAMS):
+            us.sendto(payload, kaddr)
+            stack.tick()
+        got, last = th.wait(timeout)
+        return got, max(last - t0, 1e-9), _snapshot(rig, nic)
+    finally:
+        us.close()
+
+
+def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
+                    timeout: float, before: dict[str, int], nic: Nic | None,
+                    rate_Bps: float | None,
+                    ) -> tuple[int, float, dict[str, int]]:
+    """The kernel sends MTU_DATAGRAMS datagrams of ``size`` bytes to a hilkit socket, after
+    hilkit's greeting taught it where (and settled ARP), no faster than ``rate_Bps`` (None:
+    as fast as it can). (datagrams hilkit got, seconds, counters after)."""
+    ks = kernel.udp(0)
+    kaddr = (rig.kernel_ip, ks.getsockname()[1])
+    ready, go = threading.Event(), threading.Event()
+
+    def kside() -> None:
+        _, addr = ks.recvfrom(65535)
+        ready.set()
+        stack.wake()
+        go.wait(timeout)
+        payload = pattern(size, 8)
+        gap = size / rate_Bps if rate_Bps else 0.0
+        due = time.monotonic()
+        for _ in range(MTU_DATAGRAMS):
+            if (wait := due - time.monotonic()) > 0:
+                time.sleep(wait)
+            ks.sendto(payload, addr)
+            due += gap
+
+    us = stack.udp_socket()
+    got, last = 0, time.monotonic()
+    try:
+        th = kernel.start(stack, kside, "kernel-udp-source")
+        _greet(stack, us, kaddr, ready, timeout)
+        before |= _snapshot(rig, nic)
+        t0 = time.monotonic()
+        go.set()
+
+        def done() -> bool:
+            nonlocal got, last
+            while (item := us.recvfrom()) is not None:
+                if len(item[0]) == size:
+                    got, last = got + 1, time.monotonic()
+            return got >= MTU_DATAGRAMS or (
+                th.done.is_set() and time.monotonic() - last > _QUIET_S)
+
+        end = time.monotonic() + timeout
+        while not done() and time.monotonic() < end:  # wakes to see the quiet spell end
+            stack.run(until=done, timeout=_QUIET_S / 5)
+        th.wait(5)
+        return got, max(last - t0, 1e-9), _snapshot(rig, nic)
+    finally:
+        us.close()
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_mtu_frames(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSession,
+                    direction: str, figure: FigureFn, nic: Nic | None) -> None:
+    """MTU-sized frames alone, each way: UDP datagrams that fill the MTU, back to back.
+    Every rig gets goodput and frames/s; bus and wire figures where the rig has them."""
+    size = _mtu_payload(rig)
+    timeout = timeout_param(hil, "throughput")
+    before: dict[str, int] = {}
+    stream = _send_stream if direction == "hilkit_to_kernel" else _receive_stream
+    tcp = hil.shared.get(_GOODPUT, {}).get(direction)
+    got, elapsed, after = stream(rig, stack, kernel, size, timeout, before, nic,
+                                 tcp * PACE_HEADROOM if tcp else None)
+    assert got > 0, f"none of {MTU_DATAGRAMS} datagrams of {size} bytes arrived"
+    d: dict[str, Any] = {k: after[k] - before.get(k, 0) for k in after}
+    d |= {"payload": got * size, "seconds": elapsed}
+    figure(f"goodput_mtu_{direction}", got * size / elapsed / 1e6, "MB/s")
+    figure(f"frames_per_s_mtu_{direction}", got / elapsed, "frames/s")
+    figure(f"datagrams_lost_mtu_{direction}", MTU_DATAGRAMS - got, "")
+    _accumulate(hil, _ACC_MTU, d, direction)
+    side = _data_side(direction)
+    d |= {"data_frames": d[f"{side}_frames"], "data_bytes": d[f"{side}_bytes"]}
+    figs = _figures(rig, nic, d)
+    for name in _MTU_FIGURES:
+        if name in figs:
+            value, unit = figs[name]
+            figure(f"{name}_mtu_{direction}", value, unit)
 
 
 def test_bus_figures(rig: BuiltRigLike, hil: HilSession, figure: FigureFn,
                      nic: Nic | None) -> None:
-    """The section 6 figures over both transfers together."""
-    if not is_spi_rig(rig):
-        pytest.skip("no SPI bus on this rig: nothing to count")
+    """The section 6 figures over both transfers together (and both MTU streams)."""
     acc = hil.shared.get(_ACC)
     if not acc or not acc.get("frames"):
         pytest.skip("no transfer was measured (run test_goodput first)")
-    kind, speed = _bus_params(rig)
-    figs = report.bus_figures(spi_bytes=acc["spi_bytes"], transactions=acc["transactions"],
-                              calls=acc["calls"], frames=acc["frames"],
-                              frame_bytes=acc["frame_bytes"], speed_hz=speed, bus_kind=kind,
-                              payload_bytes=acc["payload"], **_nic_figures(nic))
+    figure("model_goodput", acc["payload"] / acc["seconds"] / 1e6, "MB/s")
+    figs = _figures(rig, nic, acc)
     for name, (value, unit) in figs.items():
         figure(name, value, unit)
-    figure("model_goodput", acc["payload"] / acc["seconds"] / 1e6, "MB/s")
+    mtu = hil.shared.get(_ACC_MTU)
+    if mtu and mtu.get("frames"):
+        mfigs = _figures(rig, nic, mtu)
+        for name in _MTU_FIGURES:
+            if name in mfigs:
+                value, unit = mfigs[name]
+                figure(f"{name}_mtu", value, unit)
+    if nic is None or not nic.wire_bps:
+        hil.note("no pct_of_wire_ceiling: the driver registers no NIC with wire_bps "
+                 "(hilkit.port.nic.Nic)")
+    if not is_spi_rig(rig):
+        return
+    _, speed = _bus_params(rig)
     if speed is None:
         hil.note("the rig's bus has no speed_hz: no silicon estimate")
     elif "silicon_pct_of_spi_ceiling" not in figs:

@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""Bus and wire figures for the simulated ENC28J60 rig, through the HIL runner.
+
+Runs the `throughput` suite of `sim-enc28j60` (the ENC28J60 driver speaking its SPI
+instructions to the register-level model, whose wire is a TAP at the chip's 10 Mb/s, the
+kernel in a private namespace) and prints what its results.json holds, per direction and
+overall: SPI bytes per payload byte (floor just above 1.0; goal <= 1.05 on MTU-sized frames,
+`_mtu`), bus calls per frame moving frames (goal <= 3 each way) with the idle polls apart,
+bank switches per frame, frames/s and goodput through the model, the silicon time at the
+rig's SPI clock, and the goodput's share of the 10 Mb/s wire ceiling (goal >= 95 %).
+JSON: reports/bench-enc28j60.json.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from hilkit.hil.runner import run_hil
+
+RIG = "sim-enc28j60"
+DIRS = ("hilkit_to_kernel", "kernel_to_hilkit")
+# (figure, unit, note); each is printed per direction and overall where the run has it.
+ROWS = [
+    ("spi_bytes_per_payload_byte", "B/B", "floor ~1.0"),
+    ("spi_bytes_per_payload_byte_mtu", "B/B", "MTU frames: goal <= 1.05"),
+    ("bus_calls_per_frame", "1/frame", "goal <= 3 each way"),
+    ("bus_calls_per_frame_mtu", "1/frame", "MTU frames"),
+    ("idle_polls_per_frame", "1/frame", "status calls that found nothing"),
+    ("quiet_polls_per_frame", "1/frame", "polls /INT answered: no bus call"),
+    ("bank_switches_per_frame", "1/frame", ""),
+    ("cs_transactions_per_frame", "1/frame", ""),
+    ("frames_per_s", "frames/s", "through the model"),
+    ("goodput", "MB/s", "through the model"),
+    ("goodput_mtu", "MB/s", "MTU-sized UDP"),
+    ("silicon_s", "s", "bytes*8/f + calls*overhead"),
+    ("silicon_goodput_MBps", "MB/s", "on silicon, bus time only"),
+    ("pct_of_wire_ceiling", "%", "of 10 Mb/s: goal >= 95"),
+    ("pct_of_wire_ceiling_mtu", "%", "MTU-sized UDP"),
+    ("model_goodput", "MB/s", "both transfers"),
+    ("spi_clock_hz", "Hz", "the rig's SPI clock"),
+]
+
+
+def names(base: str) -> list[str]:
+    """The figure per direction, then overall (DESIGN.md, "Figures")."""
+    return [f"{base}_{d}" for d in DIRS] + [base]
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="hilkit-bench-") as tmp:
+        out = Path(tmp) / "report"
+        log = io.StringIO()
+        code = run_hil(RIG, suites=["throughput"], out=out, stream=log, err=log)
+        if code != 0:
+            print(log.getvalue(), file=sys.stderr)
+            print(f"bench/enc28j60.py: the {RIG} throughput suite exited {code}", file=sys.stderr)
+            return 2
+        figures = json.loads((out / "results.json").read_text())["figures"]
+    print(f"{RIG + ' figure':52} {'value':>12}  {'unit':9} note")
+    print("-" * 100)
+    shown: dict[str, object] = {}
+    for base, unit, note in ROWS:
+        for name in names(base):
+            if name not in figures:
+                continue
+            value = figures[name]
+            shown[name] = value
+            text = f"{value:12.3f}" if isinstance(value, float) else f"{value!s:>12}"
+            print(f"{name:52} {text}  {unit:9} {note}")
+    result = {"command": f"hilkit hil --rig {RIG} --suite throughput", "figures": shown}
+    Path("reports").mkdir(exist_ok=True)
+    Path("reports/bench-enc28j60.json").write_text(json.dumps(result, indent=2))
+    print("\nJSON: reports/bench-enc28j60.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
