@@ -20,24 +20,22 @@ import contextlib
 import enum
 import errno
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import ClassVar, Self
 
 from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import ETH_HEADER_LEN, DeviceClosed, DeviceCounters, LinkType
+from hilkit.port.device import (
+    ETH_HEADER_LEN,
+    DeviceClosed,
+    DeviceCounters,
+    LinkType,
+    random_mac,
+)
 from hilkit.port.pin import Edge, Pin
 from hilkit.port.spi import SpiBus
 
 __all__ = ["SpiNic", "Tx", "bus_label", "random_mac"]
-
-
-def random_mac() -> bytes:
-    """A random locally administered, unicast MAC address."""
-    raw = bytearray(secrets.token_bytes(6))
-    raw[0] = (raw[0] & 0xFC) | 0x02
-    return bytes(raw)
 
 
 def bus_label(bus: SpiBus) -> str:

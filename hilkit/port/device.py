@@ -8,6 +8,7 @@ bare IP packets. No method blocks: ``poll`` returns what is already there.
 from __future__ import annotations
 
 import enum
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Protocol, runtime_checkable
@@ -143,3 +144,11 @@ def unwrap_chain(dev: Device) -> list[Device]:
     while (inner := getattr(chain[-1], "inner", None)) is not None and len(chain) < 16:
         chain.append(inner)
     return chain
+
+
+def random_mac() -> bytes:
+    """A random locally administered, unicast MAC address, for a device that has none
+    of its own (IEEE 802: bit 1 of the first octet set, bit 0 clear)."""
+    raw = bytearray(secrets.token_bytes(6))
+    raw[0] = (raw[0] & 0xFC) | 0x02
+    return bytes(raw)

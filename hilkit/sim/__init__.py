@@ -1,12 +1,12 @@
-"""Hardware models: chips as the driver sees them on their real bus (docs/porting.md).
+"""What every chip model shares: ``hilkit.sim.chip.ChipModel`` (bus, wire pump, pins,
+/INT descriptor, bit errors, scheduled resets, counters) and ``SimPin``.
 
-A model never imports a driver; drivers never import a model. What every chip
-model shares (bus, wire pump, pins, /INT descriptor, bit errors, scheduled
-resets, counters) is ``hilkit.sim.chip.ChipModel``.
+Each chip's own model lives in its NIC package (``hilkit/drivers/<chip>/model.py``,
+docs/porting.md "Chip models") and is named by its ``Nic`` registration. A model
+never imports its driver, and a driver never imports a model or this package.
 """
 
 from hilkit.sim.chip import ChipModel
 from hilkit.sim.pins import SimPin
-from hilkit.sim.w5100 import W5100Faults, W5100Model, W5100Timing, memory_split
 
-__all__ = ["ChipModel", "SimPin", "W5100Faults", "W5100Model", "W5100Timing", "memory_split"]
+__all__ = ["ChipModel", "SimPin"]

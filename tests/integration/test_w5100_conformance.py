@@ -22,11 +22,11 @@ import pytest
 
 from hilkit.drivers.tap import TapDevice
 from hilkit.drivers.w5100 import W5100Device
+from hilkit.drivers.w5100.model import W5100Model
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.pin import InvertedPin
 from hilkit.rig.netns import Netns
 from hilkit.rig.peers import PacketPeer
-from hilkit.sim.w5100 import W5100Model
 from hilkit.stack import PingError, PingStats, Stack
 
 pytestmark = pytest.mark.skipif(

@@ -14,6 +14,7 @@ from collections import deque
 
 import pytest
 
+from hilkit.drivers.w5100.model import W5100Faults, W5100Model, W5100Timing, memory_split
 from hilkit.port import (
     BusCounters,
     DeviceClosed,
@@ -24,7 +25,7 @@ from hilkit.port import (
     Pin,
     SpiBus,
 )
-from hilkit.sim import SimPin, W5100Faults, W5100Model, W5100Timing, memory_split
+from hilkit.sim import SimPin
 
 # -- addresses from w5100 §2, §3, §4 --- ---------------------------------------------
 

@@ -18,12 +18,12 @@ import pytest
 from hilkit.drivers import load_driver
 from hilkit.drivers.w5100 import WIRING_HINT, W5100Device
 from hilkit.drivers.w5100 import regs as r
+from hilkit.drivers.w5100.model import W5100Model, W5100Timing
 from hilkit.port.clock import ManualClock
 from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, InvertedPin
 from hilkit.port.spi import BusCounters, SpiBus
-from hilkit.sim.w5100 import W5100Model, W5100Timing
 
 MAC = b"\x02\x00\x00\x00\x00\x01"
 PEER = b"\x02\x00\x00\x00\x00\x02"

@@ -14,24 +14,22 @@ from __future__ import annotations
 
 import errno
 import os
-import secrets
 import socket
 from typing import ClassVar, Self
 
 from hilkit.drivers.tap import _linux as lx
-from hilkit.port.device import ETH_HEADER_LEN, DeviceClosed, DeviceCounters, LinkType
+from hilkit.port.device import (
+    ETH_HEADER_LEN,
+    DeviceClosed,
+    DeviceCounters,
+    LinkType,
+    random_mac,
+)
 
 DEFAULT_MTU = 1500
 _READ_SIZE = 65536 + ETH_HEADER_LEN
 # A full queue or a link that is down: the frame is refused, not damaged.
 _DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.ENETDOWN})
-
-
-def random_mac() -> bytes:
-    """A random locally administered, unicast MAC address."""
-    raw = bytearray(secrets.token_bytes(6))
-    raw[0] = (raw[0] & 0xFC) | 0x02
-    return bytes(raw)
 
 
 class _TunTap:
