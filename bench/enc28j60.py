@@ -13,18 +13,11 @@ JSON: reports/bench-enc28j60.json.
 
 from __future__ import annotations
 
-import io
-import json
 import sys
-import tempfile
-from pathlib import Path
 
-from hilkit.hil.runner import run_hil
+from throughput_figures import Row, run
 
-RIG = "sim-enc28j60"
-DIRS = ("hilkit_to_kernel", "kernel_to_hilkit")
-# (figure, unit, note); each is printed per direction and overall where the run has it.
-ROWS = [
+ROWS: list[Row] = [
     ("spi_bytes_per_payload_byte", "B/B", "floor ~1.0"),
     ("spi_bytes_per_payload_byte_mtu", "B/B", "MTU frames: goal <= 1.05"),
     ("bus_calls_per_frame", "1/frame", "goal <= 3 each way"),
@@ -45,38 +38,5 @@ ROWS = [
 ]
 
 
-def names(base: str) -> list[str]:
-    """The figure per direction, then overall (DESIGN.md, "Figures")."""
-    return [f"{base}_{d}" for d in DIRS] + [base]
-
-
-def main() -> int:
-    with tempfile.TemporaryDirectory(prefix="hilkit-bench-") as tmp:
-        out = Path(tmp) / "report"
-        log = io.StringIO()
-        code = run_hil(RIG, suites=["throughput"], out=out, stream=log, err=log)
-        if code != 0:
-            print(log.getvalue(), file=sys.stderr)
-            print(f"bench/enc28j60.py: the {RIG} throughput suite exited {code}", file=sys.stderr)
-            return 2
-        figures = json.loads((out / "results.json").read_text())["figures"]
-    print(f"{RIG + ' figure':52} {'value':>12}  {'unit':9} note")
-    print("-" * 100)
-    shown: dict[str, object] = {}
-    for base, unit, note in ROWS:
-        for name in names(base):
-            if name not in figures:
-                continue
-            value = figures[name]
-            shown[name] = value
-            text = f"{value:12.3f}" if isinstance(value, float) else f"{value!s:>12}"
-            print(f"{name:52} {text}  {unit:9} {note}")
-    result = {"command": f"hilkit hil --rig {RIG} --suite throughput", "figures": shown}
-    Path("reports").mkdir(exist_ok=True)
-    Path("reports/bench-enc28j60.json").write_text(json.dumps(result, indent=2))
-    print("\nJSON: reports/bench-enc28j60.json")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run("sim-enc28j60", ROWS, "bench-enc28j60.json", "bench/enc28j60.py"))

@@ -1,4 +1,4 @@
-"""What every SPI NIC driver shares, written once (DESIGN.md, "One package per NIC").
+"""What every SPI NIC driver shares, written once (docs/porting.md).
 
 ``SpiNic`` is the ``hilkit.port.Device`` contract around a driver's own state
 machine: argument checks, ``counters``, ``send``/``poll`` that never raise

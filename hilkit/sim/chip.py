@@ -1,4 +1,4 @@
-"""What every SPI chip model shares, written once (DESIGN.md, "One package per NIC").
+"""What every SPI chip model shares, written once (docs/porting.md, "Chip models").
 
 A chip model is an SPI *slave* (``hilkit.port.SpiBus``) with a /RESET and an
 /INT pin, sitting on a wire (a ``Device``, e.g. a TAP). ``ChipModel`` holds

@@ -72,6 +72,7 @@ class Interface:
     ethernet: bool
     mac: bytes
     arp: arp.ArpCache
+    guard: DeviceGuard  # what went wrong with ``dev``: counted, down after repeated failures
     addrs: list[tuple[int, int]] = field(default_factory=list)  # (address, netmask)
 
     def subnet_broadcasts(self) -> set[int]:
@@ -154,7 +155,6 @@ class Stack:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._no_fd = False
         self._more = False
-        self._guards: dict[int, DeviceGuard] = {}  # by id() of the Interface
         self._callback_logs: dict[int, LogThrottle] = {}  # by id() of socket or ping session
         self._capture: PcapngWriter | None = None
         if pcap is not None:
@@ -168,8 +168,11 @@ class Stack:
         ethernet = dev.link_type is LinkType.ETHERNET
         if ethernet and (dev.mac is None or len(dev.mac) != 6):
             raise ValueError(f"{dev.name}: an Ethernet device needs a 6-byte MAC")
+        c = self.config
+        guard = DeviceGuard(dev.name, log, c.device_max_failures, c.device_retry_ms,
+                            c.fault_log_interval_ms)
         self.interfaces.append(
-            Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(self.config.arp))
+            Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(c.arp), guard)
         )
         if self._selector is not None:
             self._selector.close()
@@ -235,7 +238,7 @@ class Stack:
         more = False
         start = self.clock.now_ms()
         for iface in self.interfaces:
-            guard = self._guard(iface)
+            guard = iface.guard
             if not guard.may_poll(start):
                 continue
             try:  # a driver bug or a bus error must not take the loop down
@@ -273,7 +276,7 @@ class Stack:
         cands = [self.timers.next_deadline(), self._reasm.next_deadline()]
         cands += [i.arp.next_deadline() for i in self.interfaces]
         cands += [device_deadline(i.dev) for i in self.interfaces]
-        cands += [g.retry_deadline() for g in self._guards.values()]  # down devices' trials
+        cands += [i.guard.retry_deadline() for i in self.interfaces]  # down devices' trials
         return min((c for c in cands if c is not None), default=None)
 
     def run(self, until: Callable[[], bool] | None = None, timeout: float | None = None) -> bool:
@@ -316,7 +319,7 @@ class Stack:
             sel.register(self._wake_fd, selectors.EVENT_READ)
             self._no_fd = False
             for i in self.interfaces:
-                if self._guard(i).down:  # its descriptor may stay readable: retried by deadline
+                if i.guard.down:  # its descriptor may stay readable: retried by deadline
                     continue
                 fd = i.dev.fileno()
                 if fd is None:
@@ -325,15 +328,6 @@ class Stack:
                     sel.register(fd, selectors.EVENT_READ)
             self._selector = sel
         return self._selector
-
-    def _guard(self, iface: Interface) -> DeviceGuard:
-        g = self._guards.get(id(iface))
-        if g is None:
-            c = self.config
-            g = DeviceGuard(iface.dev.name, log, c.device_max_failures, c.device_retry_ms,
-                            c.fault_log_interval_ms)
-            self._guards[id(iface)] = g
-        return g
 
     def _device_state_changed(self) -> None:
         """A device went down or came back: wait on the descriptors of the live ones only."""
@@ -367,7 +361,7 @@ class Stack:
         what the stack saw go wrong with each device, drops by reason, stats, the capture."""
         out: dict[str, object] = {
             "devices": {i.dev.name: i.dev.counters.as_dict() for i in self.interfaces},
-            "device_faults": {i.dev.name: self._guard(i).faults.as_dict()
+            "device_faults": {i.dev.name: i.guard.faults.as_dict()
                               for i in self.interfaces},
             "drops": dict(sorted(self.drops.items())),
             "stats": dict(sorted(self.stats.items())),
@@ -630,7 +624,7 @@ class Stack:
 
     def _dev_send(self, iface: Interface, frame: bytes) -> None:
         """Hand a frame to the device; a raising driver costs the frame, never the stack."""
-        guard = self._guard(iface)
+        guard = iface.guard
         if guard.down:  # as a link that is down: nothing is sent on it
             guard.faults.tx_while_down += 1
             return

@@ -24,6 +24,7 @@ from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, InvertedPin
 from hilkit.port.spi import BusCounters, SpiBus
+from tests.fakebus import FillBus
 
 MAC = b"\x02\x00\x00\x00\x00\x01"
 PEER = b"\x02\x00\x00\x00\x00\x02"
@@ -101,27 +102,6 @@ def clean(model: W5100Model) -> None:
 
 
 # -- fake buses ---------------------------------------------------------------------------
-
-
-class FillBus:
-    """A bus with nothing on it: every byte clocked in is ``fill``."""
-
-    def __init__(self, fill: int, name: str = "spidev9.9") -> None:
-        self.fill = fill
-        self.name = name
-        self.counters = BusCounters()
-
-    def transfer(self, data: bytes) -> bytes:
-        return self.transfer_batch([data])[0]
-
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
-        self.counters.calls += 1
-        self.counters.transactions += len(frames)
-        self.counters.bytes += sum(map(len, frames))
-        return [bytes([self.fill]) * len(f) for f in frames]
-
-    def close(self) -> None:
-        pass
 
 
 class Plug:

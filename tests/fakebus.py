@@ -1,0 +1,28 @@
+"""An SPI bus with no chip on it, for the drivers' "nothing answered" paths."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from hilkit.port.spi import BusCounters
+
+
+class FillBus:
+    """A bus with nothing on it: every byte clocked in is ``fill``."""
+
+    def __init__(self, fill: int, name: str = "spidev9.9") -> None:
+        self.fill = fill
+        self.name = name
+        self.counters = BusCounters()
+
+    def transfer(self, data: bytes) -> bytes:
+        return self.transfer_batch([data])[0]
+
+    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        self.counters.calls += 1
+        self.counters.transactions += len(frames)
+        self.counters.bytes += sum(map(len, frames))
+        return [bytes([self.fill]) * len(f) for f in frames]
+
+    def close(self) -> None:
+        pass
