@@ -274,7 +274,7 @@ class ENC28J60Device(SpiNic):
     ERRATA_RESET_WAIT = True  # item 2: wait a fixed time after reset, not for CLKRDY
     ERRATA_EPKTCNT = True  # EIR.PKTIF may stay clear: count packets with EPKTCNT
     ERRATA_ODD_ERXRDPT = True  # item 14: ERXRDPT must be odd
-    ERRATA_TXRST = True  # item 12: reset the transmit logic before every transmission
+    ERRATA_TXRST = True  # item 12: reset the transmit logic after every aborted transmission
     ERRATA_LATE_COLLISION = True  # item 13: send again after a late collision
 
     def __init__(
@@ -515,6 +515,7 @@ class ENC28J60Device(SpiNic):
         self._tx_len = 0
         self._tx_since = 0.0
         self._tx_due = 0.0  # the earliest the frame can be off the wire
+        self._write_ms = 0.0  # how long writing a frame and reading the status takes (mean)
         self._tx_checks = 0
         self._tx_tries = 0  # late-collision sends again of the frame in the buffer
         self._tx_stall_tries = 0
@@ -758,6 +759,14 @@ class ENC28J60Device(SpiNic):
         n = len(frame)
         buf = r.TX_BUFS[1] if self._tx_buf == r.TX_BUFS[0] else r.TX_BUFS[0]
         in_flight = self._tx_pending
+        if in_flight:
+            # Write the frame late, so that the write ends about when the frame on the wire
+            # does: the status read at its end then usually finds that frame done, and the
+            # next starts one bus call after it, not two.
+            lead = self._tx_due - self._write_ms - self._clock.now_ms()
+            if lead > 0:
+                self._nap(min(lead, self.BUSY_WAIT_MS))
+            t_write = self._clock.now_ms()
         b = self._batch()
         b.wcr16(r.EWRPTL, r.EWRPTH, buf)  # the buffer not on the wire
         # Control byte 0: MACON3 decides padding and CRC (§7.1, Figure 7-1).
@@ -772,6 +781,8 @@ class ENC28J60Device(SpiNic):
         if in_flight:
             # Written while the previous frame was on the wire; start it once that one is
             # done (send returns with its frame started: nothing else need touch the chip).
+            took = self._clock.now_ms() - t_write
+            self._write_ms += (took - self._write_ms) / 4  # how long such a write takes
             self._tx_observe(*q)
             if self._tx_pending and not self._wait_tx():
                 return Tx.DROPPED  # the previous frame is still going out: this copy is left
@@ -800,12 +811,13 @@ class ENC28J60Device(SpiNic):
         return q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat)
 
     def _start_tx(self, b: _Batch, buf: int, n: int) -> None:
-        """Start the frame of ``n`` bytes in ``buf``; only when no frame is in flight, as
-        TXRST (errata item 12) would kill one on the wire."""
-        if self.ERRATA_TXRST:
-            b.bfs(r.ECON1, r.ECON1_TXRST)
-            b.bfc(r.ECON1, r.ECON1_TXRST)
-        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)  # after TXRST, which may set TXERIF (item 12)
+        """Start the frame of ``n`` bytes in ``buf``; only when no frame is in flight.
+
+        No TXRST here: errata item 12 allows resetting the transmit logic whenever
+        TXERIF is seen instead of before each transmission, and every abort already
+        ends in one (``_tx_failed``), so a start costs no extra instructions before TXRTS.
+        """
+        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)
         b.wcr16(r.ETXSTL, r.ETXSTH, buf)
         b.wcr16(r.ETXNDL, r.ETXNDH, buf + n)  # the last byte of the frame
         b.bfs(r.ECON1, r.ECON1_TXRTS)

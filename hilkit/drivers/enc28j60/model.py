@@ -73,7 +73,7 @@ import zlib
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Final
 
 from hilkit.drivers.enc28j60 import regs as r
 from hilkit.drivers.enc28j60.regs import Reg
@@ -112,6 +112,7 @@ def _bank_ix(bank: int, addr: int) -> int:
 
 
 _EIE, _EIR, _ESTAT, _ECON2, _ECON1 = (_ix(x) for x in (r.EIE, r.EIR, r.ESTAT, r.ECON2, r.ECON1))
+_TX_STATUS: Final = frozenset((_ECON1, _EIR, _ESTAT))  # registers that show a transmission end
 _EPKTCNT, _ERXFCON, _EREVID = _ix(r.EPKTCNT), _ix(r.ERXFCON), _ix(r.EREVID)
 _MACON1, _MACON3, _MICMD, _MIREGADR = (_ix(x) for x in (r.MACON1, r.MACON3, r.MICMD, r.MIREGADR))
 _MISTAT, _MIRDL, _MIRDH = _ix(r.MISTAT), _ix(r.MIRDL), _ix(r.MIRDH)
@@ -460,6 +461,10 @@ class ENC28J60Model(ChipModel):
     def _read(self, ix: int) -> int:
         if ix in _RESERVED:
             self.stats["reserved_access"] += 1
+        elif self._tx is not None and ix in _TX_STATUS:
+            # Time passes during a batch, as on silicon: a status read late in a long
+            # one (a frame's WBM) sees a transmission that ended meanwhile.
+            self._service_tx(self.clock.now_ms())
         return self._peek(ix)
 
     def _estat(self) -> int:
