@@ -131,6 +131,18 @@ def is_spi_rig(built: BuiltRigLike) -> bool:
     return getattr(getattr(built, "bus", None), "counters", None) is not None
 
 
+def usb_stats(built: BuiltRigLike) -> dict[str, float]:
+    """The virtual USB bus's counters for the rig's device model ({} on other rigs):
+    ``docs/hardware/usb.md``, "Stats"."""
+    bus, model = getattr(built, "usb_bus", None), getattr(built, "model", None)
+    if bus is None or model is None or not callable(getattr(bus, "stats", None)):
+        return {}
+    try:
+        return {k: v for k, v in bus.stats(model).items() if isinstance(v, (int, float))}
+    except Exception:  # unplugged for good, or a bus of another package's making
+        return {}
+
+
 def is_slow_sim(built: BuiltRigLike) -> bool:
     """A chip model on a simulated bus: every data byte is a 4-byte SPI frame in Python."""
     return bool(getattr(built.rig, "simulated", False)) and is_spi_rig(built)
@@ -568,6 +580,9 @@ class HilSession:
         model = getattr(built, "model", None)
         if model is not None:
             out["model"] = model_stats(model)
+        usb = usb_stats(built)
+        if usb:
+            out["usb"] = usb
         return out
 
     def run_bus_figures(self) -> dict[str, tuple[float, str]]:

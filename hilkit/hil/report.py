@@ -219,6 +219,46 @@ def wire_figures(*, wire_bps: float, frames: int, frame_bytes: int, payload_byte
     return out
 
 
+def usb_figures(*, stats: Mapping[str, float], rx_frames: int, tx_frames: int,
+                payload_bytes: int, seconds: float) -> dict[str, tuple[float, str]]:
+    """The USB figures of a stretch on a virtual USB bus: name -> (value, unit).
+
+    ``stats`` holds deltas of the bus's counters for the device (``docs/hardware/usb.md``,
+    "Stats"). Only the bulk pipes count as data: ``usb_transfers_per_frame_out`` is the
+    bulk OUT transfers that carried a frame (a separately written ZLP is counted apart,
+    ``usb_zlps_per_frame_out``) per frame sent; ``usb_transfers_per_frame_in`` the bulk IN
+    transfers per frame received (a ZLP ends a transfer there, so it is no transfer of its
+    own; ``usb_zlps_per_frame_in`` counts them). ``usb_bus_bytes_per_payload_byte``: bulk
+    bus bytes (payload and per-transaction overhead) per application byte.
+    ``pct_of_usb_ceiling``: the bus time the device's traffic took (every transfer, with
+    the frame ends it could not use) as a share of the time the stretch took: 100 % is a
+    bus never idle, the ceiling of the bus-time model at the device's speed.
+    """
+    out: dict[str, tuple[float, str]] = {}
+
+    def g(k: str) -> float:
+        return float(stats.get(k, 0))
+
+    if tx_frames > 0:
+        out["usb_transfers_per_frame_out"] = (
+            (g("usb_bulk_transfers_out") - g("usb_bulk_zlps_out")) / tx_frames, "1/frame")
+        out["usb_zlps_per_frame_out"] = (g("usb_bulk_zlps_out") / tx_frames, "1/frame")
+    if rx_frames > 0:
+        out["usb_transfers_per_frame_in"] = (g("usb_bulk_transfers_in") / rx_frames, "1/frame")
+        out["usb_zlps_per_frame_in"] = (g("usb_bulk_zlps_in") / rx_frames, "1/frame")
+    if payload_bytes > 0:
+        bus_bytes = g("usb_bulk_bus_bytes_in") + g("usb_bulk_bus_bytes_out")
+        out["usb_bus_bytes_per_payload_byte"] = (bus_bytes / payload_bytes, "B/B")
+    busy = g("usb_bus_time_s")
+    if busy > 0:
+        out["usb_bus_time_s"] = (busy, "s")
+        if payload_bytes > 0:
+            out["usb_ceiling_goodput_MBps"] = (payload_bytes / busy / 1e6, "MB/s")
+        if seconds > 0:
+            out["pct_of_usb_ceiling"] = (100.0 * busy / seconds, "%")
+    return out
+
+
 def driver_figures(stats: Mapping[str, int], frames: int,
                    skip: Iterable[str] = ("bus_calls",),
                    always: Iterable[str] = ("idle_polls",)) -> dict[str, tuple[float, str]]:

@@ -31,6 +31,7 @@ __all__ = ["ChipModelFactory", "Identify", "Nic", "NicError", "load_ref"]
 _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _REF_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
+TRANSPORTS: Final = ("spi", "usb")
 
 Identify = Callable[[SpiBus], str | None]
 """``identify(bus)``: None when the chip answered as it should, else what is wrong."""
@@ -88,6 +89,8 @@ class Nic:
     model: str | None = None  # "module:callable", a ChipModelFactory; None: no model
     model_faults: str | None = None  # "module:Class": a dataclass, the keys of bus.faults
     model_timing: str | None = None  # "module:Class": a dataclass, the keys of bus.timing
+    model_options: str | None = None  # "module:Class": a dataclass, the keys of bus.options
+    transport: str = "spi"  # what the driver speaks: "spi" (an SpiBus) or "usb" (pyusb)
     identify: str | None = None  # "module:callable", an Identify: a raw, read-only probe
     spi_max_hz: int | None = None  # the fastest SPI clock the chip takes
     spi_bytes_per_data_byte: float | None = None  # SPI bytes clocked per frame byte, at best
@@ -111,13 +114,17 @@ class Nic:
                        "digits, '.', '_', '-')")
         if not isinstance(self.title, str) or not self.title.strip():
             out.append("title is empty")
-        for f in ("driver", "model", "model_faults", "model_timing", "identify"):
+        for f in ("driver", "model", "model_faults", "model_timing", "model_options",
+                  "identify"):
             ref = getattr(self, f)
             if (ref is not None or f == "driver") and not (
                     isinstance(ref, str) and _REF_RE.match(ref)):
                 out.append(f'{f} {ref!r} is not "module:callable"')
-        if self.model is None and (self.model_faults or self.model_timing):
-            out.append("model_faults/model_timing without a model")
+        if self.model is None and (self.model_faults or self.model_timing
+                                   or self.model_options):
+            out.append("model_faults/model_timing/model_options without a model")
+        if self.transport not in TRANSPORTS:
+            out.append(f"transport {self.transport!r} is not one of {', '.join(TRANSPORTS)}")
         for f in ("spi_max_hz", "rx_buffer_bytes", "tx_buffer_bytes", "wire_bps"):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
@@ -145,9 +152,11 @@ class Nic:
     def load_identify(self) -> Identify | None:
         return None if self.identify is None else load_ref(self.identify)
 
-    def model_options(self, table: str) -> type[Any] | None:
-        """The dataclass whose fields are the keys of ``bus.<table>`` ("faults", "timing")."""
-        ref = {"faults": self.model_faults, "timing": self.model_timing}[table]
+    def model_table(self, table: str) -> type[Any] | None:
+        """The dataclass whose fields are the keys of ``bus.<table>`` ("faults", "timing",
+        "options")."""
+        ref = {"faults": self.model_faults, "timing": self.model_timing,
+               "options": self.model_options}[table]
         if ref is None:
             return None
         cls = load_ref(ref)
@@ -156,14 +165,21 @@ class Nic:
         return cls
 
     def make_model(self, *, wire: Device | None, clock: Clock, seed: int,
-                   faults: Mapping[str, Any], timing: Mapping[str, Any]) -> SpiBus:
-        """The chip model, its options made from the rig's ``bus.faults``/``bus.timing``."""
+                   faults: Mapping[str, Any], timing: Mapping[str, Any],
+                   options: Mapping[str, Any] | None = None) -> Any:
+        """The model (an ``SpiBus`` for an SPI chip, a ``hilkit.sim.usb.UsbDeviceModel``
+        for a USB device), its option objects made from the rig's ``bus.faults``,
+        ``bus.timing`` and ``bus.options``; ``options`` is passed only to a NIC that
+        registers ``model_options``."""
         factory = self.load_model()
         if factory is None:
             raise NicError(f"NIC {self.name!r} registers no chip model")
         opts: dict[str, Any] = {}
-        for table, given in (("faults", faults), ("timing", timing)):
-            cls = self.model_options(table)
+        tables = [("faults", faults), ("timing", timing)]
+        if self.model_options is not None or options:
+            tables.append(("options", options or {}))
+        for table, given in tables:
+            cls = self.model_table(table)
             if cls is None and given:
                 raise NicError(f"NIC {self.name!r} takes no bus.{table}")
             opts[table] = None if cls is None else cls(**given)

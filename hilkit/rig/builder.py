@@ -52,6 +52,7 @@ from hilkit.port.model import is_chip_model, model_pin, pin_attrs
 from hilkit.port.nic import Nic, NicError
 from hilkit.port.pin import Pin
 from hilkit.port.spi import SpiBus
+from hilkit.port.usb import UsbTarget, load_backend
 from hilkit.rig.netns import Netns, NetnsError
 from hilkit.rig.schema import (
     BusSpec,
@@ -93,6 +94,8 @@ class BuiltRig:
     wire: Device | None = None  # the TAP a chip model puts its frames on
     driver_device: Device | None = None  # the driver's device, under any capture wrapper
     nic: Nic | None = None  # the driver's NIC registration; None for a driver without one
+    usb: UsbTarget | None = None  # a USB NIC: the backend and what the driver looks for
+    usb_bus: Any = None  # the virtual USB bus a device model is plugged into, else None
 
     def kernel_mac(self) -> bytes:
         """The MAC address of the kernel's interface in the namespace."""
@@ -121,6 +124,8 @@ def check_hardware(rig: Rig, *, home: Netns | str | None = None) -> None:
             _check_ftdi(rig.bus.url)
         elif rig.bus.kind == "python":
             resolve_factory(rig)
+        elif rig.bus.kind == "usb":
+            _check_usb(rig, rig.bus)
     for pin in rig.pins.values():
         if pin.kind == "gpiod":
             _check_gpiod(pin)
@@ -247,6 +252,90 @@ def _check_ftdi(url: str) -> None:
         raise HardwareNotFound(url, "pyusb is not installed", "pip install pyftdi") from None
     if libusb1.get_backend() is None:
         raise HardwareNotFound(url, "libusb-1.0 not found", "apt install libusb-1.0-0")
+
+
+def _usb_hint(spec: BusSpec) -> str:
+    if spec.usb_id is not None:
+        return (f"plug the device in; check: lsusb -d {spec.usb_id[0]:04x}:{spec.usb_id[1]:04x}"
+                " (in a container, pass the USB device through)")
+    return "plug the device in; list what is there: lsusb -t"
+
+
+def _check_usb(rig: Rig, spec: BusSpec) -> None:
+    """A USB device as the rig names it: a simulated one needs only its backend to load;
+    a real one behind libusb is looked for in sysfs (present, readable), then libusb."""
+    what = spec.usb_where()
+    if spec.model is not None or (spec.backend not in (None, "usb.backend.libusb1")):
+        _usb_backend(rig, spec)  # RigError on bus.backend if it will not load
+        if spec.model is None:
+            _check_usb_enumerates(rig, spec)
+        return
+    hint = _usb_hint(spec)
+    if not SYSFS_USB.is_dir():
+        raise HardwareNotFound(what, "no USB bus visible (/sys/bus/usb is missing)", hint)
+    matches = [d for d in sorted(SYSFS_USB.iterdir()) if _sysfs_usb_matches(d, spec)]
+    if not matches:
+        raise HardwareNotFound(what, "no such USB device found", hint)
+    dev = matches[0]
+    busnum, devnum = _read(dev / "busnum"), _read(dev / "devnum")
+    if busnum.isdigit() and devnum.isdigit():
+        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
+        if os.path.exists(node) and not os.access(node, os.R_OK | os.W_OK):
+            vid, pid = _read(dev / "idVendor"), _read(dev / "idProduct")
+            raise HardwareNotFound(
+                what, f"{node}: permission denied",
+                f'add a udev rule: SUBSYSTEM=="usb", ATTR{{idVendor}}=="{vid}", '
+                f'ATTR{{idProduct}}=="{pid}", MODE="0660", GROUP="plugdev" '
+                "(in /etc/udev/rules.d/, then udevadm control --reload), or run as root")
+    try:
+        load_backend(None)
+    except LookupError as e:
+        raise HardwareNotFound(what, str(e), "apt install libusb-1.0-0") from None
+
+
+def _sysfs_usb_matches(dev: Path, spec: BusSpec) -> bool:
+    vid, pid = _read(dev / "idVendor"), _read(dev / "idProduct")
+    if not vid or not pid:
+        return False  # an interface directory, not a device
+    if spec.usb_id is not None and (int(vid, 16), int(pid, 16)) != spec.usb_id:
+        return False
+    if spec.serial is not None and _read(dev / "serial") != spec.serial:
+        return False
+    return spec.port is None or dev.name == spec.port
+
+
+def _usb_backend(rig: Rig, spec: BusSpec) -> Any:
+    """The pyusb backend the rig names (a module with ``get_backend()``)."""
+    try:
+        return load_backend(spec.backend)
+    except LookupError as e:
+        raise _factory_error(rig, str(e), "bus.backend") from None
+    except Exception as e:  # another package's code
+        raise _factory_error(rig, f"{spec.backend}.get_backend() raised "
+                                  f"{type(e).__name__}: {e}", "bus.backend") from None
+
+
+def _check_usb_enumerates(rig: Rig, spec: BusSpec) -> None:
+    """Through a backend other than libusb: ask pyusb whether the device is there."""
+    import usb.core  # type: ignore[import-untyped]
+
+    target = _usb_target(spec, _usb_backend(rig, spec))
+    try:
+        found = [d for d in usb.core.find(find_all=True, backend=target.backend)
+                 if target.matches(d)]
+    except Exception as e:
+        raise HardwareNotFound(spec.usb_where(), f"the backend {spec.backend} failed to "
+                                                 f"enumerate: {type(e).__name__}: {e}",
+                               _usb_hint(spec)) from None
+    if not found:
+        raise HardwareNotFound(spec.usb_where(), f"no such USB device on {spec.backend}",
+                               _usb_hint(spec))
+
+
+def _usb_target(spec: BusSpec, backend: Any) -> UsbTarget:
+    vendor, product = spec.usb_id if spec.usb_id is not None else (None, None)
+    return UsbTarget(backend=backend, vendor=vendor, product=product, serial=spec.serial,
+                     port_path=spec.port, backend_module=spec.backend)
 
 
 def _check_host_interface(rig: Rig, home: str | None) -> None:
@@ -403,11 +492,15 @@ def build(
 
         bus: SpiBus | None = None
         model: Any = None
-        if rig.bus is not None:
+        usb: UsbTarget | None = None
+        usb_bus: Any = None
+        if rig.bus is not None and rig.bus.kind == "usb":
+            usb, model, usb_bus = _make_usb(es, rig, rig.bus, wire, clock)
+        elif rig.bus is not None:
             bus, model = _make_bus(es, rig, rig.bus, wire, clock)
         pins = _make_pins(es, rig, bus, model)
 
-        device = _make_driver(es, rig, ns, bus, pins, in_netns_driver, clock)
+        device = _make_driver(es, rig, ns, bus or usb, pins, in_netns_driver, clock)
         if peer.kind == "tap":
             ns.ip("link", "set", "dev", peer.interface, "mtu", str(rig.mtu))
         ns.ip("addr", "add", peer.address, "dev", peer.interface)
@@ -427,7 +520,7 @@ def build(
             kernel_ip=peer.ip, kernel_prefix=peer.prefix,
             dut_ip=dut.ip, dut_netmask=dut.netmask, gateway=dut.gateway,
             peer_interface=peer.interface, wire=wire, driver_device=driver_device,
-            nic=_driver_nic(rig),
+            nic=_driver_nic(rig), usb=usb, usb_bus=usb_bus,
         )
 
 
@@ -539,6 +632,27 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
     return bus, model
 
 
+def _make_usb(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
+              clock: Clock) -> tuple[UsbTarget, Any, Any]:
+    """A USB bus: (what the driver looks for, the device model or None, the virtual bus
+    it is plugged into or None). The model is unplugged when the rig comes down."""
+    backend = _usb_backend(rig, spec)
+    model: Any = None
+    vbus: Any = None
+    if spec.model is not None:
+        mod = importlib.import_module(spec.backend or "")
+        default_bus = getattr(mod, "default_bus", None)
+        if not callable(default_bus):
+            raise _factory_error(rig, f"{spec.backend} has no default_bus() to plug the "
+                                      f"{spec.model} model into", "bus.backend")
+        vbus = default_bus()
+        model = _make_model(rig, spec, wire, clock)
+        es.callback(model.close)
+        vbus.plug(model)
+        es.callback(_shielded, lambda: vbus.unplug(model) if vbus.plugged(model) else None)
+    return _usb_target(spec, backend), model, vbus
+
+
 def _make_model(rig: Rig, spec: BusSpec, wire: Device | None, clock: Clock) -> Any:
     """The chip model registered by the NIC ``bus.model`` names; ``RigError`` on bus.model.
 
@@ -553,7 +667,7 @@ def _make_model(rig: Rig, spec: BusSpec, wire: Device | None, clock: Clock) -> A
         if nic is None:
             raise NicError(f"no NIC {spec.model!r} is registered")
         return nic.make_model(wire=wire, clock=clock, seed=spec.seed or 0,
-                              faults=spec.faults, timing=spec.timing)
+                              faults=spec.faults, timing=spec.timing, options=spec.options)
     except (HardwareNotFound, RigError):
         raise
     except Exception as e:
@@ -620,7 +734,8 @@ def _parameters(fn: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
         return {}
 
 
-def _make_driver(es: ExitStack, rig: Rig, ns: Netns, bus: SpiBus | None, pins: dict[str, Pin],
+def _make_driver(es: ExitStack, rig: Rig, ns: Netns, bus: SpiBus | UsbTarget | None,
+                 pins: dict[str, Pin],
                  in_netns: bool, clock: Clock | None = None) -> Device:
     from hilkit.drivers import load_driver
 

@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 DEFAULT_SUITES: Final = SUITE_NAMES
-BUS_KINDS: Final = ("spidev", "ftdi", "sim", "python")
+BUS_KINDS: Final = ("spidev", "ftdi", "sim", "usb", "python")
 PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
 PIN_NAMES: Final = ("reset", "irq")
 PEER_KINDS: Final = ("tap", "host")
@@ -79,6 +79,7 @@ _BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "spidev": ("kind", "device", "speed_hz", "mode"),
     "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode"),
     "sim": ("kind", "model", "speed_hz", "seed", "faults", "timing"),
+    "usb": ("kind", "id", "serial", "port", "backend", "model", "seed", "faults", "options"),
     "python": ("kind", "factory"),  # plus free parameters
 }
 _PIN_KEYS: Final[dict[str, tuple[str, ...]]] = {
@@ -93,6 +94,10 @@ _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _FACTORY_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _MAC_RE: Final = re.compile(r"[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}\Z")
+_USB_ID_RE: Final = re.compile(r"[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}\Z")
+_USB_PORT_RE: Final = re.compile(r"[1-9][0-9]{0,2}-[1-9][0-9]{0,2}(\.[1-9][0-9]{0,2}){0,6}\Z")
+_MODULE_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*\Z")
+VIRTUAL_USB_BACKEND: Final = "hilkit.sim.usb"  # a simulated USB device's bus, by default
 
 # Limits every rig file obeys, whatever the key: a rig file is a page of settings.
 MAX_FILE_BYTES: Final = 1 << 20
@@ -164,24 +169,41 @@ class BusSpec:
     mode: int = 0  # SPI mode 0..3 (spidev, ftdi)
     cs_pin: int | None = None  # ftdi: ADBUS bit driven as chip select
     factory: str | None = None  # python: "module:callable"
-    model: str | None = None  # sim: the registered NIC whose chip model is the bus
-    seed: int | None = None  # sim: seed of the model's fault randomness
-    faults: Mapping[str, Any] = field(default_factory=_frozen)  # sim: the NIC's model_faults
+    model: str | None = None  # sim, usb: the registered NIC whose model is the device
+    seed: int | None = None  # sim, usb: seed of the model's fault randomness
+    faults: Mapping[str, Any] = field(default_factory=_frozen)  # the NIC's model_faults
     timing: Mapping[str, Any] = field(default_factory=_frozen)  # sim: the NIC's model_timing
+    options: Mapping[str, Any] = field(default_factory=_frozen)  # usb: the NIC's model_options
     params: Mapping[str, Any] = field(default_factory=_frozen)  # python: the factory's kwargs
+    usb_id: tuple[int, int] | None = None  # usb: (vendor, product) to find
+    serial: str | None = None  # usb: the iSerialNumber to find
+    port: str | None = None  # usb: the port path to find, "1-1.2" (/sys/bus/usb/devices)
+    backend: str | None = None  # usb: the pyusb backend module (get_backend()); None: libusb1
 
     @property
     def simulated(self) -> bool:
-        return self.kind == "sim"
+        """The device is a model: ``sim``, or a ``usb`` bus with a device model on it."""
+        return self.kind == "sim" or (self.kind == "usb" and self.model is not None)
 
     def describe(self) -> str:
         """One short line for tables: ``spidev /dev/spidev0.0 @ 8 MHz``."""
         where = {"spidev": self.device, "ftdi": self.url, "python": self.factory,
-                 "sim": self.model}.get(self.kind)
+                 "sim": self.model, "usb": self.usb_where()}.get(self.kind)
         text = self.kind if where is None else f"{self.kind} {where}"
-        if self.speed_hz is not None and self.kind != "python":
+        if self.speed_hz is not None and self.kind not in ("python", "usb"):
             text += f" @ {_hz(self.speed_hz)}"
         return text
+
+    def usb_where(self) -> str:
+        """What a ``usb`` bus looks for: ``0525:a4a2 serial X at 1-1.2``, or its model."""
+        parts = [] if self.usb_id is None else [f"{self.usb_id[0]:04x}:{self.usb_id[1]:04x}"]
+        if self.serial is not None:
+            parts.append(f"serial {self.serial}")
+        if self.port is not None:
+            parts.append(f"at {self.port}")
+        if self.model is not None:
+            parts.append(f"(model {self.model})")
+        return " ".join(parts) or "any device"
 
 
 @dataclass(frozen=True)
@@ -625,7 +647,11 @@ class _Validator:
         if bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
             self.err("peer.kind", f'a simulated bus (the {bus.model} model) needs a "tap" '
                                   f"peer: the model's wire is a TAP")
-        if bus is not None and not bus.simulated and bus.kind != "python" and (
+        if bus is not None and not bus.simulated and bus.kind == "usb" and (
+                peer is not None and peer.kind == "tap"):
+            self.err("bus.model", 'missing: a "tap" peer is the cable of a device model '
+                                  '(add model = "..."); a real USB device needs a "host" peer')
+        elif bus is not None and not bus.simulated and bus.kind != "python" and (
                 peer is not None and peer.kind == "tap"):
             self.err("peer.kind", f'a real bus ({bus.kind}) needs a "host" peer: '
                                   f"the NIC's cable goes to a host interface")
@@ -805,6 +831,8 @@ class _Validator:
                 faults=_frozen(self.model_table(tbl, "faults", nic)),
                 timing=_frozen(self.model_table(tbl, "timing", nic)),
             )
+        if kind == "usb":
+            return self.usb_bus(tbl)
         factory = self.value(tbl, "bus", "factory", "str", required=True,
                              why=' (e.g. "mypackage.bridge:open_bus")')
         if factory is not None and not _FACTORY_RE.match(factory):
@@ -819,6 +847,48 @@ class _Validator:
             self.factory_params(factory, sig, params)
         return BusSpec(kind, factory=factory, params=_frozen(params), speed_hz=speed)
 
+    def usb_bus(self, tbl: dict[str, Any]) -> BusSpec:
+        """``kind = "usb"``: a USB device found by id, serial and port (any that are
+        given), through a pyusb backend; with ``model``, a device model of a registered
+        NIC plugged into the virtual bus (``hilkit.sim.usb``) whose cable is the rig's TAP."""
+        usb_id: tuple[int, int] | None = None
+        raw_id = self.value(tbl, "bus", "id", "str")
+        if raw_id is not None:
+            if _USB_ID_RE.match(raw_id):
+                v, _, p = raw_id.partition(":")
+                usb_id = (int(v, 16), int(p, 16))
+            else:
+                self.err("bus.id", f'{_show(raw_id)} is not a USB id: vendor:product in hex, '
+                                   f'as lsusb prints it (e.g. "0525:a4a2")')
+        serial = self.value(tbl, "bus", "serial", "str")
+        if serial is not None and not serial.strip():
+            self.err("bus.serial", "empty (leave it out to take any serial)")
+        port = self.value(tbl, "bus", "port", "str")
+        if port is not None and not _USB_PORT_RE.match(port):
+            self.err("bus.port", f'{_show(port)} is not a USB port path: bus-port[.port...], '
+                                 f'as in /sys/bus/usb/devices (e.g. "1-1.2")')
+        backend = self.value(tbl, "bus", "backend", "str")
+        if backend is not None and not _MODULE_RE.match(backend):
+            self.err("bus.backend", f"{_show(backend)} is not a module name (a pyusb backend "
+                                    f'module with get_backend(), e.g. "usb.backend.libusb1")')
+        model = self.value(tbl, "bus", "model", "str")
+        nic = None if model is None else self.sim_model(model, transport="usb")
+        if model is not None and backend is None:
+            backend = VIRTUAL_USB_BACKEND
+        if model is None:
+            for key in ("faults", "options", "seed"):
+                if key in tbl:
+                    self.err(f"bus.{key}", 'only a simulated device takes it: add model = "..." '
+                                           "(a NIC whose device model runs on the virtual bus)")
+        return BusSpec(
+            "usb", usb_id=usb_id, serial=serial, port=port, backend=backend, model=model,
+            seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE) if model is not None else None,
+            faults=_frozen(self.model_table(tbl, "faults", nic)) if model is not None
+            else _frozen(),
+            options=_frozen(self.model_table(tbl, "options", nic)) if model is not None
+            else _frozen(),
+        )
+
     def ftdi_mode(self, tbl: Mapping[str, Any]) -> int:
         """MPSSE clocks SPI modes 0 and 2 only (1 and 3 need three-phase clocking)."""
         mode = self.int_in(tbl, "bus", "mode", 0, 3, default=0) or 0
@@ -826,8 +896,9 @@ class _Validator:
             self.err("bus.mode", f"{mode}: an FT232H clocks SPI modes 0 and 2 only")
         return mode
 
-    def sim_model(self, name: str) -> Nic | None:
-        """``bus.model``: a registered NIC that has a chip model; None (and said) if not."""
+    def sim_model(self, name: str, transport: str = "spi") -> Nic | None:
+        """``bus.model``: a registered NIC that has a model on ``transport``; None (and
+        said) if not."""
         from hilkit.drivers import NIC_ENTRY_POINT_GROUP, find_nic, nics
 
         try:
@@ -836,7 +907,8 @@ class _Validator:
             self.err("bus.model", f"{_show(name)}: its registration cannot be used: {e}")
             return None
         if nic is None:
-            known = [n for n, x in nics().items() if x.model is not None]
+            known = [n for n, x in nics().items()
+                     if x.model is not None and x.transport == transport]
             self.err("bus.model", f"unknown model {_show(name)}{suggest(name, known)}"
                      + ("" if difflib.get_close_matches(name, known, n=1, cutoff=0.6)
                         else f"; a chip model comes with a NIC registered under the "
@@ -844,12 +916,21 @@ class _Validator:
             return None
         if nic.model is None:
             self.err("bus.model", f"{nic.title} ({_show(name)}) registers no chip model; "
-                                  f"{_models_known()}")
+                                  f"{_models_known(transport)}")
+            return None
+        if nic.transport != transport:
+            if nic.transport == "usb":
+                self.err("bus.model", f"{nic.title} ({_show(name)}) is a USB device: write "
+                                      f'kind = "usb" and model = {_show(name)}')
+            else:
+                self.err("bus.model", f"{nic.title} ({_show(name)}) is an SPI chip: write "
+                                      f'kind = "sim" and model = {_show(name)}')
             return None
         return nic
 
     def model_table(self, bus: Mapping[str, Any], key: str, nic: Nic | None) -> dict[str, Any]:
-        """``bus.faults`` / ``bus.timing``: the fields of the dataclass the NIC registers."""
+        """``bus.faults`` / ``bus.timing`` / ``bus.options``: the fields of the dataclass
+        the NIC registers."""
         tbl: dict[str, Any] = self.value(bus, "bus", key, "table", default={})
         path = f"bus.{key}"
         if nic is None:  # no usable model: bus.model says so already
@@ -868,6 +949,8 @@ class _Validator:
                 continue
             if kind in ("float", "int"):  # rates are probabilities; the rest are times in ms
                 hi = 1.0 if name.endswith("_rate") else MAX_MODEL_MS
+                if key == "options":  # numbers of any kind (ids, counts): 32 bits
+                    hi = float(0xFFFF_FFFF)
                 v = self.float_in(tbl, path, name, 0.0, hi)
                 if v is not None and kind == "int":
                     v = self.int_in(tbl, path, name, 0, int(hi))
@@ -1061,11 +1144,11 @@ def _ftdi_url_problem(url: str) -> str | None:
     return parsed if isinstance(parsed, str) else None
 
 
-def _models_known() -> str:
-    """``known: a, b`` for messages: the registered NICs that have a chip model."""
+def _models_known(transport: str = "spi") -> str:
+    """``known: a, b`` for messages: the registered NICs that have a model on ``transport``."""
     from hilkit.drivers import nics
 
-    known = [n for n, x in nics().items() if x.model is not None]
+    known = [n for n, x in nics().items() if x.model is not None and x.transport == transport]
     return f"known: {', '.join(known)}" if known else "no NIC with a chip model is registered"
 
 
@@ -1075,7 +1158,7 @@ def _model_fields(nic: Nic, table: str) -> dict[str, str] | None:
     import dataclasses
 
     try:
-        cls = nic.model_options(table)
+        cls = nic.model_table(table)
     except NicError:
         return None
     if cls is None:

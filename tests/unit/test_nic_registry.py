@@ -92,7 +92,7 @@ def test_a_broken_registration(monkeypatch: pytest.MonkeyPatch, ref: str, proble
     ({"name": "My Chip"}, "is not a driver name"),
     ({"title": " "}, "title is empty"),
     ({"driver": "mychip.MyDevice"}, 'driver \'mychip.MyDevice\' is not "module:callable"'),
-    ({"model_faults": "m:F"}, "model_faults/model_timing without a model"),
+    ({"model_faults": "m:F"}, "model_faults/model_timing/model_options without a model"),
     ({"spi_max_hz": 0}, "spi_max_hz 0 is not a positive integer"),
     ({"spi_bytes_per_data_byte": -4.0}, "is not a positive number"),
     ({"stat_names": ["resets"]}, "stat_names is not a tuple of attribute names"),

@@ -28,6 +28,7 @@ from hilkit.stack import Stack
 
 PORT = 5003
 RESET_PULSE_MS = 1.0  # without a NIC registration: long for a chip, still mid-transfer
+REPLUG_AFTER_MS = 100.0  # a USB device's power cycle: how long it is off the bus
 TIMEOUT_FLOOR_S = 60.0  # the reset, the driver's re-init and TCP's backed-off retransmits
 TIMEOUT_MARGIN = 4.0  # times the transfer's expected duration
 CHECK_EVERY_MS = 2.0
@@ -38,6 +39,9 @@ def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack],
     """What resets the chip ``how`` on this rig; skips saying what to implement when
     nothing can (the chip-model contract, ``hilkit.port.model.ChipModel``)."""
     model = getattr(rig, "model", None)
+    usb_bus = getattr(rig, "usb_bus", None)
+    if usb_bus is not None and model is not None and how in ("soft", "hard"):
+        return _usb_reset(usb_bus, model, how)
     if how in ("soft", "hard"):
         kind: ResetKind = "soft" if how == "soft" else "hard"
         fn = model_reset(model, kind) if model is not None else None
@@ -57,6 +61,21 @@ def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack],
         stack.call_later(pulse_ms, lambda: pin.set(False))
 
     return pulse
+
+
+def _usb_reset(usb_bus: Any, model: Any, how: str) -> Callable[[Stack], None]:
+    """A device model on the virtual USB bus: ``soft``, it resets its function without
+    leaving the bus; ``hard``, it is unplugged and plugged in again on the same port
+    (a new address) REPLUG_AFTER_MS later, as a power cycle would do."""
+    if how == "soft":
+        return lambda stack: usb_bus.device_reset(model)
+
+    def replug(stack: Stack) -> None:
+        port = usb_bus.port_of(model)
+        usb_bus.unplug(model)
+        stack.call_later(REPLUG_AFTER_MS, lambda: usb_bus.plug(model, port=port))
+
+    return replug
 
 
 def _measured_rate(hil: HilSession) -> tuple[float, str] | None:
@@ -165,8 +184,10 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
         n_resets = model_stats(rig.model)[f"{how}_resets"] - model0[f"{how}_resets"]
         assert n_resets >= 1, f"the model counted no {how} reset"
     after = _recovery_counters(rig, stat_names)
-    if "resets" in after:  # a driver that counts its recoveries must have noticed this one
-        noticed = sum(after[k] - before.get(k, 0) for k in ("resets", "reopens") if k in after)
+    if any(k in after for k in ("resets", "reopens", "replugs")):
+        # a driver that counts its recoveries must have noticed this one
+        noticed = sum(after[k] - before.get(k, 0) for k in ("resets", "reopens", "replugs")
+                      if k in after)
         assert noticed >= 1, "the driver did not notice the reset (no re-init, no re-open)"
     assert not pump.error, f"hilkit's socket failed with errno {pump.error} after the reset " \
                            f"({pump.sent} sent, {pump.received} received)"

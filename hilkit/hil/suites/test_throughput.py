@@ -1,4 +1,6 @@
-"""throughput: goodput each way and frames/s; on SPI rigs the bus figures of
+"""throughput: goodput each way and frames/s; on USB rigs with a virtual bus the USB
+figures (``report.usb_figures``: transfers and ZLPs per frame, bus bytes per payload byte,
+the share of the bus's ceiling); on SPI rigs the bus figures of
 ``hilkit.hil.report`` (SPI bytes per payload byte, CS transactions and bus calls per frame, and what
 the same traffic would take on silicon at the rig's SPI clock), the driver's own stats per
 frame (``Nic.stat_names``), and for a NIC that registers ``wire_bps`` the share of the wire's
@@ -25,6 +27,7 @@ from hilkit.hil.plugin import (
     counters_dict,
     driver_stats,
     is_spi_rig,
+    usb_stats,
 )
 from hilkit.hil.suites._common import duplex_transfer, pattern, sha, size_param, timeout_param
 from hilkit.port.device import unwrap_chain
@@ -47,7 +50,9 @@ _IDLE_STAT = "idle_polls"  # the driver stat whose polls made one call that move
 # The figures test_mtu_frames records, with the "_mtu" tag.
 _MTU_FIGURES = ("spi_bytes_per_payload_byte", "cs_transactions_per_frame", "bus_calls_per_frame",
                 "silicon_pct_of_spi_ceiling", "pct_of_wire_ceiling", "bank_switches_per_frame",
-                "idle_polls_per_frame")
+                "idle_polls_per_frame", "usb_transfers_per_frame_out",
+                "usb_transfers_per_frame_in", "usb_zlps_per_frame_out", "usb_zlps_per_frame_in",
+                "usb_bus_bytes_per_payload_byte", "pct_of_usb_ceiling")
 
 
 def _bus_params(rig: BuiltRigLike) -> tuple[str | None, float | None]:
@@ -89,6 +94,7 @@ def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, int]:
                 "transactions": int(b.get("transactions", 0)),
                 "calls": int(b.get("calls", 0))}
     out |= {f"stat:{k}": v for k, v in _stats(rig, nic).items()}
+    out |= {f"usb:{k}": v for k, v in usb_stats(rig).items()}
     return out
 
 
@@ -119,6 +125,11 @@ def _figures(rig: BuiltRigLike, nic: Nic | None, d: Mapping[str, Any],
                                    frame_bytes=d["frame_bytes"], speed_hz=speed, bus_kind=kind,
                                    payload_bytes=d["payload"], bus=rig.bus,
                                    idle_calls=stats.get(_IDLE_STAT, 0), **_nic_figures(nic))
+    usb = {k.removeprefix("usb:"): v for k, v in d.items() if k.startswith("usb:")}
+    if usb:
+        figs |= report.usb_figures(stats=usb, rx_frames=int(d["rx_frames"]),
+                                   tx_frames=int(d["tx_frames"]), payload_bytes=d["payload"],
+                                   seconds=d["seconds"])
     figs |= report.driver_figures(stats, d["frames"])
     if nic is not None and nic.wire_bps:
         figs |= report.wire_figures(wire_bps=nic.wire_bps, frames=d["data_frames"],
