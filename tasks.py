@@ -27,11 +27,13 @@ def lint(c: Context) -> None:
 @task
 def bench(c: Context) -> None:
     """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per
-    connection; the sim-w5100 and sim-enc28j60 bus and wire figures."""
+    connection; the sim-w5100 and sim-enc28j60 bus and wire figures; the sim-usb-ecm USB
+    figures at high and full speed."""
     c.run(f"{PY} bench/core.py", pty=False)
     c.run(f"{PY} bench/tcp.py", pty=False)
     c.run(f"{PY} bench/w5100.py", pty=False)
     c.run(f"{PY} bench/enc28j60.py", pty=False)
+    c.run(f"{PY} bench/usb_ecm.py", pty=False)
 
 
 @task

@@ -199,7 +199,8 @@ def test_nothing_selected_exits_2(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("rig", "device"), [("rpi-w5100", "/dev/spidev0.0"),
                                              ("ft232h-w5100", "ftdi://ftdi:232h/1"),
                                              ("rpi-enc28j60", "/dev/spidev0.0"),
-                                             ("ft232h-enc28j60", "ftdi://ftdi:232h/1")])
+                                             ("ft232h-enc28j60", "ftdi://ftdi:232h/1"),
+                                             ("usb-ecm", "0525:a4a2")])
 def test_missing_hardware_exits_2_fast(tmp_path: Path, rig: str, device: str) -> None:
     if rig.startswith("rpi-") and os.path.exists(device):
         pytest.skip(f"{device} exists on this machine")
@@ -339,3 +340,52 @@ def test_sim_enc28j60_full_run(tmp_path: Path) -> None:
     if TSHARK is not None:
         for pcap in sorted(out.glob("*.pcapng")):
             assert_capture_clean(pcap)
+
+
+# -- sim-usb-ecm ----------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+def test_sim_usb_ecm_full_run(tmp_path: Path) -> None:
+    """Every suite through pyusb and the virtual USB bus: link down and up (the model's
+    NETWORK_CONNECTION follows the TAP), the device resetting itself and a replug."""
+    out = tmp_path / "report"
+    res = hil("--rig", "sim-usb-ecm", "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, "sim-usb-ecm")
+    suites = results["suites"]
+    assert set(suites) == {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput",
+                           "recovery", "conformance"}
+    assert all(r["failed"] == 0 for r in suites.values()), suites
+    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    skipped = {k for k, v in outcomes.items() if v == "skipped"}
+    assert skipped == {"recovery::test_reset_mid_transfer[pin]"}, skipped  # USB: no pin
+    for check in ("identity::test_chip_probe", "link::test_link_down_and_up",
+                  "conformance::TestDevice::test_link_down_and_up",
+                  "conformance::TestDevice::test_send_while_link_down",
+                  "recovery::test_reset_mid_transfer[soft]",
+                  "recovery::test_reset_mid_transfer[hard]"):
+        assert outcomes[check] == "passed", check
+    fig = results["figures"]
+    # one bulk transfer per frame each way; ZLPs apart
+    assert fig["usb_transfers_per_frame_out"] == pytest.approx(1.0, abs=0.01)
+    assert fig["usb_transfers_per_frame_in"] == pytest.approx(1.0, abs=0.01)
+    assert fig["counters"]["device"]["replugs"] >= 2  # the recovery suite's two were seen
+    assert fig["counters"]["usb"]["usb_bulk_transfers_out"] > 0
+    if TSHARK is not None:
+        for pcap in sorted(out.glob("*.pcapng")):
+            assert_capture_clean(pcap)
+
+
+@pytest.mark.timeout(600)
+def test_sim_usb_ecm_full_speed(tmp_path: Path) -> None:
+    """At 12 Mb/s with 64-byte packets: every suite of the rig passes, every frame is
+    still one transfer, and the share of the bus's ceiling is a sane figure."""
+    out = tmp_path / "report"
+    res = hil("--rig", "sim-usb-ecm-fs", "--out", str(out), timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, "sim-usb-ecm-fs")
+    assert all(r["failed"] == 0 and r["skipped"] == 0 for r in results["suites"].values())
+    fig = results["figures"]
+    assert fig["usb_transfers_per_frame_out"] == pytest.approx(1.0, abs=0.01)
+    assert 0 < fig["pct_of_usb_ceiling"] <= 102  # a figure; the bus model caps it near 100

@@ -83,9 +83,10 @@ def _stats(rig: BuiltRigLike, nic: Nic | None) -> dict[str, int]:
     return out
 
 
-def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, int]:
+def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, float]:
     d = counters_dict(rig.device.counters)
-    out = {k: int(d.get(k, 0)) for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes")}
+    out: dict[str, float] = {k: int(d.get(k, 0))
+                             for k in ("rx_frames", "rx_bytes", "tx_frames", "tx_bytes")}
     out |= {"frames": out["rx_frames"] + out["tx_frames"],
             "frame_bytes": out["rx_bytes"] + out["tx_bytes"]}
     if is_spi_rig(rig):
@@ -189,9 +190,9 @@ def _greet(stack: Stack, us: UdpSocket, kaddr: tuple[str, int], ready: threading
 
 
 def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
-                 timeout: float, before: dict[str, int], nic: Nic | None,
+                 timeout: float, before: dict[str, float], nic: Nic | None,
                  rate_Bps: float | None,
-                 ) -> tuple[int, float, dict[str, int]]:
+                 ) -> tuple[int, float, dict[str, float]]:
     """hilkit sends MTU_DATAGRAMS datagrams of ``size`` bytes to a kernel socket; after a
     greeting that settles ARP both ways; ``rate_Bps`` is not used: hilkit's sends wait for
     the chip. (datagrams the kernel got, seconds, counters after)."""
@@ -230,9 +231,9 @@ def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
 
 
 def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
-                    timeout: float, before: dict[str, int], nic: Nic | None,
+                    timeout: float, before: dict[str, float], nic: Nic | None,
                     rate_Bps: float | None,
-                    ) -> tuple[int, float, dict[str, int]]:
+                    ) -> tuple[int, float, dict[str, float]]:
     """The kernel sends MTU_DATAGRAMS datagrams of ``size`` bytes to a hilkit socket, after
     hilkit's greeting taught it where (and settled ARP), no faster than ``rate_Bps`` (None:
     as fast as it can). (datagrams hilkit got, seconds, counters after)."""
@@ -287,7 +288,7 @@ def test_mtu_frames(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSes
     Every rig gets goodput and frames/s; bus and wire figures where the rig has them."""
     size = _mtu_payload(rig)
     timeout = timeout_param(hil, "throughput")
-    before: dict[str, int] = {}
+    before: dict[str, float] = {}
     stream = _send_stream if direction == "hilkit_to_kernel" else _receive_stream
     tcp = hil.shared.get(_GOODPUT, {}).get(direction)
     got, elapsed, after = stream(rig, stack, kernel, size, timeout, before, nic,
