@@ -131,6 +131,23 @@ def is_spi_rig(built: BuiltRigLike) -> bool:
     return getattr(getattr(built, "bus", None), "counters", None) is not None
 
 
+def require_peer_service(built: BuiltRigLike, service: str) -> None:
+    """Skip, saying why, when the peer is a board (``[peer] kind = "board"``) whose own
+    stack does not run ``service``; the Linux kernel runs them all."""
+    peer = getattr(getattr(built, "rig", None), "peer", None)
+    if getattr(peer, "kind", None) == "board" and service not in getattr(peer, "services", ()):
+        pytest.skip(f"the peer is the board's own stack at {built.kernel_ip}, which runs no "
+                    f"{service} (peer.services of the rig file)")
+
+
+def require_kernel_peer(built: BuiltRigLike, what: str) -> None:
+    """Skip, saying why, when the peer is a board: ``what`` needs the kernel's namespace."""
+    peer = getattr(getattr(built, "rig", None), "peer", None)
+    if getattr(peer, "kind", None) == "board":
+        pytest.skip(f"the peer is the board's own stack at {built.kernel_ip}: {what} needs "
+                    "the Linux kernel in the rig's namespace at the far end of the wire")
+
+
 def usb_stats(built: BuiltRigLike) -> dict[str, float]:
     """The virtual USB bus's counters for the rig's device model ({} on other rigs):
     ``docs/hardware/usb.md``, "Stats"."""
@@ -752,6 +769,7 @@ class RigPlugin:
     @pytest.fixture
     def kernel(self) -> Iterator[Kernel]:
         s = self.session
+        require_kernel_peer(s.built, "this check")
         k = Kernel(s.built.ns, s.built.kernel_ip, s.built.kernel_prefix, s.peer_ifname)
         try:
             yield k

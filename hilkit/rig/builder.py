@@ -90,7 +90,8 @@ class BuiltRig:
     dut_ip: str  # hilkit's address, for Stack.link_add
     dut_netmask: str
     gateway: str | None
-    peer_interface: str = ""  # the kernel's interface in ``ns`` (TAP or moved host NIC)
+    peer_interface: str = ""  # the kernel's interface in ``ns`` (TAP or moved host NIC);
+    # "" for a board peer, whose stack is on the board at ``kernel_ip``
     wire: Device | None = None  # the TAP a chip model puts its frames on
     driver_device: Device | None = None  # the driver's device, under any capture wrapper
     nic: Nic | None = None  # the driver's NIC registration; None for a driver without one
@@ -483,7 +484,7 @@ def build(
             es.enter_context(_sigterm_unwinds())  # a cancelled CI job still brings it home
             _move_host_interface(es, ns, peer.interface, rig.mtu,
                                  home.name if isinstance(home, Netns) else home)
-        elif not in_netns_driver:
+        elif not in_netns_driver and peer.kind == "tap":
             from hilkit.drivers.tap import TapDevice
 
             wire_tap = ns.call(lambda: TapDevice(peer.interface, mtu=rig.mtu))
@@ -503,8 +504,9 @@ def build(
         device = _make_driver(es, rig, ns, bus or usb, pins, in_netns_driver, clock)
         if peer.kind == "tap":
             ns.ip("link", "set", "dev", peer.interface, "mtu", str(rig.mtu))
-        ns.ip("addr", "add", peer.address, "dev", peer.interface)
-        ns.ip("link", "set", "dev", peer.interface, "up")
+        if peer.kind != "board":  # a board's own stack has its address already
+            ns.ip("addr", "add", peer.address, "dev", peer.interface)
+            ns.ip("link", "set", "dev", peer.interface, "up")
 
         driver_device = device
         if capture is not None:

@@ -56,7 +56,10 @@ DEFAULT_SUITES: Final = SUITE_NAMES
 BUS_KINDS: Final = ("spidev", "ftdi", "sim", "usb", "python")
 PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
 PIN_NAMES: Final = ("reset", "irq")
-PEER_KINDS: Final = ("tap", "host")
+PEER_KINDS: Final = ("tap", "host", "board")
+# What a board peer (its own stack at a fixed address) may say it runs: ICMP echo,
+# and the RFC 862 echo / RFC 863 discard / RFC 864 chargen services on UDP and TCP.
+BOARD_SERVICES: Final = ("ping", "udp-echo", "tcp-echo", "tcp-discard", "tcp-chargen")
 GPIO_BIASES: Final = ("as_is", "pull_up", "pull_down", "disabled")
 
 DEFAULT_MTU: Final = 1500
@@ -87,7 +90,7 @@ _PIN_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "ftdi": ("kind", "bit", "active_low"),
     "sim": ("kind",),
 }
-_PEER_KEYS: Final = ("kind", "address", "interface")
+_PEER_KEYS: Final = ("kind", "address", "interface", "services")
 _DUT_KEYS: Final = ("address", "gateway")
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -239,7 +242,8 @@ class PeerSpec:
 
     kind: str
     address: str  # the kernel's address with prefix, "192.168.7.1/24"
-    interface: str  # host: the NIC's name; tap: the TAP's name in the namespace
+    interface: str  # host: the NIC's name; tap: the TAP's name in the namespace; board: ""
+    services: tuple[str, ...] = ()  # board: what its own stack runs (BOARD_SERVICES)
 
     @property
     def ip(self) -> str:
@@ -250,6 +254,8 @@ class PeerSpec:
         return ipaddress.IPv4Interface(self.address).network.prefixlen
 
     def describe(self) -> str:
+        if self.kind == "board":
+            return f"board {self.address} ({', '.join(self.services) or 'no services'})"
         return (f"host {self.interface} {self.address}" if self.kind == "host"
                 else f"tap {self.address}")
 
@@ -644,7 +650,10 @@ class _Validator:
                                                           and peer.kind == "tap"))
         suites = self.suites(data.get("suites", _MISSING), slow_sim)
 
-        if bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
+        if peer is not None and peer.kind == "board" and (bus is None or bus.simulated):
+            self.err("peer.kind", 'a "board" peer is a real board at the end of a real bus '
+                                  '(a USB gadget); a simulated rig\'s peer is a "tap"')
+        elif bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
             self.err("peer.kind", f'a simulated bus (the {bus.model} model) needs a "tap" '
                                   f"peer: the model's wire is a TAP")
         if bus is not None and not bus.simulated and bus.kind == "usb" and (
@@ -1016,16 +1025,49 @@ class _Validator:
         address = self.value(tbl, "peer", "address", "str", required=True,
                              why=' (the kernel\'s address, e.g. "192.168.7.1/24")')
         iface = None if address is None else self.cidr(address, "peer.address")
-        if kind == "host":
+        services: tuple[str, ...] = ()
+        ifname: str | None
+        if kind == "board":
+            ifname = ""
+            if "interface" in tbl:
+                self.err("peer.interface", "a board peer has no interface on this machine: "
+                                           "its cable is the USB device's (remove the key)")
+            services = self.services(tbl)
+        elif kind == "host":
             ifname = self.value(tbl, "peer", "interface", "str", required=True,
                                 why=' (the host NIC cabled to the DUT, e.g. "eth1")')
         else:
             ifname = self.value(tbl, "peer", "interface", "str", default=DEFAULT_TAP_NAME)
-        if ifname is not None and not self.interface(ifname, "peer.interface"):
+        if kind != "board" and ifname is not None and not self.interface(ifname,
+                                                                           "peer.interface"):
             ifname = None
+        if kind != "board" and "services" in tbl:
+            self.err("peer.services", f"only a board peer lists services (a {kind} peer "
+                                      "is the Linux kernel, which runs them all)")
         if kind is None or iface is None or ifname is None:
             return None
-        return PeerSpec(kind, address, ifname)
+        return PeerSpec(kind, address, ifname, services)
+
+    def services(self, tbl: Mapping[str, Any]) -> tuple[str, ...]:
+        """``peer.services``: a list of BOARD_SERVICES, each once."""
+        raw = tbl.get("services", [])
+        if not isinstance(raw, list):
+            self.err("peer.services", f'expected a list such as ["ping", "udp-echo"], '
+                                      f"got {_show(raw)}")
+            return ()
+        out: list[str] = []
+        for i, item in enumerate(raw):
+            key = f"peer.services[{i}]"
+            if not isinstance(item, str):
+                self.err(key, f"expected a service name, got {_show(item)}")
+            elif item not in BOARD_SERVICES:
+                self.err(key, f"unknown service {_show(item)}{suggest(item, BOARD_SERVICES)} "
+                              f"(known: {', '.join(BOARD_SERVICES)})")
+            elif item in out:
+                self.err(key, f"{_show(item)} is listed twice")
+            else:
+                out.append(item)
+        return tuple(out)
 
     def dut(self, tbl: dict[str, Any], peer: PeerSpec | None) -> DutSpec | None:
         self.unknown(tbl, "dut", _DUT_KEYS)

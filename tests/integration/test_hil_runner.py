@@ -200,7 +200,8 @@ def test_nothing_selected_exits_2(tmp_path: Path) -> None:
                                              ("ft232h-w5100", "ftdi://ftdi:232h/1"),
                                              ("rpi-enc28j60", "/dev/spidev0.0"),
                                              ("ft232h-enc28j60", "ftdi://ftdi:232h/1"),
-                                             ("usb-ecm", "0525:a4a2")])
+                                             ("usb-ecm", "0525:a4a2"),
+                                             ("usb-ecm-gadget", "0525:a4a2")])
 def test_missing_hardware_exits_2_fast(tmp_path: Path, rig: str, device: str) -> None:
     if rig.startswith("rpi-") and os.path.exists(device):
         pytest.skip(f"{device} exists on this machine")

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hilkit.hil.plugin import Capture, HilSession
+from hilkit.hil.plugin import Capture, HilSession, require_kernel_peer
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import DeviceClosed
 from hilkit.rig.peers import PacketPeer
@@ -52,6 +52,7 @@ class TestDevice(DeviceConformance):
 
     @pytest.fixture
     def conformance_pair(self, hil: HilSession, hil_capture: Capture) -> Iterator[DevicePair]:
+        require_kernel_peer(hil.built, "the conformance suite's raw-frame peer")
         dev = hil.built.device
         with contextlib.suppress(DeviceClosed):  # closed: a repeated test_close
             for _ in range(1000):  # what earlier checks left behind is not this test's

@@ -7,7 +7,14 @@ import statistics
 
 import pytest
 
-from hilkit.hil.plugin import BuiltRigLike, FigureFn, HilSession, Kernel, suite_params_of
+from hilkit.hil.plugin import (
+    BuiltRigLike,
+    FigureFn,
+    HilSession,
+    Kernel,
+    require_peer_service,
+    suite_params_of,
+)
 from hilkit.stack import PingError, PingStats, Stack
 
 
@@ -23,6 +30,7 @@ def _count(hil: HilSession) -> int:
 
 def test_hilkit_pings_kernel(rig: BuiltRigLike, stack: Stack, hil: HilSession, size: int,
                              figure: FigureFn) -> None:
+    require_peer_service(rig, "ping")
     count = _count(hil)
     timeout_ms = hil.params("icmp").number("timeout_s") * 1000
     got: list[PingStats] = []
