@@ -120,6 +120,8 @@ def check_hardware(rig: Rig, *, home: Netns | str | None = None) -> None:
         if rig.bus.kind == "spidev":
             assert rig.bus.device is not None
             _check_spidev(rig.bus.device)
+        elif rig.bus.kind == "ftdi" and rig.bus.model is not None:
+            _usb_backend(rig, rig.bus)  # a virtual USB bus: only its backend to load
         elif rig.bus.kind == "ftdi":
             assert rig.bus.url is not None
             _check_ftdi(rig.bus.url)
@@ -609,6 +611,9 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
     if spec.kind == "spidev":
         bus = _load("hilkit.bus.spidev", "SpidevBus")(spec.device, spec.speed_hz, spec.mode)
     elif spec.kind == "ftdi":
+        if spec.model is not None:  # the USB made virtual: an FT232H model, the chip on it
+            model = _make_model(rig, spec, wire, clock)
+            _plug_ft232h(es, rig, spec, model)
         bus = _load("hilkit.bus.ftdi", "FtdiSpiBus")(
             spec.url, spec.speed_hz, spec.cs_pin, spec.mode)
     elif spec.kind == "sim":
@@ -653,6 +658,54 @@ def _make_usb(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
         vbus.plug(model)
         es.callback(_shielded, lambda: vbus.unplug(model) if vbus.plugged(model) else None)
     return _usb_target(spec, backend), model, vbus
+
+
+def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> None:
+    """An FT232H model on the virtual USB bus with ``chip`` (an SPI chip model) on its pins,
+    and pyftdi pointed at that bus for the rig's lifetime (``docs/hardware/ft232h.md``): the
+    ``ftdi`` bus code and pyftdi then run as on hardware. The rig's ftdi pins reach the
+    chip's /RESET and /INT lines through the FT232H's GPIO bits."""
+    from pyftdi.usbtools import UsbTools  # type: ignore[import-untyped]
+
+    from hilkit.bus.ftdi import parse_url
+    from hilkit.sim.usb.ft232h import Ft232hModel
+
+    _usb_backend(rig, spec)
+    mod = importlib.import_module(spec.backend or "")
+    default_bus = getattr(mod, "default_bus", None)
+    if not callable(default_bus):
+        raise _factory_error(rig, f"{spec.backend} has no default_bus() to plug the FT232H "
+                                  "model into", "bus.backend")
+    vbus = default_bus()
+    reset = rig.pins.get("reset")
+    irq = rig.pins.get("irq")
+    reset_pin = getattr(chip, "reset_pin", None)
+    int_pin = getattr(chip, "int_pin", None) or getattr(chip, "irq_pin", None)
+    url = parse_url(spec.url or "")
+    serial = url.serial if not isinstance(url, str) and url.serial and not (
+        url.serial.isdigit() or ":" in url.serial) else "FT0001"
+    nic = _driver_nic(rig)
+    ft = Ft232hModel(
+        serial, spi_slave=chip, cs_pin=spec.cs_pin or 3,
+        spi_max_hz=nic.spi_max_hz if nic is not None else None,
+        reset_line=(reset.bit, reset_pin.set) if (
+            reset is not None and reset.kind == "ftdi" and reset.bit is not None
+            and reset_pin is not None) else None,
+        int_line=(irq.bit, int_pin.get) if (
+            irq is not None and irq.kind == "ftdi" and irq.bit is not None
+            and int_pin is not None) else None,
+    )
+    saved = UsbTools.BACKENDS
+    UsbTools.BACKENDS = (spec.backend,)
+    UsbTools.flush_cache()
+
+    def restore() -> None:
+        UsbTools.BACKENDS = saved
+        UsbTools.flush_cache()
+
+    es.callback(restore)
+    vbus.plug(ft)
+    es.callback(_shielded, lambda: vbus.unplug(ft, close=True) if vbus.plugged(ft) else None)
 
 
 def _make_model(rig: Rig, spec: BusSpec, wire: Device | None, clock: Clock) -> Any:

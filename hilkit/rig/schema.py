@@ -80,7 +80,8 @@ _TOP_KEYS: Final = (
 )
 _BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "spidev": ("kind", "device", "speed_hz", "mode"),
-    "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode"),
+    "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode", "backend", "model", "seed", "faults",
+             "timing"),
     "sim": ("kind", "model", "speed_hz", "seed", "faults", "timing"),
     "usb": ("kind", "id", "serial", "port", "backend", "model", "seed", "faults", "options"),
     "python": ("kind", "factory"),  # plus free parameters
@@ -185,12 +186,14 @@ class BusSpec:
 
     @property
     def simulated(self) -> bool:
-        """The device is a model: ``sim``, or a ``usb`` bus with a device model on it."""
-        return self.kind == "sim" or (self.kind == "usb" and self.model is not None)
+        """The device is a model: ``sim``, or a ``usb`` or ``ftdi`` bus with a model on it
+        (an ``ftdi`` bus's USB made virtual: the FT232H model with the chip's on its pins)."""
+        return self.kind == "sim" or (self.kind in ("usb", "ftdi") and self.model is not None)
 
     def describe(self) -> str:
         """One short line for tables: ``spidev /dev/spidev0.0 @ 8 MHz``."""
-        where = {"spidev": self.device, "ftdi": self.url, "python": self.factory,
+        ftdi = self.url if self.model is None else f"{self.url} (virtual, model {self.model})"
+        where = {"spidev": self.device, "ftdi": ftdi, "python": self.factory,
                  "sim": self.model, "usb": self.usb_where()}.get(self.kind)
         text = self.kind if where is None else f"{self.kind} {where}"
         if self.speed_hz is not None and self.kind not in ("python", "usb"):
@@ -656,10 +659,10 @@ class _Validator:
         elif bus is not None and bus.simulated and peer is not None and peer.kind != "tap":
             self.err("peer.kind", f'a simulated bus (the {bus.model} model) needs a "tap" '
                                   f"peer: the model's wire is a TAP")
-        if bus is not None and not bus.simulated and bus.kind == "usb" and (
+        if bus is not None and not bus.simulated and bus.kind in ("usb", "ftdi") and (
                 peer is not None and peer.kind == "tap"):
-            self.err("bus.model", 'missing: a "tap" peer is the cable of a device model '
-                                  '(add model = "..."); a real USB device needs a "host" peer')
+            self.err("bus.model", 'missing: a "tap" peer is the cable of a model (add model '
+                                  f'= "..."); a real {bus.kind} device needs a "host" peer')
         elif bus is not None and not bus.simulated and bus.kind != "python" and (
                 peer is not None and peer.kind == "tap"):
             self.err("peer.kind", f'a real bus ({bus.kind}) needs a "host" peer: '
@@ -818,12 +821,32 @@ class _Validator:
             if problem is not None:
                 self.err("bus.url", f"{_show(url)} is not an FTDI URL: {problem}")
             cs = self.int_in(tbl, "bus", "cs_pin", 3, 7, default=3)  # ADBUS3..7
+            backend = self.value(tbl, "bus", "backend", "str")
+            if backend is not None and not _MODULE_RE.match(backend):
+                self.err("bus.backend", f"{_show(backend)} is not a module name (a pyusb "
+                                        'backend module with get_backend(), e.g. "hilkit.sim.usb")')
+            model = self.value(tbl, "bus", "model", "str")
+            nic = None if model is None else self.sim_model(model)
+            if model is not None and backend is None:
+                backend = VIRTUAL_USB_BACKEND
+            if model is None:
+                for key in ("faults", "timing", "seed"):
+                    if key in tbl:
+                        self.err(f"bus.{key}", 'only a simulated chip takes it: add model = "..." '
+                                               "(the chip on the FT232H's SPI pins, a model)")
             return BusSpec(
                 kind, url=url,
                 speed_hz=self.int_in(tbl, "bus", "speed_hz", 458, 30_000_000,
                                      default=speed_default),
                 mode=self.ftdi_mode(tbl),
                 cs_pin=cs,
+                backend=backend,
+                model=model,
+                seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE) if model is not None else None,
+                faults=_frozen(self.model_table(tbl, "faults", nic)) if model is not None
+                else _frozen(),
+                timing=_frozen(self.model_table(tbl, "timing", nic)) if model is not None
+                else _frozen(),
             )
         if kind == "sim":
             why = "" if "model" in tbl else f" (the NIC whose chip model runs; {_models_known()})"

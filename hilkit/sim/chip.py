@@ -6,6 +6,9 @@ what does not depend on the chip:
 
 * the bus side: ``transfer`` / ``transfer_batch`` under one lock, ``counters``,
   the model catching up (its timers, the wire) once per call;
+* an optional streaming form of one transaction (``stream_begin`` / ``stream`` /
+  ``stream_end``) for a bridge that must hand MISO back while CS is still low
+  (docs/hardware/ft232h.md, "The FT232H model"); a subclass opts in;
 * the wire pump: frames pulled with ``wire.poll`` (at most ``wire_budget`` per
   touch), frames sent with ``wire.send``, a closed wire left alone for good;
 * the pins, and the /INT descriptor (``IntDescriptor``): like a GPIO line's
@@ -158,6 +161,8 @@ class ChipModel:
         self._reset_hard = False
         self._in_reset = False  # /RESET held low
         self._int_level = True
+        self._stream_open = False  # between stream_begin and stream_end
+        self._stream_started = False  # ... and the transaction's first byte has passed
         name = self.CHIP.lower()
         self.int_pin = IntPin(
             f"{name}./INT",
@@ -210,6 +215,22 @@ class ChipModel:
     def _release_reset(self, now: float) -> None:
         """/RESET went high after a hold."""
 
+    def _stream_accepts(self, first: int) -> bool:
+        """Whether a transaction starting with byte ``first`` can stream (default: none
+        can, and the caller falls back to whole transactions). No side effects."""
+        return False
+
+    def _stream_start(self) -> None:
+        """A streamed transaction's first byte is about to pass (after a scheduled reset)."""
+        raise NotImplementedError
+
+    def _stream_chunk(self, chunk: bytes) -> bytes:
+        """The MISO bytes for the next ``chunk`` of MOSI bytes, as ``_exchange`` gives them."""
+        raise NotImplementedError
+
+    def _stream_finish(self) -> None:
+        """CS rose on a streamed transaction: what ``_exchange`` does after its last byte."""
+
     # -- hilkit.port.SpiBus ---------------------------------------------------------------
 
     def transfer(self, data: bytes | bytearray | memoryview) -> bytes:
@@ -229,6 +250,69 @@ class ChipModel:
             out = [self._transaction(bytes(f)) for f in frames]
             self._after_call()
             return out
+
+    # -- one transaction as a stream (optional; docs/porting.md, "Chip models") ---------------
+
+    def stream_begin(self) -> None:
+        """CS fell: a transaction starts, fed by ``stream``. The model catches up with
+        its clock and wire at the first byte it accepts, once, as ``transfer`` does per
+        call. A stream still open is ended first (CS must have risen in between)."""
+        with self._lock:
+            self._check_open()
+            if self._stream_open:
+                self._stream_close()
+            self._stream_open = True
+            self._stream_started = False
+
+    def stream(self, data: bytes | bytearray | memoryview) -> bytes | None:
+        """The MISO bytes for exactly these MOSI bytes, in order; None if this
+        transaction cannot stream (decided at its first byte, with no side effect:
+        the stream is dropped and the caller hands the whole transaction to
+        ``transfer``). Any split gives what ``transfer`` of the whole gives: the same
+        replies, side effects, bit errors and scheduled resets (bit errors land on the
+        same bits unless a chip's own seeded fault also draws inside the transaction,
+        e.g. when a short instruction completes: the draws then interleave
+        differently). Bytes count in ``counters.bytes`` as they pass; the transaction
+        and its call count once, at ``stream_end``. The lock is held for this call
+        only, so no ``transfer`` may run between ``stream_begin`` and ``stream_end``
+        (one CS line: the bridge does not do that)."""
+        with self._lock:
+            self._check_open()
+            if not self._stream_open:
+                raise RuntimeError(f"{self.CHIP} model: stream() without stream_begin()")
+            chunk = bytes(data)
+            if not self._stream_started:
+                if not chunk:
+                    return b""
+                if not self._stream_accepts(chunk[0]):
+                    self._stream_open = False
+                    return None
+                self._stream_started = True
+                self._touch_locked()  # only now: a refused stream's transfer() catches up
+                self._scheduled_reset()
+                self._stream_start()
+            self.counters.bytes += len(chunk)
+            out = self._stream_chunk(chunk)
+            if self.faults.bit_error_rate > 0.0 and out:
+                out = self._corrupt(out)  # the gap between flips carries over: split-proof
+            return out
+
+    def stream_end(self) -> None:
+        """CS rose. A stream through which no byte passed is no transaction (nothing
+        was clocked); one that was refused (``stream`` gave None) is already gone."""
+        with self._lock:
+            if self._stream_open:
+                self._stream_close()
+
+    def _stream_close(self) -> None:
+        self._stream_open = False
+        if not self._stream_started:
+            return
+        self._stream_started = False
+        self.counters.transactions += 1
+        self.counters.calls += 1
+        self._stream_finish()
+        self._after_call()
 
     def close(self) -> None:
         """Close the bus side and the /INT descriptor; the wire stays open (it is not ours)."""
@@ -288,6 +372,14 @@ class ChipModel:
     def _transaction(self, f: bytes) -> bytes:
         self.counters.transactions += 1
         self.counters.bytes += len(f)
+        self._scheduled_reset()
+        out = self._exchange(f)
+        if self.faults.bit_error_rate > 0.0 and out:
+            out = self._corrupt(out)
+        return out
+
+    def _scheduled_reset(self) -> None:
+        """A transaction starts: a reset ``schedule_reset`` put here happens now."""
         if self._reset_in is not None:
             if self._reset_in == 0:
                 self._reset_in = None
@@ -298,10 +390,6 @@ class ChipModel:
                     self._soft_reset()
             else:
                 self._reset_in -= 1
-        out = self._exchange(f)
-        if self.faults.bit_error_rate > 0.0 and out:
-            out = self._corrupt(out)
-        return out
 
     def _check_open(self) -> None:
         if self._closed:

@@ -390,3 +390,27 @@ def test_sim_usb_ecm_full_speed(tmp_path: Path) -> None:
     fig = results["figures"]
     assert fig["usb_transfers_per_frame_out"] == pytest.approx(1.0, abs=0.01)
     assert 0 < fig["pct_of_usb_ceiling"] <= 102  # a figure; the bus model caps it near 100
+
+
+# -- sim-ft232h-* ---------------------------------------------------------------------------
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("chip", ["w5100", "enc28j60"])
+def test_sim_ft232h_full_run(tmp_path: Path, chip: str) -> None:
+    """The hardware rig with only the USB made virtual: hilkit's ftdi bus and pyftdi run
+    unchanged against the FT232H model, the chip's model on its SPI pins; the recovery
+    suite's pin check resets the chip through the FT232H's AD4."""
+    rig = f"sim-ft232h-{chip}"
+    out = tmp_path / "report"
+    res = hil("--rig", rig, "--out", str(out), timeout=900)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, rig)
+    assert all(r["failed"] == 0 for r in results["suites"].values()), results["suites"]
+    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    for check in ("identity::test_chip_probe", "recovery::test_reset_mid_transfer[pin]",
+                  "tcp::test_bytes_each_way[client]", "throughput::test_goodput[hilkit_to_kernel]"):
+        assert outcomes[check] == "passed", check
+    # the same driver, the same ftdi bus code, through pyftdi: one SPI CS per byte frame
+    fig = results["figures"]
+    assert fig["spi_bytes_per_payload_byte"] >= (4.0 if chip == "w5100" else 1.0)

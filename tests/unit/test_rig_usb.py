@@ -81,8 +81,7 @@ def test_the_shipped_usb_rigs() -> None:
                                              'chip: write kind = "sim"'),
     ('model = "cdc_ecm"', 'model = "cdc_ecn"', 'bus.model: unknown model "cdc_ecn"; did you '
                                                'mean "cdc_ecm"?'),
-    ('model = "cdc_ecm"\n', "", 'bus.model: missing: a "tap" peer is the cable of a device '
-                                "model"),
+    ('model = "cdc_ecm"\n', "", 'bus.model: missing: a "tap" peer is the cable of a model'),
     ('[peer]\nkind = "tap"', '[peer]\nkind = "board"', 'peer.kind: a "board" peer is a real '
                                                        "board"),
 ])
@@ -135,3 +134,22 @@ def test_board_mistakes(tmp_path: Path, old: str, new: str, expected: str) -> No
 def test_services_belong_to_a_board(tmp_path: Path) -> None:
     lines = errors_of(tmp_path, SIM.replace('kind = "tap"', 'kind = "tap"\nservices = []'))
     assert any("peer.services: only a board peer lists services" in x for x in lines), lines
+
+
+def test_an_ftdi_bus_with_its_usb_made_virtual() -> None:
+    rig = load_rig("sim-ft232h-enc28j60")
+    bus = rig.bus
+    assert bus is not None and bus.kind == "ftdi" and bus.simulated
+    assert bus.model == "enc28j60" and bus.backend == "hilkit.sim.usb"
+    assert rig.peer.kind == "tap" and rig.pins["reset"].kind == "ftdi"
+    hw = load_rig("ft232h-enc28j60")
+    assert hw.bus is not None and not hw.bus.simulated and hw.bus.backend is None
+
+
+def test_an_ftdi_model_must_be_an_spi_chip(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "rigs" / "sim-ft232h-w5100.toml").read_text()
+    lines = errors_of(tmp_path, text.replace('model = "w5100"', 'model = "cdc_ecm"'))
+    assert any('bus.model: USB CDC-ECM device ("cdc_ecm") is a USB device' in x
+               for x in lines), lines
+    lines = errors_of(tmp_path, text.replace('model = "w5100"', 'seed = 3'))
+    assert any("bus.model: missing" in x for x in lines), lines

@@ -11,7 +11,10 @@ argument. RCR of an ETH register returns the value in byte 1; of a MAC/MII
 register a dummy byte and then the value in byte 2. RBM/WBM run for the length
 of the transaction. MISO carries 0x00 during the opcode byte and the dummy byte,
 and 0xFF on every byte while /RESET is held low (SO floats; we read it as a
-pulled-up line).
+pulled-up line). A transaction may also stream (``stream_begin``/``stream``/
+``stream_end``, for a bridge that reads MISO back while CS is still low): RBM
+and WBM move buffer bytes as they are clocked, a short instruction runs at the
+byte that completes it, and any split equals ``transfer`` of the whole.
 
 Frames sent go out through ``wire.send`` (without their CRC: the wire is a TAP)
 or, with no wire, into ``sent``. Frames from the wire are pulled with
@@ -352,6 +355,13 @@ class ENC28J60Model(ChipModel):
         self._registers_reset()
         self._ready_at = 0.0  # the chip ignores the bus until then (clock start-up)
         self._clkrdy_lies = False  # faults.clkrdy_wrong_after_reset: CLKRDY reads 1 meanwhile
+        # a streamed transaction (ChipModel.stream): how far it is, and what it is
+        self._sx_mode = ""  # "reset", "unready" or "run": decided at its first byte
+        self._sx_len = 0  # bytes passed so far
+        self._sx_first = 0  # byte 0: the opcode and argument
+        self._sx_need = 0  # bytes a short instruction takes; 0 for RBM/WBM
+        self._sx_op = bytearray()  # a short instruction's bytes until it is complete
+        self._sx_lies = False  # faults.clkrdy_wrong_after_reset at its start
 
     # -- test and fault hooks ----------------------------------------------------------------
 
@@ -395,6 +405,83 @@ class ENC28J60Model(ChipModel):
             out = self._execute(f)
         self._update_int()  # /INT moves between transactions, as on the chip
         return out
+
+    # -- the bus side, streamed (ChipModel.stream; §4.2) ------------------------------------------
+
+    def _stream_accepts(self, first: int) -> bool:
+        return True  # every instruction: RBM/WBM stream, the others wait for their bytes
+
+    def _stream_start(self) -> None:
+        """What ``_exchange`` decides at a transaction's start, before its first byte."""
+        self._sx_len = 0
+        self._sx_op.clear()
+        if self._in_reset:
+            self.stats["access_in_reset"] += 1
+            self._sx_mode = "reset"
+        elif self._ready_at and self.clock.now_ms() < self._ready_at:
+            self.stats["access_clock_unready"] += 1
+            self._sx_mode = "unready"
+            self._sx_lies = self._clkrdy_lies
+        else:
+            self._ready_at = 0.0
+            self._clkrdy_lies = False
+            self._sx_mode = "run"
+
+    def _stream_chunk(self, chunk: bytes) -> bytes:
+        start = self._sx_len
+        if start == 0:
+            self._sx_first = chunk[0]
+            self._sx_need = self._short_length(chunk[0])
+        self._sx_len += len(chunk)
+        if self._sx_mode == "reset":
+            return bytes((MISO_IN_RESET,)) * len(chunk)
+        if self._sx_mode == "unready":  # as _unready: only RCR ESTAT's reply byte may lie
+            out = bytearray(len(chunk))
+            esr = self._sx_first == r.OP_RCR | r.ESTAT.addr
+            if start <= 1 < self._sx_len and self._sx_lies and esr:
+                self.stats["clkrdy_lies"] += 1
+                out[1 - start] = r.ESTAT_CLKRDY
+            return bytes(out)
+        if self._sx_need == 0:  # RBM / WBM (§4.2.2, §4.2.4): the opcode byte, then data
+            data = chunk[1:] if start == 0 else chunk
+            head = bytes((MISO_IDLE,)) if start == 0 else b""
+            if self._sx_first >> 5 == 1:
+                return head + self._rbm(len(data))
+            self._wbm(data)
+            return bytes(len(chunk))
+        # A short instruction: MISO is idle (0) until the byte that completes it, which
+        # carries the last byte of its whole reply; bytes after it read 0 (_execute).
+        out = bytearray(len(chunk))
+        room = self._sx_need - len(self._sx_op)
+        if room > 0:
+            self._sx_op += chunk[:room]
+            if len(self._sx_op) == self._sx_need:
+                out[room - 1] = self._execute(bytes(self._sx_op))[-1]
+        return bytes(out)
+
+    def _stream_finish(self) -> None:
+        """The length checks ``_execute`` makes of a whole transaction, made at its end."""
+        if self._sx_mode != "run" or self._sx_need == 0:
+            return
+        op = self._sx_first >> 5
+        if len(self._sx_op) < self._sx_need:
+            self._execute(bytes(self._sx_op))  # cut short: it counts itself a bad frame
+        elif self._sx_len != self._sx_need and (
+            op in (0, 2, 4, 5) or self._sx_first == (7 << 5 | _OP_SRC_ARG)
+        ):
+            self.stats["bad_frames"] += 1
+        self._sx_op.clear()
+
+    def _short_length(self, first: int) -> int:
+        """Bytes of the instruction that ``first`` opens; 0 for RBM and WBM (Table 4-1)."""
+        op, arg = first >> 5, first & r.ARG_MASK
+        if op in (1, 3) and arg == _OP_RBM_WBM_ARG:
+            return 0
+        if op == 0:  # RCR: a MAC/MII register needs a dummy byte first
+            return 3 if _bank_ix(self._bank(), arg) in _MAC_MII else 2
+        if op in (2, 4, 5):
+            return 2
+        return 1  # SRC, and bad opcodes (answered and counted at once)
 
     def _unready(self, f: bytes) -> bytes:
         """Clock not running yet: only ESTAT answers (§2.2); everything else is lost."""
