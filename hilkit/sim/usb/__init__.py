@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import threading
 
-from hilkit.sim.usb.backend import VirtualBackend
-from hilkit.sim.usb.bus import VirtualUsbBus, ceiling_bps
+from hilkit.sim.usb.bus import VirtualBackend, VirtualUsbBus, ceiling_bps
 from hilkit.sim.usb.device import BULK_MAX_PACKET, Nak, Setup, Speed, Stall, UsbDeviceModel
 
 __all__ = [

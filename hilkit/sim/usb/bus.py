@@ -18,13 +18,15 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
-from typing import Final
+from dataclasses import dataclass, field, replace
+from typing import Any, Final
 
+import usb.backend  # type: ignore[import-untyped]
 import usb.core  # type: ignore[import-untyped]
 
 from hilkit.sim.usb import descriptors as D
-from hilkit.sim.usb.backend import (
+from hilkit.sim.usb.device import Nak, Setup, Speed, Stall, UsbDeviceModel
+from hilkit.sim.usb.libusb import (
     ERROR_BUSY,
     ERROR_INVALID_PARAM,
     ERROR_IO,
@@ -36,16 +38,16 @@ from hilkit.sim.usb.backend import (
     ConfigDesc,
     DeviceDesc,
     EndpointDesc,
-    VirtualBackend,
+    InterfaceDesc,
+    fresh_interface,
     parse_configuration,
     parse_device,
     usb_error,
 )
-from hilkit.sim.usb.device import Nak, Setup, Speed, Stall, UsbDeviceModel
 
 __all__ = [
-    "FRAME_BYTES", "OVERHEAD_BYTES", "STATS_KEYS", "VirtualUsbBus", "bulk_transactions_per_frame",
-    "ceiling_bps", "transaction_time_s",
+    "FRAME_BYTES", "OVERHEAD_BYTES", "STATS_KEYS", "VirtualBackend", "VirtualUsbBus",
+    "bulk_transactions_per_frame", "ceiling_bps", "transaction_time_s",
 ]
 
 # -- the bus-time model (docs/hardware/usb.md, "Bus time") -------------------------------------
@@ -856,3 +858,129 @@ class VirtualUsbBus:
                 raise Stall("no such endpoint")
             return bytes((int(ep in dev.halted), 0))
         raise Stall("GET_STATUS to another recipient")
+
+
+# -- the bus as pyusb sees it ----------------------------------------------------------------
+
+
+class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]
+    """``usb.backend.IBackend`` over a ``VirtualUsbBus``: what pyusb calls, answered by the
+    bus (libusb's semantics on Linux; docs/hardware/usb.md, "Errors")."""
+
+    def __init__(self, bus: VirtualUsbBus) -> None:
+        super().__init__()
+        self.bus = bus
+
+    # -- enumeration and descriptors --------------------------------------------------------
+
+    def enumerate_devices(self) -> list[_Device]:
+        return self.bus._enumerate()
+
+    def get_parent(self, dev: _Device) -> None:
+        """The root hub is not modelled: devices hang off the bus directly."""
+        return None
+
+    def get_device_descriptor(self, dev: _Device) -> DeviceDesc:
+        return replace(dev.device_desc)
+
+    def get_configuration_descriptor(self, dev: _Device, config: int) -> ConfigDesc:
+        if not 0 <= config < len(dev.configs):
+            raise usb_error(ERROR_NOT_FOUND)
+        c = dev.configs[config]
+        return replace(c, extra_descriptors=list(c.extra_descriptors))
+
+    def get_interface_descriptor(self, dev: _Device, intf: int, alt: int,
+                                 config: int) -> InterfaceDesc:
+        cfg = self.get_configuration_descriptor(dev, config)
+        if not 0 <= intf < len(cfg.interfaces):
+            raise IndexError(f"Invalid interface index {intf}")
+        alts = cfg.interfaces[intf]
+        if not 0 <= alt < len(alts):
+            raise IndexError(f"Invalid alternate setting index {alt}")
+        return fresh_interface(alts[alt])
+
+    def get_endpoint_descriptor(self, dev: _Device, ep: int, intf: int, alt: int,
+                                config: int) -> EndpointDesc:
+        i = self.get_interface_descriptor(dev, intf, alt, config)
+        if not 0 <= ep < len(i.endpoints):
+            raise IndexError(f"Invalid endpoint index {ep}")
+        e = i.endpoints[ep]
+        return replace(e, extra_descriptors=list(e.extra_descriptors))
+
+    # -- handles, configurations, interfaces ------------------------------------------------
+
+    def open_device(self, dev: _Device) -> _Handle:
+        return self.bus._open(dev)
+
+    def close_device(self, dev_handle: _Handle) -> None:
+        self.bus._close(dev_handle)
+
+    def set_configuration(self, dev_handle: _Handle, config_value: int) -> None:
+        self.bus._host_set_configuration(dev_handle, config_value)
+
+    def get_configuration(self, dev_handle: _Handle) -> int:
+        return self.bus._get_configuration(dev_handle)
+
+    def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
+        self.bus._host_set_interface(dev_handle, intf, altsetting)
+
+    def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
+        self.bus._claim(dev_handle, intf)
+
+    def release_interface(self, dev_handle: _Handle, intf: int) -> None:
+        self.bus._release(dev_handle, intf)
+
+    def is_kernel_driver_active(self, dev_handle: _Handle, intf: int) -> bool:
+        return self.bus._kernel_driver_active(dev_handle, intf)
+
+    def detach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
+        self.bus._detach_kernel_driver(dev_handle, intf)
+
+    def attach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
+        self.bus._attach_kernel_driver(dev_handle, intf)
+
+    # -- transfers ------------------------------------------------------------------------------
+
+    def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
+        return self.bus._write(dev_handle, ep, _bytes_of(data), timeout)
+
+    def intr_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
+        return self.bus._write(dev_handle, ep, _bytes_of(data), timeout)
+
+    def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
+        return _fill(buff, self.bus._read(dev_handle, ep, _byte_len(buff), timeout))
+
+    def intr_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
+        return _fill(buff, self.bus._read(dev_handle, ep, _byte_len(buff), timeout))
+
+    def ctrl_transfer(self, dev_handle: _Handle, bmRequestType: int, bRequest: int,
+                      wValue: int, wIndex: int, data: Any, timeout: int) -> int:
+        from hilkit.sim.usb.device import Setup
+
+        length = _byte_len(data)
+        setup = Setup(bmRequestType, bRequest, wValue, wIndex, length)
+        if setup.device_to_host:
+            return _fill(data, self.bus._control(dev_handle, setup, b"", timeout))
+        self.bus._control(dev_handle, setup, _bytes_of(data), timeout)
+        return length
+
+    def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
+        self.bus._host_clear_halt(dev_handle, ep)
+
+    def reset_device(self, dev_handle: _Handle) -> None:
+        self.bus._reset(dev_handle)
+
+
+def _byte_len(buff: Any) -> int:
+    return len(buff) * getattr(buff, "itemsize", 1)
+
+
+def _bytes_of(data: Any) -> bytes:
+    return memoryview(data).cast("B").tobytes() if data is not None else b""
+
+
+def _fill(buff: Any, got: bytes) -> int:
+    """Copy ``got`` into pyusb's buffer (an ``array``), as libusb fills it; the count."""
+    if got:
+        memoryview(buff).cast("B")[:len(got)] = got
+    return len(got)

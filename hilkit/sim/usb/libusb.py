@@ -1,11 +1,6 @@
-"""The virtual bus as a pyusb ``IBackend`` (docs/hardware/usb.md, "The backend").
-
-pyusb -- and pyftdi on top of it -- talk to a backend through ``usb.backend.IBackend``
-only, so a bus that implements it runs their own code unchanged: enumeration,
-descriptor parsing, claiming, transfers and errors are what libusb gives them on
-Linux. This module holds what is pyusb-facing: the descriptor objects parsed from a
-model's bytes (USB 2.0 §9.6), the libusb error codes, and ``VirtualBackend``, a thin
-adapter that hands every call to its ``VirtualUsbBus``.
+"""What libusb hands pyusb, for the virtual bus (docs/hardware/usb.md, "The backend"):
+the descriptor objects parsed from a model's bytes (USB 2.0 §9.6), as libusb splits them,
+and libusb's error codes with the exceptions pyusb raises for them on Linux.
 """
 
 from __future__ import annotations
@@ -13,18 +8,14 @@ from __future__ import annotations
 import errno
 import struct
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-import usb.backend  # type: ignore[import-untyped]
 import usb.core  # type: ignore[import-untyped]
 
 from hilkit.sim.usb.descriptors import DT_CONFIG, DT_DEVICE, DT_ENDPOINT, DT_INTERFACE
 
-if TYPE_CHECKING:
-    from hilkit.sim.usb.bus import VirtualUsbBus, _Device, _Handle
-
 __all__ = [
-    "ConfigDesc", "DeviceDesc", "EndpointDesc", "InterfaceDesc", "VirtualBackend",
+    "ConfigDesc", "DeviceDesc", "EndpointDesc", "InterfaceDesc", "fresh_interface",
     "parse_configuration", "parse_device", "usb_error",
 ]
 
@@ -223,128 +214,5 @@ def parse_configuration(blob: bytes) -> ConfigDesc:
 # -- the backend -------------------------------------------------------------------------------
 
 
-def _fresh_interface(i: InterfaceDesc) -> InterfaceDesc:
+def fresh_interface(i: InterfaceDesc) -> InterfaceDesc:
     return replace(i, extra_descriptors=list(i.extra_descriptors))
-
-
-class VirtualBackend(usb.backend.IBackend):  # type: ignore[misc]
-    """``usb.backend.IBackend`` over a ``VirtualUsbBus``: what pyusb calls, answered by the
-    bus (libusb's semantics on Linux; docs/hardware/usb.md, "Errors")."""
-
-    def __init__(self, bus: VirtualUsbBus) -> None:
-        super().__init__()
-        self.bus = bus
-
-    # -- enumeration and descriptors --------------------------------------------------------
-
-    def enumerate_devices(self) -> list[_Device]:
-        return self.bus._enumerate()
-
-    def get_parent(self, dev: _Device) -> None:
-        """The root hub is not modelled: devices hang off the bus directly."""
-        return None
-
-    def get_device_descriptor(self, dev: _Device) -> DeviceDesc:
-        return replace(dev.device_desc)
-
-    def get_configuration_descriptor(self, dev: _Device, config: int) -> ConfigDesc:
-        if not 0 <= config < len(dev.configs):
-            raise usb_error(ERROR_NOT_FOUND)
-        c = dev.configs[config]
-        return replace(c, extra_descriptors=list(c.extra_descriptors))
-
-    def get_interface_descriptor(self, dev: _Device, intf: int, alt: int,
-                                 config: int) -> InterfaceDesc:
-        cfg = self.get_configuration_descriptor(dev, config)
-        if not 0 <= intf < len(cfg.interfaces):
-            raise IndexError(f"Invalid interface index {intf}")
-        alts = cfg.interfaces[intf]
-        if not 0 <= alt < len(alts):
-            raise IndexError(f"Invalid alternate setting index {alt}")
-        return _fresh_interface(alts[alt])
-
-    def get_endpoint_descriptor(self, dev: _Device, ep: int, intf: int, alt: int,
-                                config: int) -> EndpointDesc:
-        i = self.get_interface_descriptor(dev, intf, alt, config)
-        if not 0 <= ep < len(i.endpoints):
-            raise IndexError(f"Invalid endpoint index {ep}")
-        e = i.endpoints[ep]
-        return replace(e, extra_descriptors=list(e.extra_descriptors))
-
-    # -- handles, configurations, interfaces ------------------------------------------------
-
-    def open_device(self, dev: _Device) -> _Handle:
-        return self.bus._open(dev)
-
-    def close_device(self, dev_handle: _Handle) -> None:
-        self.bus._close(dev_handle)
-
-    def set_configuration(self, dev_handle: _Handle, config_value: int) -> None:
-        self.bus._host_set_configuration(dev_handle, config_value)
-
-    def get_configuration(self, dev_handle: _Handle) -> int:
-        return self.bus._get_configuration(dev_handle)
-
-    def set_interface_altsetting(self, dev_handle: _Handle, intf: int, altsetting: int) -> None:
-        self.bus._host_set_interface(dev_handle, intf, altsetting)
-
-    def claim_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self.bus._claim(dev_handle, intf)
-
-    def release_interface(self, dev_handle: _Handle, intf: int) -> None:
-        self.bus._release(dev_handle, intf)
-
-    def is_kernel_driver_active(self, dev_handle: _Handle, intf: int) -> bool:
-        return self.bus._kernel_driver_active(dev_handle, intf)
-
-    def detach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
-        self.bus._detach_kernel_driver(dev_handle, intf)
-
-    def attach_kernel_driver(self, dev_handle: _Handle, intf: int) -> None:
-        self.bus._attach_kernel_driver(dev_handle, intf)
-
-    # -- transfers ------------------------------------------------------------------------------
-
-    def bulk_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
-        return self.bus._write(dev_handle, ep, _bytes_of(data), timeout)
-
-    def intr_write(self, dev_handle: _Handle, ep: int, intf: int, data: Any, timeout: int) -> int:
-        return self.bus._write(dev_handle, ep, _bytes_of(data), timeout)
-
-    def bulk_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
-        return _fill(buff, self.bus._read(dev_handle, ep, _byte_len(buff), timeout))
-
-    def intr_read(self, dev_handle: _Handle, ep: int, intf: int, buff: Any, timeout: int) -> int:
-        return _fill(buff, self.bus._read(dev_handle, ep, _byte_len(buff), timeout))
-
-    def ctrl_transfer(self, dev_handle: _Handle, bmRequestType: int, bRequest: int,
-                      wValue: int, wIndex: int, data: Any, timeout: int) -> int:
-        from hilkit.sim.usb.device import Setup
-
-        length = _byte_len(data)
-        setup = Setup(bmRequestType, bRequest, wValue, wIndex, length)
-        if setup.device_to_host:
-            return _fill(data, self.bus._control(dev_handle, setup, b"", timeout))
-        self.bus._control(dev_handle, setup, _bytes_of(data), timeout)
-        return length
-
-    def clear_halt(self, dev_handle: _Handle, ep: int) -> None:
-        self.bus._host_clear_halt(dev_handle, ep)
-
-    def reset_device(self, dev_handle: _Handle) -> None:
-        self.bus._reset(dev_handle)
-
-
-def _byte_len(buff: Any) -> int:
-    return len(buff) * getattr(buff, "itemsize", 1)
-
-
-def _bytes_of(data: Any) -> bytes:
-    return memoryview(data).cast("B").tobytes() if data is not None else b""
-
-
-def _fill(buff: Any, got: bytes) -> int:
-    """Copy ``got`` into pyusb's buffer (an ``array``), as libusb fills it; the count."""
-    if got:
-        memoryview(buff).cast("B")[:len(got)] = got
-    return len(got)
