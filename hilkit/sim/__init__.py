@@ -4,6 +4,9 @@
 Each chip's own model lives in its NIC package (``hilkit/drivers/<chip>/model.py``,
 docs/porting.md "Chip models") and is named by its ``Nic`` registration. A model
 never imports its driver, and a driver never imports a model or this package.
+
+``hilkit.sim.usb`` is the virtual USB bus, a pyusb backend, with the FT232H model
+(docs/hardware/usb.md, docs/hardware/ft232h.md); USB NICs' device models plug into it.
 """
 
 from hilkit.sim.chip import ChipModel
