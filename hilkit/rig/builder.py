@@ -240,15 +240,7 @@ def _check_ftdi(url: str) -> None:
         want = f"{vendor or 0:04x}:{product:04x}" if product is not None else f"{vendor or 0:04x}:*"
         raise HardwareNotFound(url, f"no USB device {want}"
                                + (f" with serial {serial}" if serial else "") + " found", hint)
-    dev = matches[0]
-    busnum, devnum = _read(dev / "busnum"), _read(dev / "devnum")
-    if busnum.isdigit() and devnum.isdigit():
-        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
-        if os.path.exists(node) and not os.access(node, os.R_OK | os.W_OK):
-            raise HardwareNotFound(
-                url, f"{node}: permission denied",
-                "add a udev rule for 0403:6014 (MODE=\"0666\" or GROUP=\"plugdev\"), "
-                "or run as root")
+    _check_usb_node(matches[0], url)
     try:
         import usb.backend.libusb1 as libusb1  # type: ignore[import-untyped]
     except ImportError:
@@ -279,21 +271,26 @@ def _check_usb(rig: Rig, spec: BusSpec) -> None:
     matches = [d for d in sorted(SYSFS_USB.iterdir()) if _sysfs_usb_matches(d, spec)]
     if not matches:
         raise HardwareNotFound(what, "no such USB device found", hint)
-    dev = matches[0]
-    busnum, devnum = _read(dev / "busnum"), _read(dev / "devnum")
-    if busnum.isdigit() and devnum.isdigit():
-        node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
-        if os.path.exists(node) and not os.access(node, os.R_OK | os.W_OK):
-            vid, pid = _read(dev / "idVendor"), _read(dev / "idProduct")
-            raise HardwareNotFound(
-                what, f"{node}: permission denied",
-                f'add a udev rule: SUBSYSTEM=="usb", ATTR{{idVendor}}=="{vid}", '
-                f'ATTR{{idProduct}}=="{pid}", MODE="0660", GROUP="plugdev" '
-                "(in /etc/udev/rules.d/, then udevadm control --reload), or run as root")
+    _check_usb_node(matches[0], what)
     try:
         load_backend(None)
     except LookupError as e:
         raise HardwareNotFound(what, str(e), "apt install libusb-1.0-0") from None
+
+
+def _check_usb_node(dev: Path, what: str) -> None:
+    """The sysfs device ``dev``'s node in /dev/bus/usb can be opened, else the udev rule."""
+    busnum, devnum = _read(dev / "busnum"), _read(dev / "devnum")
+    if not (busnum.isdigit() and devnum.isdigit()):
+        return
+    node = f"/dev/bus/usb/{int(busnum):03d}/{int(devnum):03d}"
+    if os.path.exists(node) and not os.access(node, os.R_OK | os.W_OK):
+        vid, pid = _read(dev / "idVendor"), _read(dev / "idProduct")
+        raise HardwareNotFound(
+            what, f"{node}: permission denied",
+            f'add a udev rule: SUBSYSTEM=="usb", ATTR{{idVendor}}=="{vid}", '
+            f'ATTR{{idProduct}}=="{pid}", MODE="0660", GROUP="plugdev" '
+            "(in /etc/udev/rules.d/, then udevadm control --reload), or run as root")
 
 
 def _sysfs_usb_matches(dev: Path, spec: BusSpec) -> bool:
@@ -647,12 +644,7 @@ def _make_usb(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
     model: Any = None
     vbus: Any = None
     if spec.model is not None:
-        mod = importlib.import_module(spec.backend or "")
-        default_bus = getattr(mod, "default_bus", None)
-        if not callable(default_bus):
-            raise _factory_error(rig, f"{spec.backend} has no default_bus() to plug the "
-                                      f"{spec.model} model into", "bus.backend")
-        vbus = default_bus()
+        vbus = _virtual_bus(rig, spec, f"the {spec.model} model")
         model = _make_model(rig, spec, wire, clock)
         es.callback(model.close)
         vbus.plug(model)
@@ -660,23 +652,25 @@ def _make_usb(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
     return _usb_target(spec, backend), model, vbus
 
 
+def _virtual_bus(rig: Rig, spec: BusSpec, what: str) -> Any:
+    """The bus of ``spec.backend`` that models plug into (its module's ``default_bus()``)."""
+    _usb_backend(rig, spec)  # RigError on bus.backend if it will not load
+    default_bus = getattr(importlib.import_module(spec.backend or ""), "default_bus", None)
+    if not callable(default_bus):
+        raise _factory_error(rig, f"{spec.backend} has no default_bus() to plug {what} into",
+                             "bus.backend")
+    return default_bus()
+
+
 def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> None:
     """An FT232H model on the virtual USB bus with ``chip`` (an SPI chip model) on its pins,
     and pyftdi pointed at that bus for the rig's lifetime (``docs/hardware/ft232h.md``): the
     ``ftdi`` bus code and pyftdi then run as on hardware. The rig's ftdi pins reach the
     chip's /RESET and /INT lines through the FT232H's GPIO bits."""
-    from pyftdi.usbtools import UsbTools  # type: ignore[import-untyped]
-
     from hilkit.bus.ftdi import parse_url
-    from hilkit.sim.usb.ft232h import Ft232hModel
+    from hilkit.sim.usb.ft232h import Ft232hModel, pyftdi_backend
 
-    _usb_backend(rig, spec)
-    mod = importlib.import_module(spec.backend or "")
-    default_bus = getattr(mod, "default_bus", None)
-    if not callable(default_bus):
-        raise _factory_error(rig, f"{spec.backend} has no default_bus() to plug the FT232H "
-                                  "model into", "bus.backend")
-    vbus = default_bus()
+    vbus = _virtual_bus(rig, spec, "the FT232H model")
     reset = rig.pins.get("reset")
     irq = rig.pins.get("irq")
     reset_pin = getattr(chip, "reset_pin", None)
@@ -685,25 +679,20 @@ def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> None:
     serial = url.serial if not isinstance(url, str) and url.serial and not (
         url.serial.isdigit() or ":" in url.serial) else "FT0001"
     nic = _driver_nic(rig)
-    ft = Ft232hModel(
-        serial, spi_slave=chip, cs_pin=spec.cs_pin or 3,
-        spi_max_hz=nic.spi_max_hz if nic is not None else None,
-        reset_line=(reset.bit, reset_pin.set) if (
-            reset is not None and reset.kind == "ftdi" and reset.bit is not None
-            and reset_pin is not None) else None,
-        int_line=(irq.bit, int_pin.get) if (
-            irq is not None and irq.kind == "ftdi" and irq.bit is not None
-            and int_pin is not None) else None,
-    )
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = (spec.backend,)
-    UsbTools.flush_cache()
-
-    def restore() -> None:
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
-
-    es.callback(restore)
+    try:
+        ft = Ft232hModel(
+            serial, spi_slave=chip, cs_pin=spec.cs_pin or 3,
+            spi_max_hz=nic.spi_max_hz if nic is not None else None,
+            reset_line=(reset.bit, reset_pin.set) if (
+                reset is not None and reset.kind == "ftdi" and reset.bit is not None
+                and reset_pin is not None) else None,
+            int_line=(irq.bit, int_pin.get) if (
+                irq is not None and irq.kind == "ftdi" and irq.bit is not None
+                and int_pin is not None) else None,
+        )
+    except ValueError as e:  # a serial in the URL no FT232H could carry, say
+        raise _factory_error(rig, f"the FT232H model cannot be made: {e}", "bus.url") from None
+    es.enter_context(pyftdi_backend(spec.backend or ""))
     vbus.plug(ft)
     es.callback(_shielded, lambda: vbus.unplug(ft, close=True) if vbus.plugged(ft) else None)
 

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from hilkit.bus.ftdi import parse_url as parse_ftdi_url
 from hilkit.port.names import host_interface, host_problem, ifname_problem, parse_ipv4
@@ -210,6 +210,15 @@ class BusSpec:
         if self.model is not None:
             parts.append(f"(model {self.model})")
         return " ".join(parts) or "any device"
+
+
+class _VirtualUsb(NamedTuple):
+    """What ``Validator.virtual_usb`` read: the backend module, the model and its tables."""
+
+    backend: str | None
+    model: str | None
+    seed: int | None
+    tables: dict[str, dict[str, Any]]
 
 
 @dataclass(frozen=True)
@@ -821,32 +830,16 @@ class _Validator:
             if problem is not None:
                 self.err("bus.url", f"{_show(url)} is not an FTDI URL: {problem}")
             cs = self.int_in(tbl, "bus", "cs_pin", 3, 7, default=3)  # ADBUS3..7
-            backend = self.value(tbl, "bus", "backend", "str")
-            if backend is not None and not _MODULE_RE.match(backend):
-                self.err("bus.backend", f"{_show(backend)} is not a module name (a pyusb "
-                                        'backend module with get_backend(), e.g. "hilkit.sim.usb")')
-            model = self.value(tbl, "bus", "model", "str")
-            nic = None if model is None else self.sim_model(model)
-            if model is not None and backend is None:
-                backend = VIRTUAL_USB_BACKEND
-            if model is None:
-                for key in ("faults", "timing", "seed"):
-                    if key in tbl:
-                        self.err(f"bus.{key}", 'only a simulated chip takes it: add model = "..." '
-                                               "(the chip on the FT232H's SPI pins, a model)")
+            v = self.virtual_usb(tbl, "spi", ("faults", "timing"),
+                                 "the chip on the FT232H's SPI pins, a model")
             return BusSpec(
                 kind, url=url,
                 speed_hz=self.int_in(tbl, "bus", "speed_hz", 458, 30_000_000,
                                      default=speed_default),
                 mode=self.ftdi_mode(tbl),
                 cs_pin=cs,
-                backend=backend,
-                model=model,
-                seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE) if model is not None else None,
-                faults=_frozen(self.model_table(tbl, "faults", nic)) if model is not None
-                else _frozen(),
-                timing=_frozen(self.model_table(tbl, "timing", nic)) if model is not None
-                else _frozen(),
+                backend=v.backend, model=v.model, seed=v.seed,
+                faults=_frozen(v.tables.get("faults")), timing=_frozen(v.tables.get("timing")),
             )
         if kind == "sim":
             why = "" if "model" in tbl else f" (the NIC whose chip model runs; {_models_known()})"
@@ -899,27 +892,33 @@ class _Validator:
         if port is not None and not _USB_PORT_RE.match(port):
             self.err("bus.port", f'{_show(port)} is not a USB port path: bus-port[.port...], '
                                  f'as in /sys/bus/usb/devices (e.g. "1-1.2")')
+        v = self.virtual_usb(tbl, "usb", ("faults", "options"),
+                             "a NIC whose device model runs on the virtual bus")
+        return BusSpec(
+            "usb", usb_id=usb_id, serial=serial, port=port, backend=v.backend, model=v.model,
+            seed=v.seed, faults=_frozen(v.tables.get("faults")),
+            options=_frozen(v.tables.get("options")),
+        )
+
+    def virtual_usb(self, tbl: Mapping[str, Any], transport: str, tables: tuple[str, ...],
+                    what: str) -> _VirtualUsb:
+        """``backend``, ``model`` and the model's tables of a bus reached over USB (``usb``,
+        ``ftdi``): with a model (a NIC on ``transport``), the USB is the virtual bus unless
+        ``backend`` names another; without one, the model's keys are refused."""
         backend = self.value(tbl, "bus", "backend", "str")
         if backend is not None and not _MODULE_RE.match(backend):
             self.err("bus.backend", f"{_show(backend)} is not a module name (a pyusb backend "
-                                    f'module with get_backend(), e.g. "usb.backend.libusb1")')
+                                    f'module with get_backend(), e.g. "{VIRTUAL_USB_BACKEND}")')
         model = self.value(tbl, "bus", "model", "str")
-        nic = None if model is None else self.sim_model(model, transport="usb")
-        if model is not None and backend is None:
-            backend = VIRTUAL_USB_BACKEND
         if model is None:
-            for key in ("faults", "options", "seed"):
+            for key in (*tables, "seed"):
                 if key in tbl:
-                    self.err(f"bus.{key}", 'only a simulated device takes it: add model = "..." '
-                                           "(a NIC whose device model runs on the virtual bus)")
-        return BusSpec(
-            "usb", usb_id=usb_id, serial=serial, port=port, backend=backend, model=model,
-            seed=self.int_in(tbl, "bus", "seed", *SEED_RANGE) if model is not None else None,
-            faults=_frozen(self.model_table(tbl, "faults", nic)) if model is not None
-            else _frozen(),
-            options=_frozen(self.model_table(tbl, "options", nic)) if model is not None
-            else _frozen(),
-        )
+                    self.err(f"bus.{key}", f'only a model takes it: add model = "..." ({what})')
+            return _VirtualUsb(backend, None, None, {})
+        nic = self.sim_model(model, transport=transport)
+        return _VirtualUsb(backend or VIRTUAL_USB_BACKEND, model,
+                           self.int_in(tbl, "bus", "seed", *SEED_RANGE),
+                           {t: self.model_table(tbl, t, nic) for t in tables})
 
     def ftdi_mode(self, tbl: Mapping[str, Any]) -> int:
         """MPSSE clocks SPI modes 0 and 2 only (1 and 3 need three-phase clocking)."""

@@ -107,6 +107,25 @@ def check_report_dir(out: Path, rig: str) -> dict[str, Any]:
     return results
 
 
+EVERY_SUITE = {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput", "recovery",
+               "conformance"}
+
+
+def full_run(tmp_path: Path, rig: str, timeout: float = 900) -> tuple[dict[str, Any],
+                                                                       dict[str, str]]:
+    """``hilkit hil --rig RIG`` to its end: exit 0, a well-formed report in which no suite
+    failed, clean captures where tshark can read them; (results.json, check -> outcome)."""
+    out = tmp_path / "report"
+    res = hil("--rig", rig, "--out", str(out), timeout=timeout)
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, rig)
+    assert all(r["failed"] == 0 for r in results["suites"].values()), results["suites"]
+    if TSHARK is not None:
+        for pcap in sorted(out.glob("*.pcapng")):
+            assert_capture_clean(pcap)
+    return results, {c["id"]: c["outcome"] for c in results["checks"]}
+
+
 # -- sim-tap: the whole run ---------------------------------------------------------------
 
 
@@ -280,17 +299,10 @@ def test_pytest_rig_option(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(900)
 def test_sim_w5100_full_run(tmp_path: Path) -> None:
-    out = tmp_path / "report"
     t0 = time.monotonic()
-    res = hil("--rig", "sim-w5100", "--out", str(out), timeout=900)
+    results, outcomes = full_run(tmp_path, "sim-w5100")
     took = time.monotonic() - t0
-    assert res.returncode == 0, res.stdout + res.stderr
-    results = check_report_dir(out, "sim-w5100")
-    suites = results["suites"]
-    assert set(suites) == {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput",
-                           "recovery", "conformance"}
-    assert all(r["failed"] == 0 for r in suites.values()), suites
-    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    assert set(results["suites"]) == EVERY_SUITE
     assert outcomes["identity::test_chip_probe"] == "passed"
     for how in ("soft", "hard"):
         assert outcomes[f"recovery::test_reset_mid_transfer[{how}]"] == "passed"
@@ -304,9 +316,6 @@ def test_sim_w5100_full_run(tmp_path: Path) -> None:
     assert fig["counters"]["bus"]["bytes"] > 0
     assert fig["counters"]["model"]["soft_resets"] >= 1  # the recovery suite's faults
     assert fig["counters"]["device"]["resets"] >= 2  # ... which the driver noticed
-    if TSHARK is not None:
-        for pcap in sorted(out.glob("*.pcapng")):
-            assert_capture_clean(pcap)
     print(f"sim-w5100 run: {took:.1f} s; figures: "
           + ", ".join(f"{k}={fig[k]}" for k in ("spi_bytes_per_payload_byte",
                                                  "cs_transactions_per_frame",
@@ -320,15 +329,10 @@ def test_sim_w5100_full_run(tmp_path: Path) -> None:
 @pytest.mark.timeout(900)
 def test_sim_enc28j60_full_run(tmp_path: Path) -> None:
     """Every suite, the link taken down and up for real (the model's PHY follows the TAP)."""
-    out = tmp_path / "report"
-    res = hil("--rig", "sim-enc28j60", "--out", str(out), timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
-    results = check_report_dir(out, "sim-enc28j60")
+    results, outcomes = full_run(tmp_path, "sim-enc28j60")
     suites = results["suites"]
-    assert set(suites) == {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput",
-                           "recovery", "conformance"}
-    assert all(r["failed"] == 0 and r["skipped"] == 0 for r in suites.values()), suites
-    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    assert set(suites) == EVERY_SUITE
+    assert all(r["skipped"] == 0 for r in suites.values()), suites
     for check in ("identity::test_chip_probe", "link::test_link_down_and_up",
                   "conformance::TestDevice::test_link_down_and_up",
                   "conformance::TestDevice::test_send_while_link_down",
@@ -338,9 +342,6 @@ def test_sim_enc28j60_full_run(tmp_path: Path) -> None:
     fig = results["figures"]
     assert 1.0 < fig["spi_bytes_per_payload_byte"] < 4.0  # RBM/WBM bursts, not byte frames
     assert fig["counters"]["device"]["resets"] >= 2  # the recovery suite's resets were seen
-    if TSHARK is not None:
-        for pcap in sorted(out.glob("*.pcapng")):
-            assert_capture_clean(pcap)
 
 
 # -- sim-usb-ecm ----------------------------------------------------------------------------
@@ -350,15 +351,8 @@ def test_sim_enc28j60_full_run(tmp_path: Path) -> None:
 def test_sim_usb_ecm_full_run(tmp_path: Path) -> None:
     """Every suite through pyusb and the virtual USB bus: link down and up (the model's
     NETWORK_CONNECTION follows the TAP), the device resetting itself and a replug."""
-    out = tmp_path / "report"
-    res = hil("--rig", "sim-usb-ecm", "--out", str(out), timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
-    results = check_report_dir(out, "sim-usb-ecm")
-    suites = results["suites"]
-    assert set(suites) == {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput",
-                           "recovery", "conformance"}
-    assert all(r["failed"] == 0 for r in suites.values()), suites
-    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    results, outcomes = full_run(tmp_path, "sim-usb-ecm")
+    assert set(results["suites"]) == EVERY_SUITE
     skipped = {k for k, v in outcomes.items() if v == "skipped"}
     assert skipped == {"recovery::test_reset_mid_transfer[pin]"}, skipped  # USB: no pin
     for check in ("identity::test_chip_probe", "link::test_link_down_and_up",
@@ -373,20 +367,14 @@ def test_sim_usb_ecm_full_run(tmp_path: Path) -> None:
     assert fig["usb_transfers_per_frame_in"] == pytest.approx(1.0, abs=0.01)
     assert fig["counters"]["device"]["replugs"] >= 2  # the recovery suite's two were seen
     assert fig["counters"]["usb"]["usb_bulk_transfers_out"] > 0
-    if TSHARK is not None:
-        for pcap in sorted(out.glob("*.pcapng")):
-            assert_capture_clean(pcap)
 
 
 @pytest.mark.timeout(600)
 def test_sim_usb_ecm_full_speed(tmp_path: Path) -> None:
     """At 12 Mb/s with 64-byte packets: every suite of the rig passes, every frame is
     still one transfer, and the share of the bus's ceiling is a sane figure."""
-    out = tmp_path / "report"
-    res = hil("--rig", "sim-usb-ecm-fs", "--out", str(out), timeout=600)
-    assert res.returncode == 0, res.stdout + res.stderr
-    results = check_report_dir(out, "sim-usb-ecm-fs")
-    assert all(r["failed"] == 0 and r["skipped"] == 0 for r in results["suites"].values())
+    results, _ = full_run(tmp_path, "sim-usb-ecm-fs", timeout=600)
+    assert all(r["skipped"] == 0 for r in results["suites"].values()), results["suites"]
     fig = results["figures"]
     assert fig["usb_transfers_per_frame_out"] == pytest.approx(1.0, abs=0.01)
     assert 0 < fig["pct_of_usb_ceiling"] <= 102  # a figure; the bus model caps it near 100
@@ -401,16 +389,12 @@ def test_sim_ft232h_full_run(tmp_path: Path, chip: str) -> None:
     """The hardware rig with only the USB made virtual: hilkit's ftdi bus and pyftdi run
     unchanged against the FT232H model, the chip's model on its SPI pins; the recovery
     suite's pin check resets the chip through the FT232H's AD4."""
-    rig = f"sim-ft232h-{chip}"
-    out = tmp_path / "report"
-    res = hil("--rig", rig, "--out", str(out), timeout=900)
-    assert res.returncode == 0, res.stdout + res.stderr
-    results = check_report_dir(out, rig)
-    assert all(r["failed"] == 0 for r in results["suites"].values()), results["suites"]
-    outcomes = {c["id"]: c["outcome"] for c in results["checks"]}
+    results, outcomes = full_run(tmp_path, f"sim-ft232h-{chip}")
+    assert set(results["suites"]) == EVERY_SUITE
     for check in ("identity::test_chip_probe", "recovery::test_reset_mid_transfer[pin]",
                   "tcp::test_bytes_each_way[client]", "throughput::test_goodput[hilkit_to_kernel]"):
         assert outcomes[check] == "passed", check
-    # the same driver, the same ftdi bus code, through pyftdi: one SPI CS per byte frame
+    # the drivers' own SPI traffic through pyftdi: the W5100's 4-byte frame per data byte,
+    # the ENC28J60's RBM/WBM bursts
     fig = results["figures"]
     assert fig["spi_bytes_per_payload_byte"] >= (4.0 if chip == "w5100" else 1.0)

@@ -107,7 +107,7 @@ def test_options_are_the_model_classes_fields(tmp_path: Path) -> None:
 def test_a_hardware_usb_bus_takes_no_model_tables(tmp_path: Path) -> None:
     text = BOARD.replace('id = "0525:a4a2"', 'id = "0525:a4a2"\nseed = 1')
     lines = errors_of(tmp_path, text)
-    assert any("bus.seed: only a simulated device takes it" in x for x in lines), lines
+    assert any("bus.seed: only a model takes it" in x for x in lines), lines
 
 
 def test_a_board_peer(tmp_path: Path) -> None:

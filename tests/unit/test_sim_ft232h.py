@@ -15,7 +15,7 @@ from pyftdi.usbtools import UsbTools  # type: ignore[import-untyped]
 
 import hilkit.sim.usb as simusb
 from hilkit.bus.ftdi import FtdiSpiBus
-from hilkit.sim.usb.ft232h import Ft232hFaults, Ft232hModel
+from hilkit.sim.usb.ft232h import Ft232hFaults, Ft232hModel, pyftdi_backend
 
 URL = "ftdi://ftdi:232h/1"
 
@@ -38,19 +38,8 @@ def slave() -> Echo:
 
 @pytest.fixture
 def model(slave: Echo) -> Iterator[Ft232hModel]:
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
-    m = Ft232hModel("FT0001", spi_slave=slave, spi_max_hz=14e6)
-    bus = simusb.default_bus()
-    bus.plug(m)
-    try:
+    with _plugged(Ft232hModel("FT0001", spi_slave=slave, spi_max_hz=14e6)) as m:
         yield m
-    finally:
-        if bus.plugged(m):
-            bus.unplug(m)
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
 
 
 def _close(obj: object) -> None:
@@ -169,14 +158,9 @@ def test_mode_mismatch_and_clock_over_limit_are_counted(model: Ft232hModel,
 def test_gpio_and_the_reset_hook(slave: Echo) -> None:
     levels: list[bool] = []
     int_level = [False]
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
     m = Ft232hModel("FT0002", spi_slave=slave, reset_line=(4, levels.append),
                     int_line=(5, lambda: int_level[0]))
-    bus = simusb.default_bus()
-    bus.plug(m)
-    try:
+    with _plugged(m):
         with spi(direction=0x10, initial=0x10) as ctrl:
             gpio = ctrl.get_gpio()
             gpio.set_direction(0x30, 0x10)  # ADBUS4 out (reset), ADBUS5 in (int)
@@ -195,10 +179,6 @@ def test_gpio_and_the_reset_hook(slave: Echo) -> None:
             assert g.read(1)[0] & 0x0100
         finally:
             _close(g)
-    finally:
-        bus.unplug(m)
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
 
 
 # -- hilkit's own bus ------------------------------------------------------------------------------
@@ -248,20 +228,11 @@ def test_stop_answering_times_out(model: Ft232hModel) -> None:
 
 
 def test_miso_bit_errors(slave: Echo) -> None:
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
     m = Ft232hModel("FT0003", spi_slave=slave, faults=Ft232hFaults(miso_bit_error_rate=0.5))
-    simusb.default_bus().plug(m)
-    try:
-        with spi("ftdi://ftdi:232h:FT0003/1") as ctrl:
-            port = ctrl.get_port(cs=0, freq=6e6, mode=0)
-            assert port.exchange(bytes(64), duplex=True) != b"\x01" * 64
-            assert m.stats["miso_bit_errors"] > 0
-    finally:
-        simusb.default_bus().unplug(m)
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
+    with _plugged(m), spi("ftdi://ftdi:232h:FT0003/1") as ctrl:
+        port = ctrl.get_port(cs=0, freq=6e6, mode=0)
+        assert port.exchange(bytes(64), duplex=True) != b"\x01" * 64
+        assert m.stats["miso_bit_errors"] > 0
 
 
 def test_unplug_mid_batch_raises(model: Ft232hModel, slave: Echo) -> None:
@@ -308,18 +279,15 @@ def test_read_back_of_an_open_transaction_waits_for_cs_high(model: Ft232hModel,
 
 @contextlib.contextmanager
 def _plugged(m: Ft232hModel) -> Iterator[Ft232hModel]:
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
+    """``m`` on the default virtual bus, pyftdi enumerating it; unplugged after."""
     bus = simusb.default_bus()
-    bus.plug(m)
-    try:
-        yield m
-    finally:
-        if bus.plugged(m):
-            bus.unplug(m)
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
+    with pyftdi_backend("hilkit.sim.usb"):
+        bus.plug(m)
+        try:
+            yield m
+        finally:
+            if bus.plugged(m):
+                bus.unplug(m)
 
 
 def test_enc28j60_wbm_and_rbm_over_the_fifo_are_one_transaction_each() -> None:

@@ -24,6 +24,7 @@ from hilkit.port.usb import port_path_of
 from hilkit.sim.usb import Nak, Setup, Speed, Stall, UsbDeviceModel, VirtualUsbBus
 from hilkit.sim.usb import descriptors as D
 from hilkit.sim.usb.bus import bulk_transactions_per_frame, ceiling_bps
+from hilkit.sim.usb.ft232h import pyftdi_backend
 
 VID, PID = 0x1209, 0x0001
 IAD = bytes((8, 0x0B, 0, 2, 0xFF, 0, 0, 0))  # an interface association, before interface 0
@@ -631,14 +632,8 @@ def test_default_bus_and_get_backend() -> None:
 def test_pyftdi_loads_the_backend_by_module_name() -> None:
     from pyftdi.usbtools import UsbTools  # type: ignore[import-untyped]
 
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
-    try:
+    with pyftdi_backend("hilkit.sim.usb"):  # UsbTools.BACKENDS = ("hilkit.sim.usb",)
         assert UsbTools.find_all([(0x0403, 0x6014)]) == []
-    finally:
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
 
 
 def test_pacing_sleeps_only_for_a_debt_over_a_millisecond(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -683,23 +678,19 @@ class FtdiLike(UsbDeviceModel):
 def test_pyftdi_finds_and_opens_a_device_on_the_default_bus() -> None:
     from pyftdi.usbtools import UsbTools
 
-    saved = UsbTools.BACKENDS
-    UsbTools.BACKENDS = ("hilkit.sim.usb",)
-    UsbTools.flush_cache()
     m = FtdiLike()
-    simusb.default_bus().plug(m)
-    try:
-        found = UsbTools.find_all([(0x0403, 0x6014)])
-        assert len(found) == 1
-        desc, interfaces = found[0]
-        assert (desc.vid, desc.pid, desc.sn, desc.description, interfaces) == \
-            (0x0403, 0x6014, "FT1234", "Single RS232-HS", 1)
-        assert (desc.bus, desc.address) == (1, simusb.default_bus().address_of(m))
-        dev = UsbTools.get_device(desc)
-        assert dev.get_active_configuration().bConfigurationValue == 1
-        assert dev.is_kernel_driver_active(0)  # what pyftdi detaches before claiming
-        UsbTools.release_device(dev)
-    finally:
-        simusb.default_bus().unplug(m)
-        UsbTools.BACKENDS = saved
-        UsbTools.flush_cache()
+    with pyftdi_backend("hilkit.sim.usb"):
+        simusb.default_bus().plug(m)
+        try:
+            found = UsbTools.find_all([(0x0403, 0x6014)])
+            assert len(found) == 1
+            desc, interfaces = found[0]
+            assert (desc.vid, desc.pid, desc.sn, desc.description, interfaces) == \
+                (0x0403, 0x6014, "FT1234", "Single RS232-HS", 1)
+            assert (desc.bus, desc.address) == (1, simusb.default_bus().address_of(m))
+            dev = UsbTools.get_device(desc)
+            assert dev.get_active_configuration().bConfigurationValue == 1
+            assert dev.is_kernel_driver_active(0)  # what pyftdi detaches before claiming
+            UsbTools.release_device(dev)
+        finally:
+            simusb.default_bus().unplug(m)

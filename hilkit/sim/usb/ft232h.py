@@ -29,9 +29,10 @@ back and handed over whole, as above.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Final, Protocol, cast
 
@@ -41,6 +42,7 @@ from hilkit.sim.usb.device import BULK_MAX_PACKET, Nak, Setup, Speed, Stall, Usb
 __all__ = [
     "BULK_IN", "BULK_OUT", "FT232H_BCD_DEVICE", "FT232H_PID", "FTDI_VID", "READ_FIFO_SIZE",
     "STAT_KEYS", "Ft232hFaults", "Ft232hModel", "SpiSlave", "StreamingSpiSlave",
+    "pyftdi_backend",
 ]
 
 # -- identity (DS_FT232H; docs/hardware/ft232h.md §1) -------------------------------------------
@@ -787,3 +789,20 @@ class Ft232hModel(UsbDeviceModel):
                     timeout_s = min(timeout_s, max(0.0, left))
         if timeout_s > 0:
             super().wait(timeout_s, endpoint)
+
+
+@contextlib.contextmanager
+def pyftdi_backend(module: str) -> Iterator[None]:
+    """pyftdi enumerates through the pyusb backend ``module`` (its ``get_backend()``) while
+    the block runs: pyftdi loads backends by module name (``UsbTools.BACKENDS``) and caches
+    what it found, so the cache is flushed on the way in and out."""
+    from pyftdi.usbtools import UsbTools  # type: ignore[import-untyped]
+
+    saved = UsbTools.BACKENDS
+    UsbTools.BACKENDS = (module,)
+    UsbTools.flush_cache()
+    try:
+        yield
+    finally:
+        UsbTools.BACKENDS = saved
+        UsbTools.flush_cache()
