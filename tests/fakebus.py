@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from hilkit.port.spi import BusCounters
+from hilkit.port.spi import BusCounters, check_tails
 
 
 class FillBus:
@@ -18,11 +18,16 @@ class FillBus:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
+        if tails is not None:
+            check_tails(frames, tails)
         self.counters.calls += 1
         self.counters.transactions += len(frames)
         self.counters.bytes += sum(map(len, frames))
-        return [bytes([self.fill]) * len(f) for f in frames]
+        lengths = map(len, frames) if tails is None else tails
+        return [bytes([self.fill]) * n for n in lengths]
 
     def close(self) -> None:
         pass

@@ -28,7 +28,7 @@ import hilkit.drivers
 from hilkit.drivers.tap import random_mac
 from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
 from hilkit.port.nic import Nic
-from hilkit.port.spi import BusCounters
+from hilkit.port.spi import BusCounters, check_tails, reply_tails
 from hilkit.rig.netns import CLONE_NEWNET, NETNS_RUN_DIR, _setns
 
 ETH_P_ALL = 0x0003
@@ -53,14 +53,18 @@ class LoopbackBus:
         self.counters.bytes += len(data)
         return bytes(data)
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
+        if tails is not None:
+            check_tails(frames, tails)
         self.counters.calls += 1
         out = []
         for f in frames:
             self.counters.transactions += 1
             self.counters.bytes += len(f)
             out.append(bytes(f))
-        return out
+        return reply_tails(out, tails)
 
     def close(self) -> None:
         self.closed = True

@@ -1,4 +1,4 @@
-"""SpiBus over an FTDI FT232H in MPSSE mode: a whole batch of CS frames is ONE USB write + ONE read.
+"""SpiBus over an FTDI FT232H in MPSSE mode: a whole batch of CS frames is ONE round trip.
 
 hilkit builds the MPSSE command stream itself (pure functions below, tested byte by byte);
 pyftdi only opens the device (``open_mpsse_from_url``) and moves bytes (``write_data``,
@@ -9,12 +9,14 @@ Wiring (MPSSE channel A): ADBUS0 SCK, ADBUS1 MOSI, ADBUS2 MISO, ADBUS``cs_pin`` 
 (``FtdiPin``): their direction and value are tracked, and every SET_BITS_LOW of a batch writes
 them back unchanged, so a reset line keeps its level while SPI runs.
 
-Buffer limits. The FT232H has a 1 KiB buffer towards the host; while the host is busy writing,
-the read-back of a round trip must fit in it, or the MPSSE stalls with the write still pending
-(pyftdi's I2C code sizes its batches by the same FIFO). A batch is therefore cut into round
-trips whose read-back is at most ``max_read`` bytes (the device's FIFO size, 1024 on FT232H)
-and whose command stream is at most ``max_write`` bytes (64 KiB), on frame boundaries where a
-frame fits; a frame larger than one round trip is carried over several with CS held low.
+What crosses USB. Bytes the caller reads (the ``tails`` of ``hilkit.port.spi.SpiBus``) are
+clocked full duplex; the rest write-only, so they cost no read-back. The FT232H has a 1 KiB
+FIFO towards the host: while the host is busy writing, the read-back of what it wrote must
+fit in it, or the MPSSE stalls with the write still pending (pyftdi's I2C code sizes its
+batches by the same FIFO). So the command stream is cut into chunks of at most half the FIFO
+of read-back, and each chunk is written as soon as the read-back already in flight leaves it
+room: the first ones before the read, the others from pyftdi's ``request_gen`` hook while the
+read goes on. One batch, one wait for the bridge, however much it reads.
 
 Opcodes and their names follow libftdi's ``ftdi.h`` names for the commands of FTDI AN_108;
 ``docs/hardware/ft232h.md`` (sections cited below as "ft232h §N") says what each does.
@@ -22,22 +24,24 @@ Opcodes and their names follow libftdi's ``ftdi.h`` names for the commands of FT
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import importlib
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from hilkit.port.errors import HardwareNotFound
 from hilkit.port.pin import Edge
-from hilkit.port.spi import BusCounters
+from hilkit.port.spi import BusCounters, check_tails
 
 __all__ = [
     "MPSSE_BASE_CLOCK_HZ",
+    "STAT_KEYS",
     "FtdiPin",
     "FtdiSpiBus",
-    "MpsseRoundTrip",
+    "MpsseChunk",
     "build_mpsse_batch",
     "build_mpsse_setup",
     "mpsse_clock_divisor",
@@ -91,7 +95,15 @@ MISO_BIT = 0x04  # ADBUS2
 _SPI_PINS = (0, 1, 2)
 
 DEFAULT_MAX_READ = 1024  # FT232H FIFO towards the host (ft232h §1)
-DEFAULT_MAX_WRITE = 64 * 1024
+DEFAULT_TIMEOUT_MS = 1000.0  # one wait for the bridge; pyftdi's own default is 5 s
+
+STAT_KEYS = (
+    "round_trips",  # batches that waited for read-back
+    "write_only_batches",  # batches that read nothing back: one USB write, no wait
+    "usb_writes",  # write_data calls of batches (a round trip may feed several)
+    "command_bytes",  # MPSSE command bytes written (payload of the bulk OUT pipe)
+    "read_back_bytes",  # bytes read back (bulk IN payload, without status bytes)
+)
 
 _HINT = (
     "check lsusb for 0403:6014, the udev rule / permissions, and that no ftdi_sio driver holds it"
@@ -154,8 +166,14 @@ def _rw_opcode(mode: int) -> int:
     )
 
 
-class MpsseRoundTrip(NamedTuple):
-    """One USB write of ``command`` followed by one read of exactly ``read_len`` bytes."""
+class MpsseChunk(NamedTuple):
+    """A piece of a batch's command stream and the read-back it produces.
+
+    A batch is one round trip: the chunks are written one after the other while the
+    read-back comes in, each as soon as the FIFO has room for its read-back (ft232h §1).
+    A chunk with read-back ends in SEND_IMMEDIATE, so its bytes leave without waiting for
+    the latency timer (ft232h §2).
+    """
 
     command: bytes
     read_len: int
@@ -163,79 +181,73 @@ class MpsseRoundTrip(NamedTuple):
 
 class _Planner:
     def __init__(
-        self, cs_bit: int, gpio_value: int, gpio_dir: int, mode: int, max_read: int, max_write: int
+        self, cs_bit: int, gpio_value: int, gpio_dir: int, mode: int, chunk_read: int
     ) -> None:
         if not 3 <= cs_bit <= 7:
             raise ValueError(f"cs_bit must be an ADBUS bit 3..7, not {cs_bit}")
-        if max_read < 1 or max_write < 16:
-            raise ValueError("max_read must be >= 1 and max_write >= 16")
+        if chunk_read < 1:
+            raise ValueError(f"chunk_read must be >= 1, not {chunk_read}")
         cs = 1 << cs_bit
         cpol = SCK_BIT if mode == 2 else 0
-        self.op = _rw_opcode(mode)
+        self.rw_op = _rw_opcode(mode)
+        # the same write edge, nothing read back (AN_108 §3.3: 0x11 / 0x10); the same read
+        # edge, nothing written (§3.4: 0x20 / 0x24): MOSI holds its level
+        self.w_op = self.rw_op & (MPSSE_DO_WRITE | MPSSE_WRITE_NEG)
+        self.r_op = self.rw_op & (MPSSE_DO_READ | MPSSE_READ_NEG)
         base = (gpio_value & ~(SCK_BIT | MOSI_BIT)) | cpol
         direction = (gpio_dir | SCK_BIT | MOSI_BIT | cs) & ~MISO_BIT & 0xFF
         self.cs_low = bytes((SET_BITS_LOW, base & ~cs & 0xFF, direction))
         self.cs_high = bytes((SET_BITS_LOW, (base | cs) & 0xFF, direction))
-        self.max_read = max_read
-        self.max_write = max_write
-        self.trips: list[MpsseRoundTrip] = []
+        self.lsb = False  # MSB first (hilkit's SPI is)
+        self.chunk_read = chunk_read
+        self.chunks: list[MpsseChunk] = []
         self.cmd = bytearray()
         self.read_len = 0
 
-    def room_read(self) -> int:
-        return self.max_read - self.read_len
-
-    def room_write(self) -> int:
-        return self.max_write - len(self.cmd) - 1  # keep a byte for SEND_IMMEDIATE
-
     def flush(self) -> None:
-        if self.cmd:
+        if self.read_len:
             self.cmd.append(SEND_IMMEDIATE)
-            self.trips.append(MpsseRoundTrip(bytes(self.cmd), self.read_len))
+        if self.cmd:
+            self.chunks.append(MpsseChunk(bytes(self.cmd), self.read_len))
             self.cmd = bytearray()
             self.read_len = 0
 
-    def data(self, chunk: bytes | memoryview) -> None:
-        for start in range(0, len(chunk), MPSSE_MAX_BYTES):
-            part = chunk[start : start + MPSSE_MAX_BYTES]
+    def shift(self, op: int, data: bytes | memoryview) -> None:
+        for start in range(0, len(data), MPSSE_MAX_BYTES):
+            part = data[start : start + MPSSE_MAX_BYTES]
             n = len(part) - 1
-            self.cmd += bytes((self.op, n & 0xFF, n >> 8))
-            self.cmd += part
-            self.read_len += len(part)
+            self.cmd += bytes((op, n & 0xFF, n >> 8))
+            if op & MPSSE_DO_WRITE:
+                self.cmd += part
 
-    @staticmethod
-    def frame_cost(n: int) -> int:
-        commands = -(-n // MPSSE_MAX_BYTES)
-        return 3 + 3 * commands + n + 3
-
-    def frame(self, frame: bytes) -> None:
+    def frame(self, frame: bytes, tail: int) -> None:
+        """CS low, the head write-only, the ``tail`` full duplex, CS high. A frame whose
+        read-back fits in a chunk is not split across chunks (a send-immediate while CS is
+        low is visible on the pins, and a bridge model may cut the transaction there)."""
         n = len(frame)
-        cost = self.frame_cost(n)
-        fits_empty = n <= self.max_read and cost <= self.max_write - 1
-        if fits_empty and (n > self.room_read() or cost > self.room_write()):
+        if 0 < tail <= self.chunk_read and self.read_len + tail > self.chunk_read:
             self.flush()
-        if fits_empty:
-            self.cmd += self.cs_low
-            self.data(frame)
-            self.cmd += self.cs_high
-            return
-        # Larger than one round trip: CS stays low from one round trip to the next.
-        self.flush()
-        self.cmd += self.cs_low
+        self.cmd += self.cs_low  # MOSI low, as every SET_BITS_LOW of the batch leaves it
         view = memoryview(frame)
-        pos = 0
-        while True:
-            cap = min(self.room_read(), self.room_write() - 6, MPSSE_MAX_BYTES)
-            if cap <= 0:
+        if tail < n:
+            self.shift(self.w_op, view[: n - tail])
+        pos = n - tail
+        # A tail that only repeats the level MOSI already holds (an RBM's dummy zeros after
+        # an even opcode) is read with nothing written: the wire is the same, USB carries
+        # none of it.
+        held = frame[pos - 1] & (0x80 if self.lsb else 0x01) if pos else 0
+        fill = 0xFF if held else 0x00
+        op = self.r_op if tail and frame.count(fill, pos) == tail else self.rw_op
+        while pos < n:
+            room = self.chunk_read - self.read_len
+            if room <= 0:
                 self.flush()
                 continue
-            take = min(n - pos, cap)
-            self.data(view[pos : pos + take])
+            take = min(n - pos, room)
+            self.shift(op, view[pos : pos + take])
+            self.read_len += take
             pos += take
-            if pos == n:
-                self.cmd += self.cs_high
-                return
-            self.flush()
+        self.cmd += self.cs_high
 
 
 def plan_mpsse_batch(
@@ -244,41 +256,53 @@ def plan_mpsse_batch(
     gpio_value: int,
     gpio_dir: int,
     *,
+    tails: Sequence[int] | None = None,
     mode: int = 0,
-    max_read: int = DEFAULT_MAX_READ,
-    max_write: int = DEFAULT_MAX_WRITE,
-) -> list[MpsseRoundTrip]:
-    """Cut a batch into round trips within the FIFO budget (see the module docstring).
+    chunk_read: int = DEFAULT_MAX_READ // 2,
+) -> list[MpsseChunk]:
+    """Cut a batch's command stream into chunks of at most ``chunk_read`` read-back bytes.
 
-    Each round trip is what ``build_mpsse_batch`` produces for its frames (a frame split over
-    round trips has its CS-low in the first and its CS-high in the last), ending in
-    SEND_IMMEDIATE; the read-backs concatenated are the frames' bytes in order.
+    ``tails[i]``: how many bytes at the end of frame i are read back (the ``SpiBus``
+    contract); the bytes before them are clocked with the write-only command (AN_108 §3.2:
+    0x11 in mode 0), so nothing crosses USB for them. The chunks' read-backs, concatenated,
+    are the frames' tails in order. Chunks are cut on frame boundaries where a frame's tail
+    fits in one; a larger tail spans chunks with CS held low.
     """
-    planner = _Planner(cs_bit, gpio_value, gpio_dir, mode, max_read, max_write)
-    for frame in frames:
-        planner.frame(frame)
+    if tails is not None:
+        check_tails(frames, tails)
+    planner = _Planner(cs_bit, gpio_value, gpio_dir, mode, chunk_read)
+    for frame, tail in zip(frames, tails if tails is not None else map(len, frames),
+                           strict=True):
+        planner.frame(frame, tail)
     planner.flush()
-    return planner.trips
+    return planner.chunks
 
 
 def build_mpsse_batch(
-    frames: Sequence[bytes], cs_bit: int, gpio_value: int, gpio_dir: int, *, mode: int = 0
+    frames: Sequence[bytes],
+    cs_bit: int,
+    gpio_value: int,
+    gpio_dir: int,
+    *,
+    tails: Sequence[int] | None = None,
+    mode: int = 0,
 ) -> bytes:
-    """The whole batch as one MPSSE command stream, ignoring the FIFO budget.
+    """The whole batch as one MPSSE command stream, in one chunk.
 
-    Per frame: ``80 value&~CS dir`` (CS low), ``31 LenL LenH data`` (mode 0; 0x34 for mode 2),
-    ``80 value|CS dir`` (CS high); then ``87`` once. ``gpio_value``/``gpio_dir`` are the ADBUS
-    byte of the spare pins; SCK, MOSI and CS are forced to outputs, MISO to an input, SCK to its
-    idle level (low for mode 0, high for mode 2). The read-back is ``sum(map(len, frames))``.
+    Per frame: ``80 value&~CS dir`` (CS low), ``11 LenL LenH head`` for the bytes nobody
+    reads, ``31 LenL LenH tail`` for those read back (mode 0; 0x10 and 0x34 for mode 2),
+    ``80 value|CS dir`` (CS high); then ``87`` once if anything is read back.
+    ``gpio_value``/``gpio_dir`` are the ADBUS byte of the spare pins; SCK, MOSI and CS are
+    forced to outputs, MISO to an input, SCK to its idle level (low for mode 0, high for
+    mode 2).
     """
     if not frames:
         return b""
-    huge = 1 << 62
-    trips = plan_mpsse_batch(
-        frames, cs_bit, gpio_value, gpio_dir, mode=mode, max_read=huge, max_write=huge
+    chunks = plan_mpsse_batch(
+        frames, cs_bit, gpio_value, gpio_dir, tails=tails, mode=mode, chunk_read=1 << 62
     )
-    assert len(trips) == 1
-    return trips[0].command
+    assert len(chunks) == 1
+    return chunks[0].command
 
 
 FTDI_VID = 0x0403  # Future Technology Devices International's USB vendor id
@@ -337,10 +361,18 @@ def _new_ftdi() -> Any:
 class FtdiSpiBus:
     """SpiBus on an FT232H (or the A channel of an FT2232H) in MPSSE mode.
 
-    ``transfer_batch`` costs one ``write_data`` + one ``read_data_bytes`` per round trip (one
-    round trip unless the batch reads back more than the chip's FIFO; ``counters.calls`` counts
-    round trips). GPIO traffic of ``FtdiPin`` is counted in ``gpio_calls``, not in ``counters``.
-    Modes 0 and 2 only (modes 1 and 3 need the 3-phase clock trick, not done here).
+    ``transfer_batch`` is one round trip: the command stream goes out in chunks, each
+    written as soon as the FIFO towards the host has room for its read-back (pyftdi's
+    ``request_gen`` hook feeds them while the read goes on), so a batch of any size
+    costs one wait for the bridge; a batch that reads nothing back is one USB write and
+    no wait. Bytes the caller does not read (``tails``) are clocked write-only.
+    ``counters.calls`` counts batches; ``stats`` says what crossed USB. GPIO traffic of
+    ``FtdiPin`` is counted in ``gpio_calls``, not in ``counters``.
+
+    ``timeout_ms`` bounds each wait for the bridge (pyftdi's USB timeouts, 5 s by default,
+    are set to it): a bridge that stops answering, or is unplugged, fails the batch with
+    an ``OSError`` naming the URL within it. Modes 0 and 2 only (modes 1 and 3 need the
+    3-phase clock trick, not done here).
     """
 
     # What one round trip (one USB 2.0 high-speed write + read) costs beyond clocking:
@@ -356,19 +388,22 @@ class FtdiSpiBus:
         *,
         latency_ms: int = 16,
         max_read: int | None = None,
-        max_write: int = DEFAULT_MAX_WRITE,
+        timeout_ms: float = DEFAULT_TIMEOUT_MS,
     ) -> None:
         if not 3 <= cs_pin <= 7:
             raise ValueError(f"cs_pin must be an ADBUS bit 3..7, not {cs_pin}")
+        if not 1 <= timeout_ms <= 600_000:
+            raise ValueError(f"timeout_ms must be 1..600000, not {timeout_ms}")
         _rw_opcode(mode)
         self.url = url
         self.mode = mode
         self.cs_pin = cs_pin
         self.divisor = mpsse_clock_divisor(speed_hz)
         self.speed_hz = mpsse_clock_hz(self.divisor)  # what SCK really runs at
-        self.max_write = max_write
         self.max_read = max_read if max_read is not None else DEFAULT_MAX_READ
+        self.timeout_ms = float(timeout_ms)
         self.counters = BusCounters()
+        self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.gpio_calls = 0
         cs = 1 << cs_pin
         # 16-bit GPIO state: ADBUS in the low byte, ACBUS in the high byte.
@@ -389,11 +424,13 @@ class FtdiSpiBus:
             raise HardwareNotFound(url, "FT232H not found", _HINT) from exc
         self._ftdi = ftdi
         try:
+            wait_ms = max(1, round(self.timeout_ms))
+            ftdi.timeouts = (wait_ms, wait_ms)
             if max_read is None:
                 self.max_read = min(int(size) for size in ftdi.fifo_sizes)
             setup = build_mpsse_setup(speed_hz, self._gpio_value, self._gpio_dir)
             ftdi.write_data(setup + bytes((SYNC_BAD_COMMAND, SEND_IMMEDIATE)))
-            reply = self._read_exact(2, 0.5)
+            reply = self._read_exact(2)
         except Exception as exc:
             self.close()
             raise HardwareNotFound(url, "MPSSE set-up failed", _HINT) from exc
@@ -409,47 +446,59 @@ class FtdiSpiBus:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         ftdi = self._require_open()
         if not frames:
+            if tails is not None:
+                check_tails(frames, tails)
             return []
-        trips = plan_mpsse_batch(
+        chunks = plan_mpsse_batch(
             frames,
             self.cs_pin,
             self._gpio_value & 0xFF,
             self._gpio_dir & 0xFF,
+            tails=tails,
             mode=self.mode,
-            max_read=self.max_read,
-            max_write=self.max_write,
+            chunk_read=max(1, self.max_read // 2),
         )
-        rx = bytearray()
+        feed = _Feed(chunks, self.max_read)
+        st = self.stats
         try:
-            for trip in trips:
-                ftdi.write_data(trip.command)
-                self.counters.calls += 1
-                if trip.read_len:
-                    timeout_s = 0.5 + 2 * 8 * trip.read_len / self.speed_hz
-                    rx += self._read_exact(trip.read_len, timeout_s)
+            self._write(feed.first())
+            self.counters.calls += 1
+            rx = b""
+            if feed.total:
+                st["round_trips"] += 1
+                clock_s = 2 * 8 * sum(map(len, frames)) / self.speed_hz
+                rx = self._read_exact(feed.total, clock_s, feed)
+            else:
+                st["write_only_batches"] += 1
         except OSError:
             # Late bytes of a failed round trip must not be read as the next batch's answer.
             purge = getattr(ftdi, "purge_buffers", None)
             if purge is not None:
-                purge()
+                with contextlib.suppress(Exception):
+                    purge()
             raise
+        st["usb_writes"] += feed.writes
+        st["command_bytes"] += feed.sent_bytes
+        st["read_back_bytes"] += len(rx)
         out: list[bytes] = []
         offset = 0
-        for frame in frames:
-            n = len(frame)
-            out.append(bytes(rx[offset : offset + n]))
+        for n in tails if tails is not None else map(len, frames):
+            out.append(rx[offset : offset + n])
             offset += n
-        self.counters.bytes += offset
+        self.counters.bytes += sum(map(len, frames))
         self.counters.transactions += len(frames)
         return out
 
     def close(self) -> None:
         ftdi, self._ftdi = self._ftdi, None
         if ftdi is not None:
-            ftdi.close()
+            with contextlib.suppress(Exception):  # an unplugged device cannot be released
+                ftdi.close()
 
     def __enter__(self) -> FtdiSpiBus:
         return self
@@ -471,7 +520,7 @@ class FtdiSpiBus:
 
     def drive_gpio(self, bit: int, level: bool) -> None:
         """Make ``bit`` an output at ``level``: one USB write, no read."""
-        ftdi = self._require_open()
+        self._require_open()
         mask = 1 << bit
         self._gpio_dir |= mask
         self._gpio_value = (self._gpio_value | mask) if level else (self._gpio_value & ~mask)
@@ -479,15 +528,15 @@ class FtdiSpiBus:
             cmd = (SET_BITS_LOW, self._gpio_value & 0xFF, self._gpio_dir & 0xFF)
         else:
             cmd = (SET_BITS_HIGH, self._gpio_value >> 8 & 0xFF, self._gpio_dir >> 8 & 0xFF)
-        ftdi.write_data(bytes(cmd))
+        self._write(bytes(cmd))
         self.gpio_calls += 1
 
     def sample_gpio(self, bit: int) -> bool:
         """The level on pin ``bit``: one USB write + one 1-byte read."""
-        ftdi = self._require_open()
-        ftdi.write_data(bytes((GET_BITS_LOW if bit < 8 else GET_BITS_HIGH, SEND_IMMEDIATE)))
+        self._require_open()
+        self._write(bytes((GET_BITS_LOW if bit < 8 else GET_BITS_HIGH, SEND_IMMEDIATE)))
         self.gpio_calls += 1
-        value = self._read_exact(1, 0.5)[0]
+        value = self._read_exact(1)[0]
         return bool(value >> (bit & 7) & 1)
 
     # -- internals -------------------------------------------------------------------------
@@ -496,18 +545,98 @@ class FtdiSpiBus:
             raise OSError(errno.EBADF, f"{self.url}: bus is closed")
         return self._ftdi
 
-    def _read_exact(self, n: int, timeout_s: float) -> bytes:
-        """Read exactly ``n`` payload bytes (pyftdi strips the status bytes) or raise EIO."""
+    def _write(self, data: bytes) -> None:
+        if not data:
+            return
+        ftdi = self._require_open()
+        try:
+            ftdi.write_data(data)
+        except Exception as exc:
+            raise self._usb_error("write", exc) from exc
+
+    def _read_exact(
+        self, n: int, clock_s: float = 0.0, feed: Callable[[int], bytes] | None = None
+    ) -> bytes:
+        """Read exactly ``n`` payload bytes (pyftdi strips the status bytes), feeding more
+        commands with ``feed`` as the read-back comes in, within ``timeout_ms`` plus the
+        time the bits take to clock (``clock_s``); else raise ETIMEDOUT (EIO when the
+        bridge answered in part)."""
         ftdi = self._require_open()
         got = bytearray()
-        deadline = time.monotonic() + timeout_s
+        deadline = time.monotonic() + self.timeout_ms / 1000 + clock_s
         while len(got) < n:
-            got += ftdi.read_data_bytes(n - len(got), 4)
+            try:
+                got += ftdi.read_data_bytes(n - len(got), 4, feed)
+            except Exception as exc:
+                raise self._usb_error("read", exc) from exc
             if len(got) < n and time.monotonic() > deadline:
+                code = errno.EIO if got else errno.ETIMEDOUT
                 raise OSError(
-                    errno.EIO, f"{self.url}: FT232H returned {len(got)} of {n} bytes in time"
+                    code,
+                    f"{self.url}: the FT232H returned {len(got)} of {n} bytes within "
+                    f"{self.timeout_ms:g} ms (bus.timeout_ms)",
                 )
         return bytes(got)
+
+    def _usb_error(self, what: str, exc: BaseException) -> OSError:
+        """pyftdi's and pyusb's errors as one OSError naming the bridge and what to check."""
+        code = _errno_of(exc)
+        if code == errno.ENODEV:
+            return OSError(code, f"{self.url}: the FT232H is gone (unplugged?); {_HINT}")
+        if code == errno.ETIMEDOUT or "timeout" in str(exc).lower():
+            return OSError(
+                errno.ETIMEDOUT,
+                f"{self.url}: the FT232H did not answer a USB {what} within "
+                f"{self.timeout_ms:g} ms (bus.timeout_ms): a wedged bridge; replug it",
+            )
+        return OSError(code or errno.EIO, f"{self.url}: USB {what} failed: {exc}")
+
+
+class _Feed:
+    """The chunks of one batch, handed out as the FIFO towards the host has room for their
+    read-back: the first call writes what fits before anything is read, then pyftdi's
+    ``read_data_bytes`` calls it with the bytes it still waits for after every packet."""
+
+    def __init__(self, chunks: list[MpsseChunk], fifo: int) -> None:
+        self.chunks = chunks
+        self.fifo = fifo
+        self.total = sum(c.read_len for c in chunks)
+        self.next = 0
+        self.sent_read = 0  # read-back of the chunks written so far
+        self.sent_bytes = 0
+        self.writes = 0
+
+    def _take(self, received: int) -> bytes:
+        room = self.fifo - (self.sent_read - received)
+        out = bytearray()
+        while self.next < len(self.chunks) and self.chunks[self.next].read_len <= room:
+            chunk = self.chunks[self.next]
+            out += chunk.command
+            room -= chunk.read_len
+            self.sent_read += chunk.read_len
+            self.next += 1
+        if out:
+            self.sent_bytes += len(out)
+            self.writes += 1
+        return bytes(out)
+
+    def first(self) -> bytes:
+        return self._take(0)
+
+    def __call__(self, still_wanted: int) -> bytes:
+        return self._take(self.total - still_wanted)
+
+
+def _errno_of(exc: BaseException | None) -> int | None:
+    """The errno of ``exc`` or of what it was raised from (pyftdi wraps pyusb's USBError)."""
+    seen = 0
+    while exc is not None and seen < 8:
+        code = getattr(exc, "errno", None) or getattr(exc, "backend_error_code", None)
+        if isinstance(code, int) and code > 0:
+            return code
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 class FtdiPin:

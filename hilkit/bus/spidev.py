@@ -30,7 +30,7 @@ import struct
 from collections.abc import Sequence
 
 from hilkit.port.errors import HardwareNotFound
-from hilkit.port.spi import BusCounters
+from hilkit.port.spi import BusCounters, check_tails
 
 __all__ = [
     "BUFSIZ_PATH",
@@ -115,13 +115,20 @@ def spi_ioc_message(n: int) -> int:
 
 
 def build_transfer_array(
-    frames: Sequence[bytes], tx_addr: int, rx_addr: int, speed_hz: int, bits: int
+    frames: Sequence[bytes],
+    tx_addr: int,
+    rx_addr: int,
+    speed_hz: int,
+    bits: int,
+    tails: Sequence[int] | None = None,
 ) -> bytes:
     """The ``struct spi_ioc_transfer[len(frames)]`` for frames laid end to end in two buffers.
 
     Frame ``i`` is read from ``tx_addr + offset_i`` and written to ``rx_addr + offset_i`` where
     ``offset_i`` is the total length of the frames before it. ``cs_change`` is 1 on every
     transfer but the last, so CS rises between frames and stays released after the message.
+    A frame whose tail is 0 (``hilkit.port.SpiBus``: nothing of its reply is read) gets
+    ``rx_buf = 0``: spidev then copies nothing back for it (spidev.c, spidev_message()).
     """
     out = bytearray(len(frames) * SPI_IOC_TRANSFER_SIZE)
     offset = 0
@@ -132,7 +139,7 @@ def build_transfer_array(
             out,
             i * SPI_IOC_TRANSFER_SIZE,
             tx_addr + offset,  # tx_buf
-            rx_addr + offset,  # rx_buf
+            rx_addr + offset if tails is None or tails[i] else 0,  # rx_buf
             n,  # len
             speed_hz,  # speed_hz
             0,  # delay_usecs
@@ -285,13 +292,23 @@ class SpidevBus:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         fd = self._require_open()
+        if tails is not None:
+            check_tails(frames, tails)
         if not frames:
             return []
         results: list[bytes] = []
         for group in split_batch(frames, self._max_transfers, self.bufsiz, align=self.dma_align):
-            results.extend(self._message(fd, [frames[i] for i in group]))
+            results.extend(
+                self._message(
+                    fd,
+                    [frames[i] for i in group],
+                    None if tails is None else [tails[i] for i in group],
+                )
+            )
         self.counters.bytes += sum(len(f) for f in frames)
         self.counters.transactions += len(frames)
         return results
@@ -316,14 +333,16 @@ class SpidevBus:
             raise OSError(errno.EBADF, f"{self.path}: bus is closed")
         return self._fd
 
-    def _message(self, fd: int, frames: list[bytes]) -> list[bytes]:
+    def _message(self, fd: int, frames: list[bytes], tails: list[int] | None) -> list[bytes]:
         """One SPI_IOC_MESSAGE: contiguous tx/rx buffers, one transfer array."""
         tx = bytearray(b"".join(frames))
         rx = bytearray(len(tx))
         tx_addr, tx_view = _buffer_address(tx)
         rx_addr, rx_view = _buffer_address(rx)
         array = bytearray(
-            build_transfer_array(frames, tx_addr, rx_addr, self.speed_hz, self.bits_per_word)
+            build_transfer_array(
+                frames, tx_addr, rx_addr, self.speed_hz, self.bits_per_word, tails
+            )
         )
         self.counters.calls += 1
         try:
@@ -335,12 +354,15 @@ class SpidevBus:
             half = len(frames) // 2
             self._max_transfers = min(self._max_transfers, half)
             del tx_view, rx_view
-            return self._message(fd, frames[:half]) + self._message(fd, frames[half:])
+            return self._message(
+                fd, frames[:half], None if tails is None else tails[:half]
+            ) + self._message(fd, frames[half:], None if tails is None else tails[half:])
         del tx_view, rx_view  # the kernel is done with the addresses
         out: list[bytes] = []
         offset = 0
-        for frame in frames:
+        for i, frame in enumerate(frames):
             n = len(frame)
-            out.append(bytes(rx[offset : offset + n]))
+            t = n if tails is None else tails[i]
+            out.append(bytes(rx[offset + n - t : offset + n]))
             offset += n
         return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import errno
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from hilkit.port.device import (
     random_mac,
 )
 from hilkit.port.pin import Edge, Pin
-from hilkit.port.spi import SpiBus
+from hilkit.port.spi import SpiBus, reply_tails
 
 __all__ = ["SpiNic", "Tx", "bus_label", "random_mac"]
 
@@ -101,6 +102,7 @@ class SpiNic:
         self._mac = mac
         self._bus = bus
         self._bus_label = bus_label(bus)
+        self._bus_takes_tails = _takes_tails(bus)
         self._reset_pin = reset
         self._irq = irq
         self._clock: Clock = clock if clock is not None else MonotonicClock()
@@ -155,7 +157,7 @@ class SpiNic:
             outcome = self._send(data, retry=True)
         except OSError as e:
             self._log.warning("%s: bus error during send: %s", self.name, e)
-            self._bus_failed()
+            self._bus_error(e)
             outcome = Tx.ERROR
         if outcome is Tx.SENT:
             c.tx_frames += 1
@@ -177,7 +179,7 @@ class SpiNic:
         except OSError as e:
             self._log.warning("%s: bus error during poll: %s", self.name, e)
             self.counters.rx_errors += 1
-            self._bus_failed()
+            self._bus_error(e)
         return out
 
     def fileno(self) -> int | None:
@@ -196,7 +198,8 @@ class SpiNic:
             return
         self._closed = True
         with contextlib.suppress(OSError):  # a bus that is gone has nothing left to close
-            self._bus.transfer_batch(self._close_frames())
+            frames = self._close_frames()
+            self._transfer(frames, [0] * len(frames))  # no reply is read
 
     # -- conveniences ---------------------------------------------------------------------
 
@@ -236,6 +239,15 @@ class SpiNic:
         self._polls += 1
         return self._polls % self.HEALTH_EVERY == 0
 
+    def _bus_error(self, e: OSError) -> None:
+        """A transfer raised. A bus whose bridge is gone (ENODEV) or stopped answering
+        (ETIMEDOUT, after its own timeout) will fail the next call the same way: the chip
+        is taken for dead now, so polls probe it every REPROBE_MS instead of each waiting
+        out that timeout again."""
+        self._bus_failed()
+        if e.errno in (errno.ENODEV, errno.ETIMEDOUT):
+            self._go_dead(str(e))
+
     def _go_dead(self, why: str) -> None:
         if not self._dead:
             self._log.warning("%s: the chip stopped answering: %s", self.name, why)
@@ -256,9 +268,15 @@ class SpiNic:
 
     # -- plumbing -------------------------------------------------------------------------
 
-    def _transfer(self, frames: list[bytes]) -> list[bytes]:
-        """One ``transfer_batch``; replies missing are a bus error, as if it had raised."""
-        raw = self._bus.transfer_batch(frames)
+    def _transfer(self, frames: list[bytes], tails: list[int] | None = None) -> list[bytes]:
+        """One ``transfer_batch``; replies missing are a bus error, as if it had raised.
+
+        ``tails``: what is read of each reply (``SpiBus``); a bridge carries back no more.
+        """
+        if tails is None or self._bus_takes_tails:
+            raw = self._bus.transfer_batch(frames, tails)
+        else:
+            raw = reply_tails(self._bus.transfer_batch(frames), tails)
         if len(raw) != len(frames):
             raise OSError(
                 errno.EIO, f"{self._bus_label}: {len(raw)} replies to {len(frames)} transfers"
@@ -276,6 +294,17 @@ class SpiNic:
     def _check_open(self) -> None:
         if self._closed:
             raise DeviceClosed(errno.EBADF, f"{self.name} is closed")
+
+
+def _takes_tails(bus: SpiBus) -> bool:
+    """Whether ``bus.transfer_batch`` has the ``tails`` parameter; a bus written before the
+    contract had it gets whole replies asked for, and cut here."""
+    try:
+        params = inspect.signature(bus.transfer_batch).parameters
+    except (TypeError, ValueError):  # a builtin or C callable: assume the current contract
+        return True
+    return "tails" in params or any(
+        p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) for p in params.values())
 
 
 def _as_bytes(frame: bytes | bytearray | memoryview) -> bytes:

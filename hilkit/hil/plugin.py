@@ -151,13 +151,33 @@ def require_kernel_peer(built: BuiltRigLike, what: str) -> None:
 def usb_stats(built: BuiltRigLike) -> dict[str, float]:
     """The virtual USB bus's counters for the rig's device model ({} on other rigs):
     ``docs/hardware/usb.md``, "Stats"."""
-    bus, model = getattr(built, "usb_bus", None), getattr(built, "model", None)
+    bus = getattr(built, "usb_bus", None)
+    model = getattr(built, "usb_model", None) or getattr(built, "model", None)
     if bus is None or model is None or not callable(getattr(bus, "stats", None)):
         return {}
     try:
         return {k: v for k, v in bus.stats(model).items() if isinstance(v, (int, float))}
     except Exception:  # unplugged for good, or a bus of another package's making
         return {}
+
+
+def bridge_stats(built: BuiltRigLike) -> dict[str, float]:
+    """What the rig's SPI bus says crossed its USB bridge ({} on buses without one): the
+    bus's ``stats`` (``hilkit.bus.ftdi.STAT_KEYS``), and ``spi_clock_s`` of the FT232H
+    model when the bridge is one (``docs/hardware/ft232h.md``, "The FT232H model")."""
+    bus = getattr(built, "bus", None)
+    st = getattr(bus, "stats", None)
+    if not isinstance(st, Mapping) or "round_trips" not in st:
+        return {}
+    out = {k: float(v) for k, v in st.items()
+           if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    try:
+        clock = getattr(getattr(built, "usb_model", None), "spi_clock_s", None)
+    except Exception:  # a model of another package's making
+        clock = None
+    if isinstance(clock, (int, float)) and not isinstance(clock, bool):
+        out["spi_clock_s"] = float(clock)
+    return out
 
 
 def is_slow_sim(built: BuiltRigLike) -> bool:
@@ -600,6 +620,9 @@ class HilSession:
         usb = usb_stats(built)
         if usb:
             out["usb"] = usb
+        bridge = bridge_stats(built)
+        if bridge:
+            out["bridge"] = bridge
         return out
 
     def run_bus_figures(self) -> dict[str, tuple[float, str]]:

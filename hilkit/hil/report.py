@@ -259,6 +259,51 @@ def usb_figures(*, stats: Mapping[str, float], rx_frames: int, tx_frames: int,
     return out
 
 
+def bridge_figures(*, bridge: Mapping[str, float], usb: Mapping[str, float], spi_bytes: float,
+                   frames: int, frame_bytes: int, idle_calls: int = 0,
+                   speed_hz: float | None = None, spi_bytes_per_data_byte: float | None = None,
+                   ) -> dict[str, tuple[float, str]]:
+    """The figures of an SPI bus behind a USB bridge (an FT232H) over a stretch.
+
+    ``bridge`` holds deltas of the bus's ``stats`` (``hilkit.bus.ftdi.STAT_KEYS``) and,
+    when the bridge is a model on the virtual USB bus, ``spi_clock_s``: what its MPSSE spent
+    clocking bits at the clock it ran. ``usb`` holds the virtual bus's counter deltas.
+
+    - ``usb_round_trips_per_frame``: batches that waited for the bridge's read-back, per
+      Ethernet frame (polls that found nothing, ``idle_calls``, taken out as for
+      ``bus_calls_per_frame``); ``usb_writes_per_frame``: the command writes they took
+      (a round trip feeds its chunks while it reads).
+    - ``usb_bytes_per_spi_byte``: command bytes out and read-back in per byte clocked.
+    - ``bridge_silicon_s``: the MPSSE's clocking plus the USB bus time of the traffic (USB
+      2.0 §5.8 transaction times on the virtual bus), added as if they never overlapped;
+      host turnaround is not in it (``usb_round_trips_per_frame`` says how often it is paid).
+      ``bridge_pct_of_spi_ceiling``: the frame-byte rate over that time as a share of the
+      chip's SPI ceiling at the rig's clock, ``speed_hz / 8 / spi_bytes_per_data_byte``.
+    """
+    out: dict[str, tuple[float, str]] = {}
+
+    def g(m: Mapping[str, float], k: str) -> float:
+        return float(m.get(k, 0))
+
+    if frames > 0:
+        trips = max(g(bridge, "round_trips") - idle_calls, 0.0)
+        out["usb_round_trips_per_frame"] = (trips / frames, "1/frame")
+        out["usb_writes_per_frame"] = (g(bridge, "usb_writes") / frames, "1/frame")
+    if spi_bytes > 0:
+        moved = g(bridge, "command_bytes") + g(bridge, "read_back_bytes")
+        out["usb_bytes_per_spi_byte"] = (moved / spi_bytes, "B/B")
+    silicon = g(bridge, "spi_clock_s") + g(usb, "usb_bus_time_s")
+    if "spi_clock_s" in bridge and "usb_bus_time_s" in usb and silicon > 0:
+        out["bridge_silicon_s"] = (silicon, "s")
+        if frame_bytes > 0:
+            rate = frame_bytes / silicon
+            out["bridge_silicon_frame_MBps"] = (rate / 1e6, "MB/s")
+            if speed_hz and spi_bytes_per_data_byte:
+                ceiling = speed_hz / 8 / spi_bytes_per_data_byte
+                out["bridge_pct_of_spi_ceiling"] = (100.0 * rate / ceiling, "%")
+    return out
+
+
 def driver_figures(stats: Mapping[str, int], frames: int,
                    skip: Iterable[str] = ("bus_calls",),
                    always: Iterable[str] = ("idle_polls",)) -> dict[str, tuple[float, str]]:

@@ -13,7 +13,7 @@ from hilkit.port.impair import ImpairCounters, ImpairedDevice, Impairment
 from hilkit.port.model import ChipModel
 from hilkit.port.nic import Nic, NicError
 from hilkit.port.pin import Edge, Pin
-from hilkit.port.spi import BusCounters, SpiBus
+from hilkit.port.spi import BusCounters, SpiBus, check_tails, reply_tails
 
 __all__ = [
     "BusCounters",
@@ -35,5 +35,7 @@ __all__ = [
     "NicError",
     "Pin",
     "SpiBus",
+    "check_tails",
     "max_frame_len",
+    "reply_tails",
 ]

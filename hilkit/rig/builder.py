@@ -97,6 +97,7 @@ class BuiltRig:
     nic: Nic | None = None  # the driver's NIC registration; None for a driver without one
     usb: UsbTarget | None = None  # a USB NIC: the backend and what the driver looks for
     usb_bus: Any = None  # the virtual USB bus a device model is plugged into, else None
+    usb_model: Any = None  # the device model plugged into it: the NIC's, or an FT232H's
 
     def kernel_mac(self) -> bytes:
         """The MAC address of the kernel's interface in the namespace."""
@@ -494,10 +495,12 @@ def build(
         model: Any = None
         usb: UsbTarget | None = None
         usb_bus: Any = None
+        usb_model: Any = None
         if rig.bus is not None and rig.bus.kind == "usb":
             usb, model, usb_bus = _make_usb(es, rig, rig.bus, wire, clock)
+            usb_model = model if usb_bus is not None else None
         elif rig.bus is not None:
-            bus, model = _make_bus(es, rig, rig.bus, wire, clock)
+            bus, model, usb_bus, usb_model = _make_bus(es, rig, rig.bus, wire, clock)
         pins = _make_pins(es, rig, bus, model)
 
         device = _make_driver(es, rig, ns, bus or usb, pins, in_netns_driver, clock)
@@ -521,7 +524,7 @@ def build(
             kernel_ip=peer.ip, kernel_prefix=peer.prefix,
             dut_ip=dut.ip, dut_netmask=dut.netmask, gateway=dut.gateway,
             peer_interface=peer.interface, wire=wire, driver_device=driver_device,
-            nic=_driver_nic(rig), usb=usb, usb_bus=usb_bus,
+            nic=_driver_nic(rig), usb=usb, usb_bus=usb_bus, usb_model=usb_model,
         )
 
 
@@ -602,17 +605,21 @@ def _run(argv: list[str]) -> str:
 
 
 def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
-              clock: Clock) -> tuple[SpiBus, Any]:
+              clock: Clock) -> tuple[SpiBus, Any, Any, Any]:
+    """(the bus, the chip model or None, the virtual USB bus and the FT232H model on it when
+    an ftdi bus's USB is made virtual, else None, None)."""
     bus: Any
     model: Any = None
+    vbus: Any = None
+    bridge: Any = None
     if spec.kind == "spidev":
         bus = _load("hilkit.bus.spidev", "SpidevBus")(spec.device, spec.speed_hz, spec.mode)
     elif spec.kind == "ftdi":
         if spec.model is not None:  # the USB made virtual: an FT232H model, the chip on it
             model = _make_model(rig, spec, wire, clock)
-            _plug_ft232h(es, rig, spec, model)
+            vbus, bridge = _plug_ft232h(es, rig, spec, model)
         bus = _load("hilkit.bus.ftdi", "FtdiSpiBus")(
-            spec.url, spec.speed_hz, spec.cs_pin, spec.mode)
+            spec.url, spec.speed_hz, spec.cs_pin, spec.mode, timeout_ms=spec.timeout_ms)
     elif spec.kind == "sim":
         model = bus = _make_model(rig, spec, wire, clock)
     else:
@@ -633,7 +640,7 @@ def _make_bus(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
             {"python": "bus.factory", "sim": "bus.model"}.get(spec.kind, "bus.kind"),
             f"{type(bus).__name__} is not an SpiBus (needs counters, transfer, "
             f"transfer_batch, close)")])
-    return bus, model
+    return bus, model, vbus, bridge
 
 
 def _make_usb(es: ExitStack, rig: Rig, spec: BusSpec, wire: Device | None,
@@ -662,11 +669,11 @@ def _virtual_bus(rig: Rig, spec: BusSpec, what: str) -> Any:
     return default_bus()
 
 
-def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> None:
+def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> tuple[Any, Any]:
     """An FT232H model on the virtual USB bus with ``chip`` (an SPI chip model) on its pins,
     and pyftdi pointed at that bus for the rig's lifetime (``docs/hardware/ft232h.md``): the
     ``ftdi`` bus code and pyftdi then run as on hardware. The rig's ftdi pins reach the
-    chip's /RESET and /INT lines through the FT232H's GPIO bits."""
+    chip's /RESET and /INT lines through the FT232H's GPIO bits. (the bus, the model)"""
     from hilkit.bus.ftdi import parse_url
     from hilkit.sim.usb.ft232h import Ft232hModel, pyftdi_backend
 
@@ -695,6 +702,7 @@ def _plug_ft232h(es: ExitStack, rig: Rig, spec: BusSpec, chip: Any) -> None:
     es.enter_context(pyftdi_backend(spec.backend or ""))
     vbus.plug(ft)
     es.callback(_shielded, lambda: vbus.unplug(ft, close=True) if vbus.plugged(ft) else None)
+    return vbus, ft
 
 
 def _make_model(rig: Rig, spec: BusSpec, wire: Device | None, clock: Clock) -> Any:

@@ -68,6 +68,7 @@ MAX_MTU: Final = 9216
 DEFAULT_TAP_NAME: Final = "hk0"
 # sim: the NIC's own spi_max_hz when it registers one, else this
 DEFAULT_SPEED_HZ: Final = {"spidev": 8_000_000, "ftdi": 6_000_000, "sim": 8_000_000}
+DEFAULT_FTDI_TIMEOUT_MS: Final = 1000.0  # bus.timeout_ms of an ftdi bus (pyftdi's own: 5 s)
 FTDI_SPI_BITS: Final = (0, 1, 2)  # ADBUS0..2: SCK, MOSI, MISO (docs/hardware/ft232h.md §5)
 
 # Parameters the builder supplies to a driver itself; a rig file cannot set them.
@@ -80,8 +81,8 @@ _TOP_KEYS: Final = (
 )
 _BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "spidev": ("kind", "device", "speed_hz", "mode"),
-    "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode", "backend", "model", "seed", "faults",
-             "timing"),
+    "ftdi": ("kind", "url", "speed_hz", "cs_pin", "mode", "timeout_ms", "backend", "model", "seed",
+             "faults", "timing"),
     "sim": ("kind", "model", "speed_hz", "seed", "faults", "timing"),
     "usb": ("kind", "id", "serial", "port", "backend", "model", "seed", "faults", "options"),
     "python": ("kind", "factory"),  # plus free parameters
@@ -172,6 +173,7 @@ class BusSpec:
     speed_hz: int | None = None  # spidev, ftdi; sim: the clock figures assume
     mode: int = 0  # SPI mode 0..3 (spidev, ftdi)
     cs_pin: int | None = None  # ftdi: ADBUS bit driven as chip select
+    timeout_ms: float | None = None  # ftdi: one wait for the bridge before it counts as wedged
     factory: str | None = None  # python: "module:callable"
     model: str | None = None  # sim, usb: the registered NIC whose model is the device
     seed: int | None = None  # sim, usb: seed of the model's fault randomness
@@ -838,6 +840,8 @@ class _Validator:
                                      default=speed_default),
                 mode=self.ftdi_mode(tbl),
                 cs_pin=cs,
+                timeout_ms=self.float_in(tbl, "bus", "timeout_ms", 1, 600_000,
+                                         default=DEFAULT_FTDI_TIMEOUT_MS),
                 backend=v.backend, model=v.model, seed=v.seed,
                 faults=_frozen(v.tables.get("faults")), timing=_frozen(v.tables.get("timing")),
             )

@@ -40,7 +40,7 @@ from typing import ClassVar, Protocol
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import Device, DeviceClosed
 from hilkit.port.pin import Edge
-from hilkit.port.spi import BusCounters
+from hilkit.port.spi import BusCounters, check_tails
 from hilkit.sim.pins import SimPin
 
 DEFAULT_WIRE_BUDGET = 64  # frames pulled from the wire per touch
@@ -242,14 +242,26 @@ class ChipModel:
             self._after_call()
             return out
 
-    def transfer_batch(self, frames: Sequence[bytes | bytearray | memoryview]) -> list[bytes]:
+    def transfer_batch(
+        self,
+        frames: Sequence[bytes | bytearray | memoryview],
+        tails: Sequence[int] | None = None,
+    ) -> list[bytes]:
+        if tails is not None:
+            check_tails(frames, tails)  # before anything reaches the chip, as a bridge would
         with self._lock:
             self._check_open()
             self.counters.calls += 1
             self._touch_locked()
-            out = [self._transaction(bytes(f)) for f in frames]
+            if tails is None:
+                out = [self._transaction(bytes(f)) for f in frames]
+            else:
+                # The chip clocks every byte either way; only the caller's view is cut,
+                # in the same pass (a hot path: tails were checked above).
+                out = [(x := self._transaction(bytes(f)))[len(x) - t :]
+                       for f, t in zip(frames, tails, strict=True)]
             self._after_call()
-            return out
+        return out
 
     # -- one transaction as a stream (optional; docs/porting.md, "Chip models") ---------------
 

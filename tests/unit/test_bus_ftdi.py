@@ -1,10 +1,13 @@
-"""FT232H MPSSE bus without hardware: command streams byte by byte, the clock divisor, round-trip
+"""FT232H MPSSE bus without hardware: command streams byte by byte, the clock divisor, chunk
 planning, and FtdiSpiBus/FtdiPin against a fake pyftdi ``Ftdi`` that interprets MPSSE."""
 
 from __future__ import annotations
 
+import errno
+import random
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,7 +16,7 @@ from hilkit.bus import ftdi as fb
 from hilkit.bus.ftdi import (
     FtdiPin,
     FtdiSpiBus,
-    MpsseRoundTrip,
+    MpsseChunk,
     build_mpsse_batch,
     build_mpsse_setup,
     mpsse_clock_divisor,
@@ -97,7 +100,7 @@ def test_batch_forces_spi_pins_and_mode_2() -> None:
 
 def test_batch_empty_and_unsupported() -> None:
     assert build_mpsse_batch([], 3, 0x08, 0x0B) == b""
-    assert build_mpsse_batch([b""], 3, 0x08, 0x0B) == H("80000b80080b87")
+    assert build_mpsse_batch([b""], 3, 0x08, 0x0B) == H("80000b80080b")  # nothing to read
     with pytest.raises(ValueError):
         build_mpsse_batch([b"\x00"], 3, 0, 0, mode=1)
     with pytest.raises(ValueError):
@@ -113,7 +116,39 @@ def test_batch_frame_longer_than_one_command() -> None:
     assert got[6 + 65536 + 3 :] == frame[65536:] + H("80080b87")
 
 
-# --- round trips within the FIFO ---------------------------------------------------------------
+def test_batch_tails_write_only_heads() -> None:
+    frames = [H("f00001aa"), H("0f000200"), H("0102")]
+    # a W5100 write reads nothing, a read only its 4th byte; tail 2 of 2 is all full duplex
+    got = build_mpsse_batch(frames, 3, 0x08, 0x0B, tails=[0, 1, 2])
+    assert got == H(
+        "80000b" "110300" "f00001aa" "80080b"  # write-only: 0x11, nothing comes back
+        "80000b" "110200" "0f0002" "200000" "80080b"  # 3 bytes written, the 4th read (MOSI low)
+        "80000b" "310100" "0102" "80080b"
+        "87"
+    )
+    write_only = build_mpsse_batch(frames[:1], 3, 0x08, 0x0B, tails=[0])
+    assert write_only == H("80000b110300f00001aa80080b")
+    # mode 2 writes on the rising edge: 0x10
+    assert build_mpsse_batch([H("aa")], 3, 0x08, 0x0B, tails=[0], mode=2)[3] == 0x10
+    with pytest.raises(ValueError, match="tails"):
+        build_mpsse_batch(frames, 3, 0x08, 0x0B, tails=[0, 1])
+    with pytest.raises(ValueError, match="tails"):
+        build_mpsse_batch(frames, 3, 0x08, 0x0B, tails=[0, 1, 3])
+
+
+def test_batch_reads_without_writing_what_mosi_holds() -> None:
+    # an ENC28J60 RBM: opcode 3A (last bit 0), then dummy zeros: read-only 0x20, no data
+    assert build_mpsse_batch([H("3a000000")], 3, 0x08, 0x0B, tails=[3]) == H(
+        "80000b" "110000" "3a" "200200" "80080b" "87")
+    # after an odd byte MOSI is high: 0xff dummies are what it holds, zeros are not
+    assert build_mpsse_batch([H("01ffff")], 3, 0x08, 0x0B, tails=[2])[6:10] == H("01200100")
+    assert build_mpsse_batch([H("010000")], 3, 0x08, 0x0B, tails=[2])[6:10] == H("01310100")
+    # at CS low MOSI is low (the SET_BITS_LOW clears it): a frame of zeros is read-only
+    assert build_mpsse_batch([bytes(4)], 3, 0x08, 0x0B) == H("80000b20030080080b87")
+    assert build_mpsse_batch([bytes(4)], 3, 0x08, 0x0B, mode=2)[3] == 0x24
+
+
+# --- chunks within the FIFO ----------------------------------------------------------------------
 
 
 def _frame_stream(n: int, data: bytes) -> bytes:
@@ -121,48 +156,56 @@ def _frame_stream(n: int, data: bytes) -> bytes:
 
 
 def test_plan_splits_on_frame_boundaries() -> None:
-    frames = [i.to_bytes(4, "big") for i in range(300)]
-    trips = plan_mpsse_batch(frames, 3, 0x08, 0x0B, max_read=1024)
-    assert [t.read_len for t in trips] == [1024, 176]
-    assert trips[0].command == b"".join(_frame_stream(4, f) for f in frames[:256]) + H("87")
-    assert trips[1].command == b"".join(_frame_stream(4, f) for f in frames[256:]) + H("87")
-    # one round trip when it fits
-    assert plan_mpsse_batch(frames[:256], 3, 0x08, 0x0B, max_read=1024) == [trips[0]]
+    frames = [(i | 0x10000).to_bytes(4, "big") for i in range(300)]  # never all zeros
+    chunks = plan_mpsse_batch(frames, 3, 0x08, 0x0B, chunk_read=512)
+    assert [c.read_len for c in chunks] == [512, 512, 176]
+    assert chunks[0].command == b"".join(_frame_stream(4, f) for f in frames[:128]) + H("87")
+    assert chunks[2].command == b"".join(_frame_stream(4, f) for f in frames[256:]) + H("87")
+    assert plan_mpsse_batch(frames[:128], 3, 0x08, 0x0B, chunk_read=512) == [chunks[0]]
     assert plan_mpsse_batch([], 3, 0x08, 0x0B) == []
+    # write-only frames cost no read-back: one chunk, however long
+    assert [c.read_len for c in plan_mpsse_batch(frames, 3, 0x08, 0x0B, tails=[0] * 300)] == [0]
 
 
-def test_plan_respects_write_budget() -> None:
-    frames = [b"\x00" * 4] * 10  # 13 command bytes each, plus 0x87 per round trip
-    trips = plan_mpsse_batch(frames, 3, 0x08, 0x0B, max_read=1024, max_write=64)
-    assert [t.read_len for t in trips] == [16, 16, 8]
-    assert all(len(t.command) <= 64 for t in trips)
-    assert [len(t.command) for t in trips] == [53, 53, 27]
-
-
-def test_plan_big_frame_keeps_cs_low_across_round_trips() -> None:
+def test_plan_big_frame_keeps_cs_low_across_chunks() -> None:
     small = H("01020304")
     big = bytes(i & 0xFF for i in range(2500))
-    trips = plan_mpsse_batch([small, big, small], 3, 0x08, 0x0B, max_read=1024)
-    assert (
-        trips
-        == [
-            # the small frame alone: the big one starts a fresh round trip
-            MpsseRoundTrip(_frame_stream(4, small) + H("87"), 4),
-            MpsseRoundTrip(H("80000b31ff03") + big[:1024] + H("87"), 1024),  # CS low, no CS high
-            MpsseRoundTrip(H("31ff03") + big[1024:2048] + H("87"), 1024),  # CS still low
-            # the rest of the big frame, CS high, then the next small frame fits behind it
-            MpsseRoundTrip(
-                H("31c301") + big[2048:] + H("80080b") + _frame_stream(4, small) + H("87"), 456
-            ),
-        ]
-    )
+    chunks = plan_mpsse_batch([small, big, small], 3, 0x08, 0x0B, chunk_read=1024)
+    assert chunks == [
+        # the big frame's read-back cannot fit one chunk: it fills this one, CS stays low
+        MpsseChunk(_frame_stream(4, small) + H("80000b31fb03") + big[:1020] + H("87"), 1024),
+        MpsseChunk(H("31ff03") + big[1020:2044] + H("87"), 1024),  # CS still low
+        # the rest of the big frame, CS high, then the next small frame fits behind it
+        MpsseChunk(H("31c701") + big[2044:] + H("80080b") + _frame_stream(4, small) + H("87"),
+                   460),
+    ]
 
 
-def test_plan_bad_budgets() -> None:
+def test_plan_tails_corpus() -> None:
+    """Whatever the frames and tails: the read-back is the tails in order, no chunk reads back
+    more than chunk_read, and a tail that fits a chunk is never split."""
+    rng = random.Random(7)
+    for _ in range(300):
+        frames = [bytes(rng.randrange(256) for _ in range(rng.choice((0, 1, 4, 33, 700, 1500))))
+                  for _ in range(rng.randrange(1, 9))]
+        tails = [rng.choice((0, len(f), rng.randrange(len(f) + 1))) for f in frames]
+        chunk_read = rng.choice((1, 16, 512, 1024))
+        chunks = plan_mpsse_batch(frames, 3, 0x08, 0x0B, tails=tails, chunk_read=chunk_read)
+        assert all(0 <= c.read_len <= chunk_read for c in chunks)
+        assert sum(c.read_len for c in chunks) == sum(tails)
+        assert all(c.command.endswith(H("87")) == (c.read_len > 0) for c in chunks)
+        fake = FakeFtdi(fifo=1 << 30)
+        fake.low = [0x08, 0x0B]
+        for c in chunks:
+            fake.write_data(c.command)
+        assert fake.frames == frames
+        assert bytes(fake.out) == b"".join(
+            bytes(b ^ 0xFF for b in f[len(f) - t:]) for f, t in zip(frames, tails, strict=True))
+
+
+def test_plan_bad_budget() -> None:
     with pytest.raises(ValueError):
-        plan_mpsse_batch([b"\x00"], 3, 0, 0, max_read=0)
-    with pytest.raises(ValueError):
-        plan_mpsse_batch([b"\x00"], 3, 0, 0, max_write=8)
+        plan_mpsse_batch([b"\x00"], 3, 0, 0, chunk_read=0)
 
 
 # --- no device here ------------------------------------------------------------------------------
@@ -214,6 +257,7 @@ class FakeFtdi:
         self.inputs: deque[int] = deque()  # successive ADBUS input levels
         self.closed = False
         self.sync_reply: bytes | None = None
+        self.timeouts = (5000, 5000)
 
     # pyftdi API used by hilkit
     def open_mpsse_from_url(self, url: str, **kwargs: Any) -> float:
@@ -231,10 +275,20 @@ class FakeFtdi:
         self._run(data)
         return len(data)
 
-    def read_data_bytes(self, size: int, attempt: int = 1) -> bytearray:
+    def read_data_bytes(self, size: int, attempt: int = 1,
+                        request_gen: Callable[[int], bytes] | None = None) -> bytearray:
+        """As pyftdi: packet by packet (510 payload bytes), ``request_gen`` asked after each
+        for commands to write, with the bytes still wanted."""
         self.reads.append(size)
-        n = min(size, len(self.out))
-        return bytearray(self.out.popleft() for _ in range(n))
+        data = bytearray()
+        while len(data) < size and self.out:
+            n = min(size - len(data), len(self.out), 510)
+            data += bytes(self.out.popleft() for _ in range(n))
+            if request_gen is not None and len(data) < size:
+                more = request_gen(size - len(data))
+                if more:
+                    self.write_data(more)
+        return data
 
     def close(self) -> None:
         self.closed = True
@@ -271,15 +325,21 @@ class FakeFtdi:
             elif op == 0x83:
                 self.out.append(self.high[0] & self.high[1])
                 i += 1
-            elif op in (0x31, 0x34):
+            elif op in (0x31, 0x34, 0x11, 0x10, 0x20, 0x24):
                 n = (data[i + 1] | data[i + 2] << 8) + 1
-                payload = data[i + 3 : i + 3 + n]
+                if op & 0x10:
+                    payload = data[i + 3 : i + 3 + n]
+                    i += 3 + n
+                else:  # read-only: MOSI holds the level of the last bit written
+                    payload = bytes((0xFF if self.low[0] & 0x02 else 0x00,)) * n
+                    i += 3
                 assert len(payload) == n
                 assert self.frame is not None, "data clocked with CS high"
                 self.frame += payload
-                self.out.extend(b ^ 0xFF for b in payload)
+                self.low[0] = (self.low[0] & ~0x02) | (0x02 if payload[-1] & 1 else 0)
+                if op & 0x20:
+                    self.out.extend(b ^ 0xFF for b in payload)
                 assert len(self.out) <= self.fifo, "read-back overflows the chip's FIFO"
-                i += 3 + n
             else:  # bad command
                 self.out.extend((0xFA, op) if self.sync_reply is None else self.sync_reply)
                 i += 1
@@ -341,7 +401,7 @@ def test_transfer_batch_one_write_one_read(fake: FakeFtdi) -> None:
     assert bus.counters.calls == 2
 
 
-def test_transfer_batch_chunks(fake: FakeFtdi) -> None:
+def test_transfer_batch_feeds_chunks_in_one_round_trip(fake: FakeFtdi) -> None:
     bus = FtdiSpiBus()
     fake.writes.clear()
     fake.reads.clear()
@@ -349,21 +409,87 @@ def test_transfer_batch_chunks(fake: FakeFtdi) -> None:
     rx = bus.transfer_batch(frames)
     assert rx == [bytes(b ^ 0xFF for b in f) for f in frames]
     assert fake.frames == frames
-    # 256 small frames; 44 small frames (176 B); the 2560-byte frame in 1024 + 1024 + 512
-    assert fake.reads == [1024, 176, 1024, 1024, 512]
-    assert len(fake.writes) == 5
+    # one read for the whole 3760 bytes; the fake asserts the FIFO (1 KiB) never overflows
+    assert fake.reads == [1200 + 2560]
+    assert len(fake.writes) == bus.stats["usb_writes"] > 1
     assert all(w.endswith(b"\x87") for w in fake.writes)
-    assert bus.counters.calls == 5 and bus.counters.transactions == 301
+    assert bus.counters.calls == 1 and bus.counters.transactions == 301
     assert bus.counters.bytes == 1200 + 2560
+    assert bus.stats["round_trips"] == 1 and bus.stats["read_back_bytes"] == 3760
+    assert bus.stats["command_bytes"] == sum(map(len, fake.writes))
+
+
+def test_transfer_batch_tails(fake: FakeFtdi) -> None:
+    bus = FtdiSpiBus()
+    fake.writes.clear()
+    fake.reads.clear()
+    frames = [H("f00001aa"), H("0f000200"), H("0102")]
+    assert bus.transfer_batch(frames, [0, 1, 0]) == [b"", H("ff"), b""]
+    assert fake.frames == frames and fake.reads == [1]
+    # nothing read back: one USB write, no read, no wait
+    fake.reads.clear()
+    assert bus.transfer_batch(frames, [0, 0, 0]) == [b"", b"", b""]
+    assert fake.reads == [] and bus.stats["write_only_batches"] == 1
+    assert bus.counters.calls == 2 and bus.stats["round_trips"] == 1
+    with pytest.raises(ValueError, match="tails"):
+        bus.transfer_batch(frames, [0, 5, 0])
+    with pytest.raises(ValueError, match="tails"):
+        bus.transfer_batch([], [1])
+
+
+def test_tails_corpus_matches_whole_replies(fake: FakeFtdi) -> None:
+    bus = FtdiSpiBus()
+    rng = random.Random(3)
+    for _ in range(200):
+        frames = [bytes(rng.randrange(256) for _ in range(rng.choice((1, 4, 100, 1600, 3000))))
+                  for _ in range(rng.randrange(1, 8))]
+        tails = [rng.choice((0, len(f), rng.randrange(len(f) + 1))) for f in frames]
+        whole = bus.transfer_batch(frames)
+        assert bus.transfer_batch(frames, tails) == [
+            w[len(w) - t:] for w, t in zip(whole, tails, strict=True)]
 
 
 def test_short_read_raises(fake: FakeFtdi, monkeypatch: pytest.MonkeyPatch) -> None:
-    bus = FtdiSpiBus()
-    monkeypatch.setattr(fake, "read_data_bytes", lambda size, attempt=1: bytearray())
+    bus = FtdiSpiBus(timeout_ms=10)
+    monkeypatch.setattr(fake, "read_data_bytes", lambda size, attempt=1, gen=None: bytearray())
     t0 = time.monotonic()
-    with pytest.raises(OSError, match="returned 0 of 4"):
-        bus._read_exact(4, 0.01)
+    with pytest.raises(OSError, match="returned 0 of 4 bytes within 10 ms") as info:
+        bus._read_exact(4)
+    assert info.value.errno == errno.ETIMEDOUT
     assert time.monotonic() - t0 < 1.0
+
+
+def test_timeout_reaches_pyftdi(fake: FakeFtdi) -> None:
+    FtdiSpiBus(timeout_ms=250)
+    assert fake.timeouts == (250, 250)
+    with pytest.raises(ValueError, match="timeout_ms"):
+        FtdiSpiBus(timeout_ms=0)
+
+
+class _UsbError(OSError):
+    """What pyusb raises: an errno, wrapped by pyftdi in an FtdiError."""
+
+
+@pytest.mark.parametrize(("code", "says"), [
+    (errno.ENODEV, "gone (unplugged?)"),
+    (errno.ETIMEDOUT, "did not answer a USB read within 1000 ms (bus.timeout_ms)"),
+    (errno.EPIPE, "USB read failed"),
+])
+def test_usb_errors_name_the_bridge(fake: FakeFtdi, monkeypatch: pytest.MonkeyPatch,
+                                    code: int, says: str) -> None:
+    bus = FtdiSpiBus()
+
+    def broken(size: int, attempt: int = 1, gen: object = None) -> bytearray:
+        try:
+            raise _UsbError(code, "libusb says no")
+        except OSError:
+            raise OSError("UsbError: wrapped") from None  # pyftdi's FtdiError, context kept
+
+    monkeypatch.setattr(fake, "read_data_bytes", broken)
+    with pytest.raises(OSError) as info:
+        bus.transfer(b"\x00")
+    assert info.value.errno == code
+    assert says in str(info.value) and "ftdi://ftdi:232h/1" in str(info.value)
 
 
 def test_closed_bus(fake: FakeFtdi) -> None:
@@ -396,8 +522,8 @@ def test_pin_drives_and_spi_keeps_it(fake: FakeFtdi) -> None:
     reset.set(False)
     assert fake.writes[-1] == H("80181b")
     assert bus.gpio_calls == 2 and bus.counters.calls == 0
-    bus.transfer_batch([b"\x00"])
-    assert fake.writes[-1] == H("80101b3100000080181b87")  # ADBUS4 stays high
+    bus.transfer_batch([b"\x01"])
+    assert fake.writes[-1] == H("80101b3100000180181b87")  # ADBUS4 stays high
     assert fake.low == [0x18, 0x1B]
     assert reset.get() is False  # pin high, active low
     reset.close()
@@ -461,9 +587,9 @@ def test_wait_edge_logical_and_timeout(fake: FakeFtdi) -> None:
 def test_failed_round_trip_purges(fake: FakeFtdi, monkeypatch: pytest.MonkeyPatch) -> None:
     bus = FtdiSpiBus()
     purged: list[bool] = []
-    monkeypatch.setattr(fake, "read_data_bytes", lambda size, attempt=1: bytearray())
+    monkeypatch.setattr(fake, "read_data_bytes", lambda size, attempt=1, gen=None: bytearray())
     monkeypatch.setattr(fake, "purge_buffers", lambda: purged.append(True), raising=False)
-    monkeypatch.setattr(bus, "speed_hz", 1e12)  # keeps the read deadline at 0.5 s
+    monkeypatch.setattr(bus, "timeout_ms", 10.0)
     with pytest.raises(OSError, match="returned 0 of 1"):
         bus.transfer(b"\x00")
     assert purged == [True]

@@ -266,7 +266,8 @@ class FakeSpidev:
         frame = b""
         for tx, rx, n, _speed, _delay, _bits, cs_change, *_ in entries:
             data = ctypes.string_at(tx, n)
-            ctypes.memmove(rx, bytes(b ^ 0xFF for b in data), n)
+            if rx:  # rx_buf = 0: nothing is copied back (spidev_message())
+                ctypes.memmove(rx, bytes(b ^ 0xFF for b in data), n)
             frame += data
             if cs_change:
                 self.frames.append(frame)

@@ -26,7 +26,7 @@ from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import Device, DeviceClosed, LinkType, device_rx_buffer
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, InvertedPin
-from hilkit.port.spi import BusCounters, SpiBus
+from hilkit.port.spi import BusCounters, SpiBus, reply_tails
 from hilkit.stack import PingError, PingStats, Stack
 from tests.fakebus import FillBus
 from tests.memwire import A_IP, B_IP, WireEnd, wire
@@ -126,16 +126,18 @@ class Plug:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         if self.fail:
             self.fail -= 1
             raise OSError(5, "SPI_IOC_MESSAGE: Input/output error")
         self.log += frames
         if self.plugged:
-            return self.model.transfer_batch(frames)
+            return self.model.transfer_batch(frames, tails)
         self.counters.calls += 1
         self.counters.transactions += len(frames)
-        return [b"\xff" * len(f) for f in frames]
+        return reply_tails([b"\xff" * len(f) for f in frames], tails)
 
     def close(self) -> None:
         pass
@@ -272,13 +274,15 @@ def test_other_revision_is_accepted_with_a_warning(
     model: ENC28J60Model, clock: ManualClock, caplog: pytest.LogCaptureFixture
 ) -> None:
     class RevB5(Plug):
-        def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        def transfer_batch(
+            self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+        ) -> list[bytes]:
             out = []
             for f in frames:  # one at a time, to know the bank of each
                 bank3 = model.register(r.ECON1) & r.ECON1_BSEL == 3
                 o = super().transfer_batch([f])[0]
                 out.append(o[:1] + b"\x05" if bank3 and f[0] == r.EREVID.addr else o)
-            return out
+            return reply_tails(out, tails)
 
     with ENC28J60Device(RevB5(model), clock=clock) as d:
         assert d.revision == 0x05 and "not Rev. B7" in caplog.text
@@ -606,13 +610,15 @@ def test_a_misread_is_not_a_reset(model: ENC28J60Model, clock: ManualClock) -> N
     class FlipOnce(Plug):  # the next ECON2 read comes back as a reset chip's 0x80
         flip = 0
 
-        def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        def transfer_batch(
+            self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+        ) -> list[bytes]:
             out = super().transfer_batch(frames)
             for k, f in enumerate(frames):
                 if self.flip and f[0] == r.OP_RCR | r.ECON2.addr:
                     self.flip -= 1
                     out[k] = out[k][:1] + bytes((r.ECON2_AUTOINC,))
-            return out
+            return reply_tails(out, tails)
 
     bus = FlipOnce(model)
     with ENC28J60Device(bus, mac=MAC, clock=clock) as d:
@@ -669,11 +675,13 @@ def test_tx_stall_twice_loses_the_frame(dev: ENC28J60Device, clock: ManualClock,
     dev.TX_MAX_CHECKS = 3
 
     class Stuck(Plug):  # TXRTS reads set forever
-        def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        def transfer_batch(
+            self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+        ) -> list[bytes]:
             out = super().transfer_batch(frames)
-            return [o[:1] + bytes((o[1] | r.ECON1_TXRTS,))
-                    if f[0] == r.OP_RCR | r.ECON1.addr else o
-                    for f, o in zip(frames, out, strict=True)]
+            return reply_tails([o[:1] + bytes((o[1] | r.ECON1_TXRTS,))
+                                if f[0] == r.OP_RCR | r.ECON1.addr else o
+                                for f, o in zip(frames, out, strict=True)], tails)
 
     dev._bus = Stuck(model)
     assert dev.send(frame(100, dst=PEER))
@@ -877,9 +885,11 @@ class TxWatch:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         started = self.model.stats["tx_started"]
-        out = self.model.transfer_batch(frames)
+        out = self.model.transfer_batch(frames, tails)
         m = self.model
         flying = bool(m.register(r.ECON1) & r.ECON1_TXRTS) and not m.register(r.EIR) & r.EIR_TXIF
         wbm = any(f[:1] == bytes((r.OP_WBM,)) and len(f) > 2 for f in frames)

@@ -37,7 +37,7 @@ def test_builtin_w5100() -> None:
     assert (nic.name, nic.title) == ("w5100", "WIZnet W5100")
     assert (nic.spi_max_hz, nic.spi_bytes_per_data_byte) == (14_000_000, 4.0)
     assert (nic.rx_buffer_bytes, nic.tx_buffer_bytes, nic.wire_bps) == (8192, 8192, 100_000_000)
-    assert nic.stat_names == ("resets", "reopens", "tx_stalls", "bus_errors")
+    assert nic.stat_names == ("resets", "reopens", "tx_stalls", "bus_errors", "idle_polls")
     assert not nic.link_detect and nic.reset_pulse_ms == 1.0
     assert nic.load_driver() is W5100Device
     assert "w5100" in nics() and "w5100" in available_drivers()

@@ -22,7 +22,7 @@ from hilkit.port.model import (
     model_stats,
 )
 from hilkit.port.pin import Edge, InvertedPin
-from hilkit.port.spi import BusCounters, bus_call_overhead_us
+from hilkit.port.spi import BusCounters, bus_call_overhead_us, reply_tails
 from hilkit.rig.suite_params import SuiteParams
 from tests.memwire import WireEnd, wire
 
@@ -147,8 +147,8 @@ class PinlessModel:
     def transfer(self, data: bytes) -> bytes:
         return bytes(len(data))
 
-    def transfer_batch(self, frames: Any) -> list[bytes]:
-        return [bytes(len(f)) for f in frames]
+    def transfer_batch(self, frames: Any, tails: Any = None) -> list[bytes]:
+        return reply_tails([bytes(len(f)) for f in frames], tails)
 
     def close(self) -> None:
         pass

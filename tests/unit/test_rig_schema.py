@@ -540,7 +540,7 @@ def test_python_bus_factory_and_entry_point_driver(
     assert resolve_factory(rig) is rig_plugins.make_loopback_bus
     with ExitStack() as es:  # what build() does with them, without a namespace
         clock = ManualClock()
-        bus, model = _make_bus(es, rig, rig.bus, None, clock)
+        bus, model, _, _ = _make_bus(es, rig, rig.bus, None, clock)
         assert isinstance(bus, rig_plugins.LoopbackBus)
         assert model is bus  # it has a reset_pin: a chip model, whose pins "sim" pins are
         assert (bus.label, bus.speed_hz, bus.clock) == ("bench-bridge", 2_000_000, clock)

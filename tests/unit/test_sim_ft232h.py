@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterator
 
 import pytest
@@ -244,8 +245,9 @@ def test_unplug_mid_batch_raises(model: Ft232hModel, slave: Echo) -> None:
 
     model.spi_slave = type("Unplugger", (), {"transfer": staticmethod(unplug_on_transfer)})()
     try:
-        with pytest.raises((FtdiError, usb.core.USBError)):
+        with pytest.raises(OSError, match=r"gone \(unplugged\?\)") as info:
             b.transfer_batch([b"\x01\x02", b"\x03\x04", b"\x05\x06"])
+        assert info.value.errno == errno.ENODEV
     finally:
         _close(b)
 
@@ -335,3 +337,49 @@ def test_a_slave_that_declines_to_stream_gets_whole_transactions() -> None:
             assert w.counters.transactions == 4 and s["slave_errors"] == 0
         finally:
             b.close()
+
+
+# -- a bridge that stops answering, or goes away, under a driver -------------------------------
+
+
+@pytest.mark.parametrize("fault", ["wedged", "unplugged"])
+def test_a_lost_bridge_is_a_counted_error_and_the_chip_is_probed_again(fault: str) -> None:
+    """The driver over FtdiSpiBus over the model: whatever the bridge does, ``poll`` and
+    ``send`` return (errors counted, the chip taken for dead, link down), each wait bounded
+    by ``bus.timeout_ms`` rather than pyftdi's 5 s, and the error names the bridge."""
+    from hilkit.drivers.enc28j60.driver import ENC28J60Device
+    from hilkit.drivers.enc28j60.model import ENC28J60Model, ENC28J60Timing
+
+    enc = ENC28J60Model(timing=ENC28J60Timing.instant())
+    m = Ft232hModel("FT0006", spi_slave=enc)
+    vbus = simusb.default_bus()
+    with _plugged(m):
+        b = FtdiSpiBus("ftdi://ftdi:232h:FT0006/1", 15_000_000, 3, 0, timeout_ms=50)
+        try:
+            assert b._ftdi.timeouts == (50, 50)
+            dev = ENC28J60Device(b, mac=bytes.fromhex("020000000001"))
+            dev.poll(8)
+            assert dev.link_up
+            if fault == "wedged":
+                m.faults.stop_answering = True
+            else:
+                vbus.unplug(m)
+            with pytest.raises(OSError) as info:
+                b.transfer(b"\x00\x00")
+            assert "ftdi://ftdi:232h:FT0006/1" in str(info.value)
+            want = errno.ETIMEDOUT if fault == "wedged" else errno.ENODEV
+            assert info.value.errno == want
+            errors = dev.counters.rx_errors
+            assert dev.poll(8) == []
+            assert dev.counters.rx_errors == errors + 1 and not dev.link_up
+            assert dev.send(bytes(60)) is False
+            assert dev.poll(8) == []  # dead: probed again only every REPROBE_MS
+            if fault == "wedged":
+                m.faults.stop_answering = False
+                b.transfer_batch([b"\x00"])  # the bridge answers again: so does the bus
+        finally:
+            with contextlib.suppress(Exception):
+                dev.close()
+            b.close()
+            if vbus.plugged(m):
+                vbus.unplug(m)

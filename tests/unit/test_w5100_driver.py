@@ -23,7 +23,7 @@ from hilkit.port.clock import ManualClock
 from hilkit.port.device import Device, DeviceClosed, DeviceCounters, LinkType
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, InvertedPin
-from hilkit.port.spi import BusCounters, SpiBus
+from hilkit.port.spi import BusCounters, SpiBus, reply_tails
 from tests.fakebus import FillBus
 
 MAC = b"\x02\x00\x00\x00\x00\x01"
@@ -115,12 +115,14 @@ class Plug:
     def transfer(self, data: bytes) -> bytes:
         return self.transfer_batch([data])[0]
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         if self.plugged:
-            return self.model.transfer_batch(frames)
+            return self.model.transfer_batch(frames, tails)
         self.counters.calls += 1
         self.counters.transactions += len(frames)
-        return [b"\xff" * len(f) for f in frames]
+        return reply_tails([b"\xff" * len(f) for f in frames], tails)
 
     def close(self) -> None:
         pass
@@ -129,12 +131,14 @@ class Plug:
 class OtherChip(Plug):
     """Something that answers like a WIZnet chip but whose RTR is not the W5100's reset value."""
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         out = self.model.transfer_batch(frames)
-        return [
+        return reply_tails([
             o[:3] + b"\x0f" if f[0] == r.OP_READ and f[1:3] in (b"\x00\x17", b"\x00\x18") else o
             for f, o in zip(frames, out, strict=True)
-        ]
+        ], tails)
 
 
 class FdPin:
@@ -388,13 +392,15 @@ def test_tx_full_by_fsr(dev: W5100Device, model: W5100Model) -> None:
     """A chip that reports no free TX space gets no frame."""
 
     class NoRoom(Plug):
-        def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+        def transfer_batch(
+            self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+        ) -> list[bytes]:
             out = self.model.transfer_batch(frames)
             fsr = (b"\x04\x20", b"\x04\x21")
-            return [
+            return reply_tails([
                 o[:3] + b"\x00" if f[0] == r.OP_READ and f[1:3] in fsr else o
                 for f, o in zip(frames, out, strict=True)
-            ]
+            ], tails)
 
     with W5100Device(NoRoom(model), clock=ManualClock()) as d:
         d._cr_busy = True  # force the checked path (the one that reads Sn_TX_FSR)
@@ -511,11 +517,13 @@ class FlakyBus(Plug):
 
     fail = 0
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         if self.fail:
             self.fail -= 1
             raise OSError(5, "SPI_IOC_MESSAGE: Input/output error")
-        return super().transfer_batch(frames)
+        return super().transfer_batch(frames, tails)
 
 
 def test_bus_errors_are_counted_not_raised(model: W5100Model, clock: ManualClock) -> None:
@@ -538,14 +546,16 @@ class LosesWrites(Plug):
         self.victim = victim
         self.count = count
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
         keep = []
         for f in frames:
             if self.count and f == self.victim:
                 self.count -= 1
                 f = b"\x00\x00\x00\x00"  # not a frame the chip acts on
             keep.append(f)
-        return self.model.transfer_batch(keep)
+        return self.model.transfer_batch(keep, tails)
 
 
 def test_lost_send_command_is_repeated(model: W5100Model, clock: ManualClock) -> None:

@@ -21,7 +21,18 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from hilkit.port import BusCounters, ChipModel, Clock, Device, Edge, MonotonicClock, Pin, SpiBus
+from hilkit.port import (
+    BusCounters,
+    ChipModel,
+    Clock,
+    Device,
+    Edge,
+    MonotonicClock,
+    Pin,
+    SpiBus,
+    check_tails,
+    reply_tails,
+)
 
 from toynic import regs as r
 
@@ -124,14 +135,18 @@ class ToyNicModel:
             self._update_int()
             return out
 
-    def transfer_batch(self, frames: Sequence[bytes]) -> list[bytes]:
+    def transfer_batch(
+        self, frames: Sequence[bytes], tails: Sequence[int] | None = None
+    ) -> list[bytes]:
+        if tails is not None:
+            check_tails(frames, tails)  # before the chip sees a byte
         with self._lock:
             self._check_open()
             self.counters.calls += 1
             self._pump()
             out = [self._transaction(bytes(f)) for f in frames]
             self._update_int()
-            return out
+            return reply_tails(out, tails)
 
     def close(self) -> None:
         """Close the bus side; the wire belongs to whoever made it."""

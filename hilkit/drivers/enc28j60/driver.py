@@ -18,7 +18,9 @@ Cost model (what a frame costs on the bus; the unit tests measure it):
   shows there, and the frame is not handed over). A lone frame after an
   idle spell costs 3 calls (status, header, frame) and 34 bytes beyond the
   frame; a burst of n costs n + 1 calls (n + 2 after idle) and about 25
-  bytes per frame.
+  bytes per frame. On a bus whose calls are dear (``call_overhead_us`` at
+  least HEADER_ALONG_US: a USB bridge) every status call reads the header,
+  12 bytes more per idle poll, and a lone frame costs 2 calls.
 * Transmit (§7.1). Two transmit buffers (``r.TX_BUFS``): a frame is written
   (EWRPT, one WBM of the control byte and the frame) into the buffer not on
   the wire, so SPI time overlaps wire time. A frame is *started* only when
@@ -68,7 +70,7 @@ from hilkit.port.clock import Clock
 from hilkit.port.device import ETH_HEADER_LEN
 from hilkit.port.errors import ChipNotResponding
 from hilkit.port.pin import Edge, Pin
-from hilkit.port.spi import SpiBus
+from hilkit.port.spi import SpiBus, bus_call_overhead_us
 
 __all__ = [
     "STAT_NAMES",
@@ -147,13 +149,18 @@ class _Batch:
     """The instructions of one ``transfer_batch`` call; methods return reply indexes.
 
     Tracks BSEL from ``bank`` (None: unknown) and adds a switch only when a
-    banked register needs another bank.
+    banked register needs another bank. ``tails`` runs parallel to ``items``
+    (``hilkit.port.SpiBus``): what is read of each reply, so a USB bridge carries
+    back only that: RCR its last byte (after any dummy byte, §4.2.1), RBM the
+    data after the opcode (§4.2.2), the rest nothing. ``carry`` holds writes
+    (pending common-register writes), so their tails are 0.
     """
 
-    __slots__ = ("bank", "items", "start_bank", "switches")
+    __slots__ = ("bank", "items", "start_bank", "switches", "tails")
 
     def __init__(self, bank: int | None, carry: Sequence[bytes] = ()) -> None:
         self.items: list[bytes] = list(carry)
+        self.tails: list[int] = [0] * len(self.items)
         self.bank = bank
         self.start_bank = bank
         self.switches = 0
@@ -165,8 +172,10 @@ class _Batch:
         old = r.ECON1_BSEL if self.bank is None else self.bank  # unknown: clear both bits
         if clear := old & ~want & r.ECON1_BSEL:
             self.items.append(bytes((r.OP_BFC | r.ECON1.addr, clear)))
+            self.tails.append(0)
         if setb := want & ~(0 if self.bank is None else old):
             self.items.append(bytes((r.OP_BFS | r.ECON1.addr, setb)))
+            self.tails.append(0)
         self.bank = want
         self.switches += 1
 
@@ -175,11 +184,13 @@ class _Batch:
         self._select(reg)
         self.items.append(bytes((r.OP_RCR | reg.addr, 0, 0)) if reg.mac else
                           bytes((r.OP_RCR | reg.addr, 0)))
+        self.tails.append(1)
         return len(self.items) - 1
 
     def wcr(self, reg: r.Reg, value: int) -> None:
         self._select(reg)
         self.items.append(bytes((r.OP_WCR | reg.addr, value & 0xFF)))
+        self.tails.append(0)
         if reg is r.ECON1:
             self.bank = value & r.ECON1_BSEL
 
@@ -193,28 +204,35 @@ class _Batch:
         assert not reg.mac, reg.name
         self._select(reg)
         self.items.append(bytes((r.OP_BFS | reg.addr, mask)))
+        self.tails.append(0)
 
     def bfc(self, reg: r.Reg, mask: int) -> None:
         assert not reg.mac, reg.name
         self._select(reg)
         self.items.append(bytes((r.OP_BFC | reg.addr, mask)))
+        self.tails.append(0)
 
     def rbm(self, n: int) -> int:
         """Read Buffer Memory: ``n`` bytes from ERDPT in one transaction (§4.2.2)."""
         self.items.append(bytes((r.OP_RBM,)) + bytes(n))
+        self.tails.append(n)
         return len(self.items) - 1
 
     def wbm(self, data: bytes) -> None:
         """Write Buffer Memory at EWRPT, one transaction (§4.2.4)."""
         self.items.append(data)  # the caller put OP_WBM in front (one copy of the frame)
+        self.tails.append(0)
 
     def src(self) -> None:
         """System Reset Command (§11.2); ECON1 resets to 0, so bank 0."""
         self.items.append(bytes((r.OP_SRC,)))
+        self.tails.append(0)
         self.bank = 0
 
 
 class _Replies:
+    """The replies of one batch, cut to ``_Batch.tails``."""
+
     __slots__ = ("raw",)
 
     def __init__(self, raw: list[bytes]) -> None:
@@ -225,8 +243,8 @@ class _Replies:
         return self.raw[i][-1]
 
     def data(self, i: int) -> bytes:
-        """An RBM burst: everything after the opcode byte."""
-        return self.raw[i][1:]
+        """An RBM burst: everything after the opcode byte (its whole tail)."""
+        return self.raw[i]
 
 
 def _u16(b: bytes, i: int) -> int:
@@ -269,6 +287,9 @@ class ENC28J60Device(SpiNic):
     LATE_COLLISION_RETRIES = 16  # errata item 13: false late collisions in half duplex
     STALL_RETRIES = 1  # sends of a frame again after its TXRTS stalled
     RX_FRAME_MIN = ETH_HEADER_LEN + r.CRC_LEN  # byte counts in the RSV include the FCS
+    # A bus whose calls cost this much (call_overhead_us: a USB bridge's round trip) reads
+    # the next packet's header in every status call: 12 SPI bytes are cheaper than a call.
+    HEADER_ALONG_US = 100.0
 
     # Errata workarounds (DS80349). Each can be switched off to show what it prevents.
     ERRATA_RESET_WAIT = True  # item 2: wait a fixed time after reset, not for CLKRDY
@@ -307,6 +328,7 @@ class ENC28J60Device(SpiNic):
         self.full_duplex = full_duplex
         self.revision = 0  # EREVID as read by the probe
         self._stats = dict.fromkeys(STAT_NAMES, 0)
+        self._header_along = (bus_call_overhead_us(bus) or 0.0) >= self.HEADER_ALONG_US
         self._erxfcon = (r.ERXFCON_UCEN | r.ERXFCON_CRCEN | r.ERXFCON_BCEN) if mac_filter else 0
         self._eie = (
             r.EIE_INTIE | r.EIE_PKTIE | r.EIE_LINKIE | r.EIE_TXERIE | r.EIE_RXERIE
@@ -365,6 +387,7 @@ class ENC28J60Device(SpiNic):
         """Read EREVID (read-only); raise ChipNotResponding naming the bus if nothing answers."""
         b = self._batch()
         i = b.rcr(r.EREVID)
+        b.tails[i] = len(b.items[i])  # whole: the diagnosis below judges every byte read
         q = self._xfer(b)
         rev = q.byte(i)
         if rev in (0x00, 0xFF):
@@ -608,7 +631,8 @@ class ENC28J60Device(SpiNic):
         bank = b.start_bank
         i_cnt = b.rcr(r.EPKTCNT)  # after the flags: a packet counted here is complete
         i_h = self._health_reads(b) if health else []
-        i_hdr = self._read_header(b) if self._rx_hint and self._hdr is None else -1
+        along = self._rx_hint or self._header_along
+        i_hdr = self._read_header(b) if along and self._hdr is None else -1
         q = self._xfer(b, armed=True)
         if not self._chip_ok(q.byte(i_econ2), q.byte(i_econ1), bank):
             return False
@@ -1027,7 +1051,7 @@ class ENC28J60Device(SpiNic):
             b.bfs(r.EIE, r.EIE_INTIE)
         self._stats["bus_calls"] += 1
         try:
-            raw = self._transfer(b.items)
+            raw = self._transfer(b.items, b.tails)
         except OSError:
             self._bank = None
             raise

@@ -60,43 +60,59 @@ def _write_frame(addr: int, value: int) -> bytes:
 _REG_READ: tuple[bytes, ...] = tuple(_read_frame(a) for a in range(0x0800))
 _RX_READ: tuple[bytes, ...] = tuple(_read_frame(r.RX_BASE + i) for i in range(r.BUF_SIZE))
 # Write frames for the TX buffer with a zero data byte: a copy fills in every 4th byte.
+_ONES: list[int] = [1] * r.BUF_SIZE  # tails of buffer reads and copies, sliced to length
+_ZEROS: list[int] = [0] * r.BUF_SIZE
 _TX_TEMPLATE = b"".join(
     bytes((r.OP_WRITE, a >> 8, a & 0xFF, 0)) for a in range(r.TX_BASE, r.TX_BASE + r.BUF_SIZE)
 )
 
 
 class _Batch:
-    """A list of 4-byte frames for one ``transfer_batch`` call; methods return reply indexes."""
+    """A list of 4-byte frames for one ``transfer_batch`` call; methods return reply indexes.
 
-    __slots__ = ("frames",)
+    ``tails`` runs parallel to ``frames`` (``hilkit.port.SpiBus``): a read needs only the
+    data byte its frame clocks in last (§1), a write nothing, so a USB bridge carries back
+    one byte per read instead of four per frame. ``whole`` reads keep all 4 bytes: the
+    bring-up probe shows them (and the 00 01 02 preamble) when no W5100 answers.
+    """
 
-    def __init__(self) -> None:
+    __slots__ = ("frames", "read_tail", "tails")
+
+    def __init__(self, *, whole: bool = False) -> None:
         self.frames: list[bytes] = []
+        self.tails: list[int] = []
+        self.read_tail = 4 if whole else 1
 
     def read(self, addr: int) -> int:
         self.frames.append(_REG_READ[addr])
+        self.tails.append(self.read_tail)
         return len(self.frames) - 1
 
     def read16(self, addr: int) -> int:
         """A 16-bit register, high byte first (§10)."""
         i = len(self.frames)
         self.frames += (_REG_READ[addr], _REG_READ[addr + 1])
+        self.tails += (self.read_tail, self.read_tail)
         return i
 
     def write(self, addr: int, value: int) -> None:
         self.frames.append(_write_frame(addr, value))
+        self.tails.append(0)
 
     def write16(self, addr: int, value: int) -> None:
         self.frames += (_write_frame(addr, value >> 8), _write_frame(addr + 1, value))
+        self.tails += (0, 0)
 
     def read_rx(self, ptr: int, n: int) -> int:
         """``n`` bytes of the RX buffer from pointer ``ptr``, wrapping at its end (§7)."""
+        assert self.read_tail == 1, "buffer reads take the data byte only (_Replies.data)"
         i = len(self.frames)
         off = ptr & r.BUF_MASK
         first = min(n, r.BUF_SIZE - off)
         self.frames += _RX_READ[off : off + first]
         if first < n:
             self.frames += _RX_READ[: n - first]
+        self.tails += _ONES[:n]
         return i
 
     def write_tx(self, ptr: int, data: bytes) -> None:
@@ -112,10 +128,12 @@ class _Batch:
         buf[3::4] = data
         raw = bytes(buf)
         self.frames += [raw[i : i + 4] for i in range(0, len(raw), 4)]
+        self.tails += _ZEROS[: len(data)]
 
 
 class _Replies:
-    """The replies of one batch: the data byte of a read is the 4th byte of its frame."""
+    """The replies of one batch, cut to ``_Batch.tails``: a read's data byte (the 4th of its
+    frame) is the last byte of its reply, and a write's reply is empty."""
 
     __slots__ = ("raw",)
 
@@ -123,10 +141,10 @@ class _Replies:
         self.raw = raw
 
     def byte(self, i: int) -> int:
-        return self.raw[i][3]
+        return self.raw[i][-1]
 
     def u16(self, i: int) -> int:
-        return self.raw[i][3] << 8 | self.raw[i + 1][3]
+        return self.raw[i][-1] << 8 | self.raw[i + 1][-1]
 
     def stable16(self, i: int) -> int | None:
         """Two consecutive 16-bit reads at ``i``; their value if they agree (§10), else None."""
@@ -134,7 +152,8 @@ class _Replies:
         return a if a == b else None
 
     def data(self, i: int, n: int) -> bytes:
-        return b"".join(self.raw[i : i + n])[3::4]
+        """``n`` buffer reads from ``i`` (``_Batch.read_rx``: one byte each)."""
+        return b"".join(self.raw[i : i + n])
 
 
 class W5100Device(SpiNic):
@@ -156,7 +175,9 @@ class W5100Device(SpiNic):
     (socket 0 re-opened: RX out of step, SEND stalled, command stuck),
     ``tx_stalls`` (SENDs that never completed; each counts one ``tx_errors``)
     and ``bus_errors`` (reads that disagreed, or writes that did not take, and
-    were redone: a measure of the wiring, nothing was lost).
+    were redone: a measure of the wiring, nothing was lost) and ``idle_polls``
+    (polls whose one status call found nothing: the throughput figures leave those
+    calls out of the calls per frame, see ``hilkit.hil.report``).
 
     ``rx_buffer_bytes`` (the contract's optional member) is what socket 0's RX
     buffer holds before the chip drops: see ``rx_capacity``.
@@ -207,6 +228,7 @@ class W5100Device(SpiNic):
         self.reopens = 0  # socket 0 re-opens (RX out of step, SEND stalled)
         self.tx_stalls = 0  # SENDs that never completed
         self.bus_errors = 0  # reads that disagreed or writes that did not take, then redone
+        self.idle_polls = 0  # polls whose one status call found nothing to receive
         self._sn_mr = r.Sn_MR_MACRAW | (r.Sn_MR_MF if mac_filter else 0)
         self._imr = r.IR_S0 if irq is not None else 0
         self._status_ms = -1e18  # when Sn_SR last read SOCK_MACRAW
@@ -250,7 +272,7 @@ class W5100Device(SpiNic):
         """Hard reset (if we have the pin), soft reset, then RTR must read 0x07D0 (§3)."""
         self._pulse_reset(self.HARD_RESET_SETTLE_S, self._rtr_reads_reset)
         self._soft_reset(init=True)
-        b = _Batch()
+        b = _Batch(whole=True)  # the message below shows every byte read
         i = b.read16(r.RTR)
         q = self._xfer(b)
         rtr = q.u16(i)
@@ -267,7 +289,7 @@ class W5100Device(SpiNic):
         return self._xfer(b).u16(i) == r.RTR_RESET
 
     def _soft_reset(self, *, init: bool) -> None:
-        b = _Batch()
+        b = _Batch(whole=init)  # at bring-up the message shows every byte read
         b.write(r.MR, r.MR_RST)
         i = b.read(r.MR)
         q = self._xfer(b)
@@ -276,7 +298,7 @@ class W5100Device(SpiNic):
             if not q.byte(i) & r.MR_RST:
                 return
             time.sleep(0.001)
-            b = _Batch()
+            b = _Batch(whole=init)
             i = b.read(r.MR)
             q = self._xfer(b)
             seen.append(q.raw[i])
@@ -416,8 +438,11 @@ class W5100Device(SpiNic):
         if self._dead and not self._try_revive():
             return
         health = self._health_due()
+        calls = self._bus.counters.calls
         if self._rx_avail <= 0 or self._rx_hdr is None or self._cr_busy or health:
             self._status_call(health)
+            if self._rx_avail == 0 and self._bus.counters.calls == calls + 1:
+                self.idle_polls += 1  # one status call that found nothing
         steps = 0
         while len(out) < budget and self._rx_avail != 0 and steps < 2 * budget + 4:
             steps += 1
@@ -830,7 +855,7 @@ class W5100Device(SpiNic):
     # -- plumbing -------------------------------------------------------------------------
 
     def _xfer(self, b: _Batch) -> _Replies:
-        return _Replies(self._transfer(b.frames))
+        return _Replies(self._transfer(b.frames, b.tails))
 
 
 def rx_capacity(mtu: int) -> int:

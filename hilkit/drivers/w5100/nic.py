@@ -59,7 +59,7 @@ NIC = Nic(
     rx_buffer_bytes=r.BUF_SIZE,
     tx_buffer_bytes=r.BUF_SIZE,
     wire_bps=100_000_000,
-    stat_names=("resets", "reopens", "tx_stalls", "bus_errors"),
+    stat_names=("resets", "reopens", "tx_stalls", "bus_errors", "idle_polls"),
     link_detect=False,
     reset_pulse_ms=1.0,
 )

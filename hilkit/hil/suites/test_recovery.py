@@ -40,7 +40,10 @@ def _resetter(rig: BuiltRigLike, how: str, nic: Nic | None) -> Callable[[Stack],
     nothing can (the chip-model contract, ``hilkit.port.model.ChipModel``)."""
     model = getattr(rig, "model", None)
     usb_bus = getattr(rig, "usb_bus", None)
-    if usb_bus is not None and model is not None and how in ("soft", "hard"):
+    # The NIC is itself the USB device (CDC-ECM); behind a USB bridge (an FT232H) the
+    # chip's own model is reset, as on the bench.
+    is_usb_device = getattr(rig, "usb_model", model) is model
+    if usb_bus is not None and model is not None and is_usb_device and how in ("soft", "hard"):
         return _usb_reset(usb_bus, model, how)
     if how in ("soft", "hard"):
         kind: ResetKind = "soft" if how == "soft" else "hard"

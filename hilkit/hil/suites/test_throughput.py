@@ -1,6 +1,8 @@
 """throughput: goodput each way and frames/s; on USB rigs with a virtual bus the USB
 figures (``report.usb_figures``: transfers and ZLPs per frame, bus bytes per payload byte,
-the share of the bus's ceiling); on SPI rigs the bus figures of
+the share of the bus's ceiling); on SPI rigs behind a USB bridge its figures
+(``report.bridge_figures``: round trips per frame, USB bytes per SPI byte, the share of the
+chip's SPI ceiling the bridge reaches in silicon time); on SPI rigs the bus figures of
 ``hilkit.hil.report`` (SPI bytes per payload byte, CS transactions and bus calls per frame, and what
 the same traffic would take on silicon at the rig's SPI clock), the driver's own stats per
 frame (``Nic.stat_names``), and for a NIC that registers ``wire_bps`` the share of the wire's
@@ -24,6 +26,7 @@ from hilkit.hil.plugin import (
     FigureFn,
     HilSession,
     Kernel,
+    bridge_stats,
     counters_dict,
     driver_stats,
     is_spi_rig,
@@ -52,7 +55,9 @@ _MTU_FIGURES = ("spi_bytes_per_payload_byte", "cs_transactions_per_frame", "bus_
                 "silicon_pct_of_spi_ceiling", "pct_of_wire_ceiling", "bank_switches_per_frame",
                 "idle_polls_per_frame", "usb_transfers_per_frame_out",
                 "usb_transfers_per_frame_in", "usb_zlps_per_frame_out", "usb_zlps_per_frame_in",
-                "usb_bus_bytes_per_payload_byte", "pct_of_usb_ceiling")
+                "usb_bus_bytes_per_payload_byte", "pct_of_usb_ceiling",
+                "usb_round_trips_per_frame", "usb_writes_per_frame", "usb_bytes_per_spi_byte",
+                "bridge_pct_of_spi_ceiling")
 
 
 def _bus_params(rig: BuiltRigLike) -> tuple[str | None, float | None]:
@@ -96,6 +101,7 @@ def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, float]:
                 "calls": int(b.get("calls", 0))}
     out |= {f"stat:{k}": v for k, v in _stats(rig, nic).items()}
     out |= {f"usb:{k}": v for k, v in usb_stats(rig).items()}
+    out |= {f"bridge:{k}": v for k, v in bridge_stats(rig).items()}
     return out
 
 
@@ -127,7 +133,15 @@ def _figures(rig: BuiltRigLike, nic: Nic | None, d: Mapping[str, Any],
                                    payload_bytes=d["payload"], bus=rig.bus,
                                    idle_calls=stats.get(_IDLE_STAT, 0), **_nic_figures(nic))
     usb = {k.removeprefix("usb:"): v for k, v in d.items() if k.startswith("usb:")}
-    if usb:
+    bridge = {k.removeprefix("bridge:"): v for k, v in d.items() if k.startswith("bridge:")}
+    if bridge:
+        _, speed = _bus_params(rig)
+        figs |= report.bridge_figures(
+            bridge=bridge, usb=usb, spi_bytes=d.get("spi_bytes", 0), frames=int(d["frames"]),
+            frame_bytes=int(d["frame_bytes"]), idle_calls=stats.get(_IDLE_STAT, 0),
+            speed_hz=getattr(rig.bus, "speed_hz", None) or speed,
+            spi_bytes_per_data_byte=_nic_figures(nic)["spi_bytes_per_data_byte"])
+    elif usb:
         figs |= report.usb_figures(stats=usb, rx_frames=int(d["rx_frames"]),
                                    tx_frames=int(d["tx_frames"]), payload_bytes=d["payload"],
                                    seconds=d["seconds"])

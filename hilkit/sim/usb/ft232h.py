@@ -243,6 +243,7 @@ class Ft232hModel(UsbDeviceModel):
         self.serial = serial
         self.spi_slave = spi_slave
         self.cs_pin = cs_pin
+        self._cs_mask = 1 << cs_pin
         self.spi_max_hz = spi_max_hz
         self.on_gpio = on_gpio
         self.reset_line = reset_line
@@ -337,7 +338,8 @@ class Ft232hModel(UsbDeviceModel):
 
     @property
     def cs_low(self) -> bool:
-        return not self._level(self.cs_pin)
+        mask = self._cs_mask
+        return bool(self.gpio_dir & mask and not self.gpio_value & mask)  # an input reads high
 
     def _level(self, bit: int) -> bool:
         """The level on pin ``bit``: driven if an output, else the line's."""
@@ -636,12 +638,19 @@ class Ft232hModel(UsbDeviceModel):
 
     # -- streaming to the slave -------------------------------------------------------------
 
+    @property
+    def spi_slave(self) -> SpiSlave | None:
+        return self._slave
+
+    @spi_slave.setter
+    def spi_slave(self, slave: SpiSlave | None) -> None:
+        self._slave = slave
+        streams = slave is not None and all(
+            callable(getattr(slave, m, None)) for m in ("stream_begin", "stream", "stream_end"))
+        self._stream_slave = cast(StreamingSpiSlave, slave) if streams else None
+
     def _streamer(self) -> StreamingSpiSlave | None:
-        s = self.spi_slave
-        if s is None or not all(callable(getattr(s, m, None))
-                                for m in ("stream_begin", "stream", "stream_end")):
-            return None
-        return cast(StreamingSpiSlave, s)
+        return self._stream_slave
 
     def _begin_stream(self) -> None:
         """CS fell: offer the slave the transaction as a stream."""
