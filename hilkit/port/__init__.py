@@ -5,7 +5,9 @@ from hilkit.port.device import (
     Device,
     DeviceClosed,
     DeviceCounters,
+    LinkConfig,
     LinkType,
+    device_link_config,
     max_frame_len,
 )
 from hilkit.port.errors import ChipNotResponding, HardwareNotFound
@@ -28,6 +30,7 @@ __all__ = [
     "ImpairCounters",
     "ImpairedDevice",
     "Impairment",
+    "LinkConfig",
     "LinkType",
     "ManualClock",
     "MonotonicClock",
@@ -36,6 +39,7 @@ __all__ = [
     "Pin",
     "SpiBus",
     "check_tails",
+    "device_link_config",
     "max_frame_len",
     "reply_tails",
 ]

@@ -25,6 +25,22 @@ class DeviceClosed(OSError):
     """Raised by ``send``/``poll`` on a device that was closed."""
 
 
+@dataclass(frozen=True)
+class LinkConfig:
+    """What a point-to-point link negotiated (PPP's IPCP): the stack applies it.
+
+    The device learns these (RFC 1332 addresses, RFC 1877 DNS servers) and may
+    learn new ones on renegotiation; the stack owns addresses and routes, so it
+    installs them itself (docs/porting.md). Frozen: a device hands out the same
+    object until something changes, which keeps the stack's per-tick check cheap.
+    """
+
+    address: str  # ours, dotted quad
+    peer: str | None  # the far end of the link: a /32 host route through it
+    dns: tuple[str, ...] = ()
+    default_route: bool = True  # route 0.0.0.0/0 through this link (PPP: the peer is the gateway)
+
+
 @dataclass
 class DeviceCounters:
     """Counters every driver fills; the stack and the runner only read them."""
@@ -58,7 +74,9 @@ class Device(Protocol):
     (``None`` or absent: as good as unbounded, e.g. a TAP's queue); and
     ``probe() -> object``, a check that the chip behind the driver answers (raise
     ``ChipNotResponding``, or return False, when it does not), which the identity
-    suite calls when the NIC registers no ``identify``.
+    suite calls when the NIC registers no ``identify``; and
+    ``link_config() -> LinkConfig | None``, the addresses a point-to-point link
+    negotiated (None while it has none), which the stack applies.
     """
 
     name: str
@@ -133,6 +151,30 @@ def device_probe(dev: Device) -> Callable[[], object] | None:
     """
     for d in unwrap_chain(dev):
         fn = getattr(d, "probe", None)
+        if callable(fn):
+            return fn  # type: ignore[no-any-return]
+    return None
+
+
+def device_link_config(dev: Device) -> LinkConfig | None:
+    """What ``dev``'s link negotiated now (its optional ``link_config()``), or None.
+
+    None both when the device has no such member and when its link has no
+    addresses now (down, or still negotiating). Wrappers are looked through.
+    """
+    fn = link_config_reader(dev)
+    return fn() if fn is not None else None
+
+
+def link_config_reader(dev: Device) -> Callable[[], LinkConfig | None] | None:
+    """The device's ``link_config`` method, found through wrappers, or None if it has none.
+
+    The stack looks it up once per device and calls it every tick, so a device
+    without the member costs nothing; a captured or impaired PPP device still
+    configures the stack.
+    """
+    for d in unwrap_chain(dev):
+        fn = getattr(d, "link_config", None)
         if callable(fn):
             return fn  # type: ignore[no-any-return]
     return None

@@ -25,7 +25,14 @@ from typing import Any, Protocol
 
 from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, LinkType, device_deadline, unwrap_chain
+from hilkit.port.device import (
+    Device,
+    LinkConfig,
+    LinkType,
+    device_deadline,
+    link_config_reader,
+    unwrap_chain,
+)
 from hilkit.stack import arp, checksum, eth, icmp4, ipv4, udp
 from hilkit.stack.addr import (
     ANY,
@@ -74,6 +81,15 @@ class Interface:
     arp: arp.ArpCache
     guard: DeviceGuard  # what went wrong with ``dev``: counted, down after repeated failures
     addrs: list[tuple[int, int]] = field(default_factory=list)  # (address, netmask)
+    # The device's ``link_config`` (looked up once, at add_device), or None: it has none.
+    link_config: Callable[[], LinkConfig | None] | None = field(default=None, compare=False)
+    link: LinkConfig | None = field(default=None, compare=False)  # the last one it returned
+    dns: tuple[str, ...] = ()  # what ``link`` said, once applied
+    # What applying ``link`` added, so exactly that goes when it changes; hand-made
+    # addresses and routes on the same device stay.
+    link_addr: int | None = field(default=None, compare=False, repr=False)
+    link_routes: list[Route] = field(default_factory=list, compare=False, repr=False)
+    link_faults: LogThrottle | None = field(default=None, compare=False, repr=False)
 
     def subnet_broadcasts(self) -> set[int]:
         return {(a & m) | (~m & BROADCAST) for a, m in self.addrs if m != BROADCAST}
@@ -85,6 +101,7 @@ class Route:
     mask: int
     gateway: int  # ANY for on-link
     iface: Interface
+    src: int = ANY  # preferred source (as ``ip route ... src``): a link config's address
 
 
 class ErrorHandler(Protocol):
@@ -171,12 +188,14 @@ class Stack:
         c = self.config
         guard = DeviceGuard(dev.name, log, c.device_max_failures, c.device_retry_ms,
                             c.fault_log_interval_ms)
-        self.interfaces.append(
-            Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(c.arp), guard)
-        )
+        iface = Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(c.arp), guard,
+                          link_config=link_config_reader(dev))
+        self.interfaces.append(iface)
         if self._selector is not None:
             self._selector.close()
             self._selector = None
+        if iface.link_config is not None:  # a link that is up already is usable at once
+            self._link_config_check(iface)
         return dev
 
     def _iface(self, dev: Device | str) -> Interface:
@@ -187,11 +206,13 @@ class Stack:
 
     def link_add(self, dev: Device | str, address: str, netmask: str) -> None:
         """Give ``dev`` an address (``pico_ipv4_link_add``) and its on-link route."""
-        iface = self._iface(dev)
         addr, mask = ip_to_int(address), ip_to_int(netmask)
+        self._addr_add(self._iface(dev), addr, mask)
+
+    def _addr_add(self, iface: Interface, addr: int, mask: int) -> None:
         mask_to_prefix(mask)  # raises on a non-contiguous mask
         if addr in self._local:
-            raise OSError(errno.EADDRINUSE, f"{address} is already configured")
+            raise OSError(errno.EADDRINUSE, f"{int_to_ip(addr)} is already configured")
         iface.addrs.append((addr, mask))
         self._refresh_addrs()
         self.routes.append(Route(addr & mask, mask, ANY, iface))
@@ -200,13 +221,15 @@ class Stack:
 
     def link_del(self, dev: Device | str, address: str) -> None:
         """Remove an address; its on-link route goes unless another address keeps the subnet."""
-        iface = self._iface(dev)
-        addr = ip_to_int(address)
-        iface.addrs = [(a, m) for a, m in iface.addrs if a != addr]
-        on_link = {(a & m, m) for a, m in iface.addrs}
+        self._addr_del(self._iface(dev), ip_to_int(address))
 
-        def keep(r: Route) -> bool:
-            return r.iface is not iface or r.gateway != ANY or (r.net, r.mask) in on_link
+    def _addr_del(self, iface: Interface, addr: int) -> None:
+        gone = {(a & m, m) for a, m in iface.addrs if a == addr}
+        iface.addrs = [(a, m) for a, m in iface.addrs if a != addr]
+        gone -= {(a & m, m) for a, m in iface.addrs}  # subnets another address keeps
+
+        def keep(r: Route) -> bool:  # only the subnet routes: a link config's routes stay
+            return r.iface is not iface or r.gateway != ANY or (r.net, r.mask) not in gone
 
         self.routes = [r for r in self.routes if keep(r)]
         self._refresh_addrs()
@@ -219,6 +242,87 @@ class Stack:
             raise OSError(errno.ENETUNREACH, f"gateway {gateway} is not on a local link")
         mask = ip_to_int(netmask)
         self.routes.append(Route(ip_to_int(dest) & mask, mask, gw, via.iface))
+
+    @property
+    def dns_servers(self) -> tuple[str, ...]:
+        """DNS servers the links said (RFC 1877), in interface order, each once."""
+        return tuple(dict.fromkeys(d for i in self.interfaces for d in i.dns))
+
+    def _link_config_check(self, iface: Interface) -> None:
+        """Apply the device's ``link_config()`` if it changed since the last tick.
+
+        Devices return the same object until something changes, so the common case
+        is one call and one identity test.
+        """
+        assert iface.link_config is not None
+        try:
+            cfg = iface.link_config()
+        except Exception:  # a driver bug: keep what is applied, try again next tick
+            self.stats["link_config.failed"] += 1
+            if iface.link_faults is None:
+                iface.link_faults = LogThrottle(self.config.fault_log_interval_ms)
+            iface.link_faults.report(log, self.clock.now_ms(),
+                                     f"{iface.dev.name}: link_config() raised")
+            return
+        if cfg is iface.link:
+            return
+        if cfg == iface.link:  # an equal new object: nothing to do but remember it
+            iface.link = cfg
+            return
+        self._link_config_remove(iface)
+        iface.link = cfg
+        if cfg is None:
+            log.info("%s: link has no addresses now", iface.dev.name)
+            return
+        try:
+            self._link_config_apply(iface, cfg)
+        except Exception as e:  # bad addresses, one in use elsewhere, not a LinkConfig
+            self._link_config_remove(iface)
+            self.stats["link_config.rejected"] += 1
+            log.warning("%s: link config %s not applied: %s", iface.dev.name, cfg, e)
+            return
+        self.stats["link_config.applied"] += 1
+        log.info("%s: %s peer %s dns %s", iface.dev.name, cfg.address, cfg.peer or "-",
+                 ",".join(iface.dns) or "-")
+
+    def _link_config_apply(self, iface: Interface, cfg: LinkConfig) -> None:
+        """Our address as a /32, a host route to the peer, and the default route via the link.
+
+        On a RAW_IP link every route is on-link (gateway ANY): a packet goes down the
+        link whatever its destination, with no ARP and no next-hop address. The routes
+        name the link's address as their source, so hand-set addresses on the same
+        device do not leak onto the link.
+        """
+        addr = ip_to_int(cfg.address)
+        peer = ip_to_int(cfg.peer) if cfg.peer else None
+        dns = tuple(int_to_ip(ip_to_int(d)) for d in cfg.dns)  # validate before any change
+        if addr in (ANY, BROADCAST) or is_multicast(addr):
+            raise ValueError(f"{cfg.address} cannot be a host's address")
+        if peer in (ANY, addr):
+            peer = None
+        if addr not in {a for a, _ in iface.addrs}:  # set by hand to the same: leave it so
+            self._addr_add(iface, addr, BROADCAST)  # raises if another device has it
+            iface.link_addr = addr
+        routes: list[Route] = []
+        if peer is not None:
+            routes.append(Route(peer, BROADCAST, ANY, iface, addr))
+        if cfg.default_route:  # an Ethernet point-to-point link resolves the peer by ARP
+            gw = peer if iface.ethernet and peer is not None else ANY
+            routes.append(Route(ANY, ANY, gw, iface, addr))
+        self.routes.extend(routes)
+        iface.link_routes = routes
+        iface.dns = dns
+
+    def _link_config_remove(self, iface: Interface) -> None:
+        """Take away what the last link config added, and nothing else."""
+        if iface.link_routes:
+            mine = iface.link_routes
+            self.routes = [r for r in self.routes if not any(r is m for m in mine)]
+            iface.link_routes = []
+        if iface.link_addr is not None:
+            self._addr_del(iface, iface.link_addr)
+            iface.link_addr = None
+        iface.dns = ()
 
     def _refresh_addrs(self) -> None:
         self._local = {a for i in self.interfaces for a, _ in i.addrs}
@@ -233,7 +337,8 @@ class Stack:
 
     # -- the loop ------------------------------------------------------------
     def tick(self) -> None:
-        """Poll devices (with budgets), run due timers; like ``pico_stack_tick``."""
+        """Poll devices (with budgets), apply what their links negotiated, run due timers;
+        like ``pico_stack_tick``."""
         budget = self.config.poll_budget
         more = False
         start = self.clock.now_ms()
@@ -249,6 +354,8 @@ class Stack:
                 continue
             if guard.succeeded("poll"):
                 self._device_state_changed()
+            if iface.link_config is not None:  # before input: the poll may have negotiated it
+                self._link_config_check(iface)
             more = more or len(frames) >= budget
             for frame in frames:
                 try:
@@ -567,6 +674,8 @@ class Stack:
         r = self._route(dst)
         if r is None or not r.iface.addrs:
             return r, ANY
+        if r.src != ANY and r.src in self._local:  # a link config's route: its address
+            return r, r.src
         hop = r.gateway or dst
         for a, m in r.iface.addrs:
             if a & m == hop & m:
