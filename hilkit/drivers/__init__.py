@@ -45,6 +45,7 @@ BUILTIN_NICS: dict[str, str] = {
     "w5100": "hilkit.drivers.w5100.nic:NIC",
     "enc28j60": "hilkit.drivers.enc28j60.nic:NIC",
     "cdc_ecm": "hilkit.drivers.cdc_ecm.nic:NIC",
+    "ppp": "hilkit.drivers.ppp.nic:NIC",
 }
 
 DriverFactory = Callable[..., Device]

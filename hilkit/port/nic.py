@@ -31,7 +31,7 @@ __all__ = ["ChipModelFactory", "Identify", "Nic", "NicError", "load_ref"]
 _IDENT: Final = r"[A-Za-z_][A-Za-z0-9_]*"
 _REF_RE: Final = re.compile(rf"{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})*\Z")
 _NAME_RE: Final = re.compile(r"[a-z0-9][a-z0-9._-]*\Z")
-TRANSPORTS: Final = ("spi", "usb")
+TRANSPORTS: Final = ("spi", "usb", "serial")
 
 Identify = Callable[[SpiBus], str | None]
 """``identify(bus)``: None when the chip answered as it should, else what is wrong."""
@@ -90,7 +90,8 @@ class Nic:
     model_faults: str | None = None  # "module:Class": a dataclass, the keys of bus.faults
     model_timing: str | None = None  # "module:Class": a dataclass, the keys of bus.timing
     model_options: str | None = None  # "module:Class": a dataclass, the keys of bus.options
-    transport: str = "spi"  # what the driver speaks: "spi" (an SpiBus) or "usb" (pyusb)
+    # what the driver speaks: "spi" (an SpiBus), "usb" (pyusb) or "serial" (a pyserial port)
+    transport: str = "spi"
     identify: str | None = None  # "module:callable", an Identify: a raw, read-only probe
     spi_max_hz: int | None = None  # the fastest SPI clock the chip takes
     spi_bytes_per_data_byte: float | None = None  # SPI bytes clocked per frame byte, at best
