@@ -513,3 +513,9 @@ def test_replay_of_slirps_conversation_ends_with_link_up() -> None:
     assert c.send_ip(a.send(b, b"data"), 2)
     [(proto, _)] = FrameDecoder().feed(c.take_output())
     assert proto in (PPP_IP, 0x002F, PPP_VJC)
+
+
+def test_config_repr_hides_the_secrets() -> None:
+    cfg = PppConfig(credentials=Credentials.of("user", "s3cr3t-pw"),
+                    secrets={b"user": b"s3cr3t-pw"})
+    assert "s3cr3t-pw" not in repr(cfg) and "s3cr3t-pw" not in str(cfg)

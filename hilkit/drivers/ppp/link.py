@@ -99,7 +99,8 @@ class PppConfig:
 
     credentials: Credentials | None = None  # answer the peer's PAP/CHAP demand with these
     demand_auth: tuple[AuthProtocol, ...] = ()  # server role: the peer must authenticate
-    secrets: Mapping[bytes, bytes] = field(default_factory=dict)  # server role: name -> secret
+    # server role: name -> secret; kept out of repr, which logs and reports may show
+    secrets: Mapping[bytes, bytes] = field(default_factory=dict, repr=False)
     address: str | None = None  # our IPv4; None: ask to be told (0.0.0.0)
     peer_address: str | None = None  # server role: what we give the peer
     dns_servers: tuple[str, ...] = ()  # server role (RFC 1877)
