@@ -241,6 +241,8 @@ class Connection:
         self.rack_deadline: float | None = None  # check that retransmission arrived
         self.tlp_deadline: float | None = None  # tail loss probe (RFC 8985 §7)
         self.tlp_sent = False  # one probe per flight
+        # line time (ms) the route's device still holds of what it accepted (``tcp_layer``)
+        self.dev_queue_ms: Callable[[], float] | None = None
 
     # -- application side --------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -733,6 +735,25 @@ class Connection:
               and self._is_lost(self.snd_una)):
             self._resend_lost_retransmission(now)
 
+    def link_queued(self, delay_ms: float, now: float) -> None:
+        """The device still holds ``delay_ms`` of line time of what was handed to it (a
+        slow link's own queue, ``Device.tx_queue_ms``). What waits there has not been
+        sent: no answer can come for it sooner, so the retransmission timer (RFC 6298
+        §5: it times a segment from its sending) and the probe timeout (RFC 8985 §7.2)
+        count from when it leaves, not from when it was queued."""
+        if delay_ms <= 0.0:
+            return
+        if self.rto_deadline is not None:
+            self.rto_deadline = max(self.rto_deadline, now + delay_ms + self.rto)
+        if self.tlp_deadline is not None and self.srtt is not None:
+            self.tlp_deadline = max(self.tlp_deadline, now + delay_ms + self._pto())
+
+    def _pto(self) -> float:
+        """RFC 8985 §7.2: 2*SRTT, plus the peer's delayed-ACK time with one segment out."""
+        flight = seq_diff(self.snd_max, self.snd_una)
+        return max(2.0 * (self.srtt or 0.0), 10.0) + (
+            self.cfg.delack_ms if flight <= self.mss else 0.0)
+
     def _arm_tlp(self, now: float) -> None:
         """RFC 8985 §7.2: a probe timeout of 2*SRTT (more with one segment out, for
         the peer's delayed ACK), so a lost tail costs a round trip, not an RTO."""
@@ -741,8 +762,7 @@ class Connection:
                 or not self.cfg.tail_loss_probe):
             self.tlp_deadline = None
             return
-        pto = max(2.0 * self.srtt, 10.0) + (self.cfg.delack_ms if flight <= self.mss else 0.0)
-        self.tlp_deadline = now + pto
+        self.tlp_deadline = now + self._pto()
 
     def _tail_loss_probe(self, now: float) -> None:
         """Send the last segment again: its ACK (or SACK) tells what the tail lost."""

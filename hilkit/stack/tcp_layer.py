@@ -22,6 +22,7 @@ import errno
 import hashlib
 import secrets
 import struct
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from hilkit.port.device import Device, device_rx_buffer, max_frame_len
@@ -122,6 +123,7 @@ class TcpLayer:
         conn = Connection((laddr, lport), remote, self._isn(key, now), dev.mtu,
                           self.config, now, self._ts_offset(key), self.budget,
                           *self._clamps(dev))
+        conn.dev_queue_ms = device_tx_queue(dev)
         conn.nodelay = sock.nodelay
         conn.context = sock
         sock.conn = conn
@@ -195,6 +197,7 @@ class TcpLayer:
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
                           dev.mtu, self.config, now, self._ts_offset(key),
                           self.budget, *self._clamps(dev))
+        conn.dev_queue_ms = device_tx_queue(dev)
         conn.nodelay = lst.nodelay
         self.conns[key] = conn
         self._half_open_of[conn] = lst
@@ -267,6 +270,7 @@ class TcpLayer:
         dev = route.iface.dev
         conn = Connection((h.dst, seg.dport), key[2:], cookie, dev.mtu, self.config, now,
                           0, self.budget, *self._clamps(dev))
+        conn.dev_queue_ms = device_tx_queue(dev)
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
         self.stack.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
@@ -288,6 +292,9 @@ class TcpLayer:
                 st._ip_output(conn.remote[0], ipv4.PROTO_TCP, [hdr, payload] if payload
                               else [hdr], src=conn.local[0])
             del out, hdr, payload  # views of the send buffer: let it grow again
+        if conn.dev_queue_ms is not None and (conn.rto_deadline is not None
+                                              or conn.tlp_deadline is not None):
+            conn.link_queued(conn.dev_queue_ms(), st.clock.now_ms())
         ev = conn.events
         if ev:
             conn.events = SocketEvent(0)
@@ -399,3 +406,12 @@ class TcpLayer:
             self._next_ephemeral += i + 1
             return port
         raise OSError(errno.EADDRNOTAVAIL, "no free TCP port")
+
+
+def device_tx_queue(dev: Device) -> Callable[[], float] | None:
+    """The device's ``tx_queue_ms()`` when it has one (optional): how much line time of
+    output it has accepted and still holds. A slow link (PPP on a serial line) queues
+    seconds; TCP's timers count from when a segment leaves, not from when it was queued."""
+    fn = getattr(dev, "tx_queue_ms", None)
+    return fn if callable(fn) else None
+

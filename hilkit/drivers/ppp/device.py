@@ -24,7 +24,9 @@ handler without one is polled (``fileno()`` is None). On a tty the device paces 
 writes by the baud rate so the OS holds no more than ``line_backlog_s`` of line time
 (plus one frame): the rest waits in the device's own bounded buffer, where ``send``
 refuses IP beyond ``tx_buffer_bytes`` (a pty or UART queue would otherwise hide
-seconds of data from TCP's round-trip estimate).
+seconds of data from TCP's round-trip estimate). ``tx_queue_ms()`` tells the stack how
+much line time all that still is, so TCP's retransmission and probe timers count from
+when a segment goes on the line, not from when it was queued.
 """
 
 from __future__ import annotations
@@ -264,6 +266,19 @@ class PppDevice:
         if self.watch_dcd:
             cands.append(max(self._next_dcd, now))
         return min(cands, default=None)
+
+    def tx_queue_ms(self) -> float:
+        """Line time (ms) of output this device has accepted and not yet put on the line:
+        its pending buffer, the link's unframed output, and on a paced tty what the OS
+        still holds by the line rate. Optional in the contract: TCP counts its timers
+        from when a segment leaves, not from when it was handed over (``tcp_layer``)."""
+        if self._closed:
+            return 0.0
+        held = float(len(self._pending) + self.link.output_pending)
+        if self._backlog_max is not None:
+            held += max(0.0, self._backlog - (time.monotonic() - self._backlog_t)
+                        * self._line_rate)
+        return 1000.0 * held / self._line_rate
 
     def link_config(self) -> LinkConfig | None:
         """What IPCP negotiated, None while IP is not open; the same object until it
