@@ -60,7 +60,7 @@ from hilkit.hil import report
 from hilkit.hil.report import Check
 from hilkit.hil.suites import SUITES, SUITES_DIR, suite_of
 from hilkit.port.capture import CaptureDevice, PcapngWriter
-from hilkit.port.device import Device
+from hilkit.port.device import Device, LinkType, link_config_reader
 from hilkit.port.middleware import DeviceMiddleware
 from hilkit.port.model import model_stats as port_model_stats
 from hilkit.port.nic import Nic, NicError
@@ -131,21 +131,56 @@ def is_spi_rig(built: BuiltRigLike) -> bool:
     return getattr(getattr(built, "bus", None), "counters", None) is not None
 
 
+_OWN_STACK_PEERS = {"board": "the board's own stack", "remote": "the remote PPP peer"}
+
+
+def peer_kind(built: BuiltRigLike) -> str | None:
+    """The rig file's ``peer.kind`` ("tap", "host", "board", "slirp", ...)."""
+    kind = getattr(getattr(getattr(built, "rig", None), "peer", None), "kind", None)
+    return kind if isinstance(kind, str) else None
+
+
+def is_slirp(built: BuiltRigLike) -> bool:
+    """The far end is slirp: a user-space stack that relays hilkit's TCP and UDP to the
+    namespace's sockets on 127.0.0.1 (and ``redir``s the namespace's to hilkit)."""
+    return peer_kind(built) == "slirp"
+
+
 def require_peer_service(built: BuiltRigLike, service: str) -> None:
-    """Skip, saying why, when the peer is a board (``[peer] kind = "board"``) whose own
-    stack does not run ``service``; the Linux kernel runs them all."""
+    """Skip, saying why, when the peer is a board (``[peer] kind = "board"``) or a remote
+    PPP peer whose own stack does not run ``service``; the Linux kernel (and slirp, which
+    relays to it) runs them all."""
     peer = getattr(getattr(built, "rig", None), "peer", None)
-    if getattr(peer, "kind", None) == "board" and service not in getattr(peer, "services", ()):
-        pytest.skip(f"the peer is the board's own stack at {built.kernel_ip}, which runs no "
-                    f"{service} (peer.services of the rig file)")
+    kind = peer_kind(built)
+    if kind in _OWN_STACK_PEERS and service not in getattr(peer, "services", ()):
+        pytest.skip(f"the peer is {_OWN_STACK_PEERS[kind]} at {built.kernel_ip}, which runs "
+                    f"no {service} (peer.services of the rig file)")
 
 
 def require_kernel_peer(built: BuiltRigLike, what: str) -> None:
-    """Skip, saying why, when the peer is a board: ``what`` needs the kernel's namespace."""
-    peer = getattr(getattr(built, "rig", None), "peer", None)
-    if getattr(peer, "kind", None) == "board":
-        pytest.skip(f"the peer is the board's own stack at {built.kernel_ip}: {what} needs "
+    """Skip, saying why, when the peer is a board or a remote PPP peer: ``what`` needs the
+    kernel's namespace."""
+    kind = peer_kind(built)
+    if kind in _OWN_STACK_PEERS:
+        pytest.skip(f"the peer is {_OWN_STACK_PEERS[kind]} at {built.kernel_ip}: {what} needs "
                     "the Linux kernel in the rig's namespace at the far end of the wire")
+
+
+def require_ethernet(built: BuiltRigLike, what: str) -> None:
+    """Skip, saying why, when the device is a point-to-point link (PPP: raw IP, no MAC,
+    no ARP): ``what`` needs Ethernet frames."""
+    if built.device.link_type is not LinkType.ETHERNET:
+        pytest.skip(f"{built.device.name} is a point-to-point link (raw IP packets, no MAC "
+                    f"addresses): {what} needs Ethernet")
+
+
+def require_kernel_interface(built: BuiltRigLike, what: str, why: str = "") -> None:
+    """Skip, saying why, when the far end is slirp: the namespace has no interface on the
+    wire (slirp is a user-space stack on a pty; the namespace holds only ``lo``)."""
+    if is_slirp(built):
+        pytest.skip(f"the peer is slirp, a user-space stack on the line: the rig's namespace "
+                    f"has no interface on it, so {what} cannot be done"
+                    + (f" ({why})" if why else ""))
 
 
 def usb_stats(built: BuiltRigLike) -> dict[str, float]:
@@ -332,15 +367,50 @@ class KernelThread(threading.Thread):
 
 
 class Kernel:
-    """The Linux kernel in the rig's namespace, on interface ``ifname`` at ``ip``."""
+    """The Linux kernel in the rig's namespace, on interface ``ifname`` at ``ip``.
 
-    def __init__(self, ns: Netns, ip: str, prefix: int, ifname: str) -> None:
+    Behind slirp (a PPP rig) the kernel's sockets bind ``127.0.0.1`` (``ip``), which hilkit
+    reaches as 10.0.2.2, and the kernel reaches hilkit's fixed ports through slirp's
+    redirections (``redirs``: (proto, hilkit's port) -> port on 127.0.0.1): always address
+    hilkit with ``to_hilkit(port)``, never ``(dut_ip, port)``.
+    """
+
+    def __init__(self, ns: Netns, ip: str, prefix: int, ifname: str, *, dut_ip: str = "",
+                 redirs: Mapping[tuple[str, int], int] | None = None) -> None:
         self.ns = ns
         self.ip = ip
         self.prefix = prefix
         self.ifname = ifname
+        self.dut_ip = dut_ip
+        self.redirs = redirs
         self._socks: list[KernelSocket] = []
         self._threads: list[KernelThread] = []
+
+    # slirp's UDP redirection answers only the first address that used it: a kernel
+    # client reaching hilkit's UDP through it binds this port, the same in every check.
+    SLIRP_UDP_CLIENT_PORT = 29_999
+
+    def udp_client(self) -> KernelSocket:
+        """A kernel UDP socket for talking to hilkit (``to_hilkit``): behind slirp bound to
+        ``SLIRP_UDP_CLIENT_PORT``, else to any port."""
+        s = self.socket(type=socket.SOCK_DGRAM)
+        if self.redirs is not None:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((self.ip, self.SLIRP_UDP_CLIENT_PORT if self.redirs is not None else 0))
+        return s
+
+    def to_hilkit(self, port: int, proto: str = "tcp") -> tuple[str, int]:
+        """Where the kernel sends to reach hilkit's ``proto`` port ``port``: (dut_ip, port)
+        on a wire, slirp's redirection on 127.0.0.1 behind slirp (a check skips, saying so,
+        when slirp forwards no such port)."""
+        if self.redirs is None:
+            return self.dut_ip, port
+        host = self.redirs.get((proto, port))
+        if host is None:
+            pytest.skip(f"slirp forwards no {proto} port {port} to hilkit (the builder's "
+                        f"SLIRP_REDIRS lists the fixed ports the suites use; an ephemeral "
+                        f"port cannot be forwarded)")
+        return "127.0.0.1", host
 
     # sockets -----------------------------------------------------------------------------
     def socket(self, family: int = socket.AF_INET, type: int = socket.SOCK_DGRAM,
@@ -781,7 +851,13 @@ class RigPlugin:
         st = Stack(config=StackConfig())
         try:
             wrapped = st.add_device(hil_capture.wrap(BorrowedDevice(dev)))
-            st.link_add(wrapped, built.dut_ip, built.dut_netmask)
+            if link_config_reader(dev) is not None:
+                # a point-to-point link (PPP) tells the stack its address itself, from what
+                # IPCP negotiated: wait for it rather than set one by hand
+                st.run(until=lambda: bool(st.interfaces and st.interfaces[0].addrs),
+                       timeout=10)
+            else:
+                st.link_add(wrapped, built.dut_ip, built.dut_netmask)
             if built.gateway:
                 st.route_add("0.0.0.0", "0.0.0.0", built.gateway)
             yield st
@@ -793,7 +869,12 @@ class RigPlugin:
     def kernel(self) -> Iterator[Kernel]:
         s = self.session
         require_kernel_peer(s.built, "this check")
-        k = Kernel(s.built.ns, s.built.kernel_ip, s.built.kernel_prefix, s.peer_ifname)
+        if is_slirp(s.built):  # the namespace's loopback, which slirp's 10.0.2.2 reaches
+            k = Kernel(s.built.ns, "127.0.0.1", 8, "lo", dut_ip=s.built.dut_ip,
+                       redirs=getattr(s.built, "redirs", None) or {})
+        else:
+            k = Kernel(s.built.ns, s.built.kernel_ip, s.built.kernel_prefix, s.peer_ifname,
+                       dut_ip=s.built.dut_ip)
         try:
             yield k
         finally:

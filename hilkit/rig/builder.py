@@ -98,6 +98,16 @@ class BuiltRig:
     usb: UsbTarget | None = None  # a USB NIC: the backend and what the driver looks for
     usb_bus: Any = None  # the virtual USB bus a device model is plugged into, else None
     usb_model: Any = None  # the device model plugged into it: the NIC's, or an FT232H's
+    # A PPP rig (a serial bus, a slirp/pppd/remote peer): the peer's process (SlirpPeer,
+    # PppdPeer) or None, how long LCP+IPCP took, and the slirp redirections that let the
+    # namespace reach hilkit: (proto, hilkit's port) -> port on the namespace's 127.0.0.1.
+    line_peer: Any = None
+    bringup_ms: float | None = None
+    redirs: Mapping[tuple[str, int], int] | None = None
+
+    @property
+    def point_to_point(self) -> bool:
+        return self.rig.peer.point_to_point
 
     def kernel_mac(self) -> bytes:
         """The MAC address of the kernel's interface in the namespace."""
@@ -117,6 +127,8 @@ def check_hardware(rig: Rig, *, home: Netns | str | None = None) -> None:
     factory that cannot be imported raises ``RigError``.
     """
     _check_tools(rig)
+    if rig.peer.point_to_point:
+        _check_serial(rig)
     if rig.bus is not None:
         if rig.bus.kind == "spidev":
             assert rig.bus.device is not None
@@ -142,6 +154,41 @@ def _check_tools(rig: Rig) -> None:
         raise HardwareNotFound("ip", "command not found", "install iproute2")
     if rig.peer.kind == "tap" and not os.path.exists("/dev/net/tun"):
         raise HardwareNotFound("/dev/net/tun", "not found", "load the tun module: modprobe tun")
+
+
+_SERIAL_HINT = ("check the port: ls -l {port} (a Pi's UART: enable_uart=1 in config.txt, "
+                "no serial console in cmdline.txt); your user needs the dialout group "
+                "(id; sudo usermod -aG dialout $USER); who holds it: fuser -v {port}")
+
+
+def _check_serial(rig: Rig) -> None:
+    """A PPP rig: the serial port opens (a URL is left to the driver), the peer's program
+    is installed, and pppd has ``/dev/ppp``."""
+    peer = rig.peer
+    if peer.kind == "slirp" and shutil.which("slirp") is None:
+        raise HardwareNotFound("slirp", "not installed", "apt-get install -y slirp")
+    ports = [p for p in (rig.bus.port if rig.bus is not None else None,
+                         peer.port if peer.kind == "pppd" else None) if p]
+    for port in ports:
+        if "://" in port:
+            continue
+        hint = _SERIAL_HINT.format(port=port)
+        if not os.path.exists(port):
+            raise HardwareNotFound(port, "no such serial port", hint)
+        try:
+            fd = os.open(port, os.O_RDWR | os.O_NOCTTY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError as e:
+            raise HardwareNotFound(port, f"cannot open the serial port: {e.strerror}",
+                                   hint) from None
+        os.close(fd)
+    if peer.kind == "pppd":
+        if shutil.which("pppd") is None:
+            raise HardwareNotFound("pppd", "not installed", "apt-get install -y ppp")
+        if not os.path.exists("/dev/ppp"):
+            raise HardwareNotFound(
+                "/dev/ppp", "not found: pppd needs the kernel's PPP driver",
+                "load it: modprobe ppp_generic (check: ls -l /dev/ppp; lsmod | grep ppp); "
+                "in a container, pass /dev/ppp through (--device /dev/ppp)")
 
 
 def _check_node(path: str, what: str, absent_hint: str, perm_hint: str) -> None:
@@ -480,6 +527,9 @@ def build(
         in_netns_driver = rig.bus is None and peer.kind == "tap"
         wire: Device | None = None
 
+        if peer.point_to_point:
+            yield _build_ppp(es, rig, ns, clock, capture)
+            return
         if peer.kind == "host":
             es.enter_context(_sigterm_unwinds())  # a cancelled CI job still brings it home
             _move_host_interface(es, ns, peer.interface, rig.mtu,
@@ -811,3 +861,170 @@ def _make_driver(es: ExitStack, rig: Rig, ns: Netns, bus: SpiBus | UsbTarget | N
         device = factory(**kwargs)
     es.callback(device.close)
     return device
+
+
+# -- PPP rigs: a serial line with slirp, pppd or a remote peer at the far end ----------------
+
+# hilkit's fixed ports the suites listen on (udp echo, the tcp/throughput/recovery suites'
+# PORT constants), and where slirp forwards them from on the namespace's 127.0.0.1 ("redir",
+# slirp(1)): the kernel side reaches hilkit's port P at 127.0.0.1:REDIR_BASE + P.
+SLIRP_REDIRS: tuple[tuple[str, int], ...] = (
+    ("udp", 7), ("tcp", 7), ("tcp", 5001), ("tcp", 5002), ("tcp", 5003), ("tcp", 5004),
+    ("udp", 5002),
+)
+REDIR_BASE = 20000
+BRINGUP_TIMEOUT_S = 10.0  # LCP + IPCP (+ PAP/CHAP) against a peer that is there
+CHAT_ALLOWANCE_S = 60.0  # ... plus a modem's dialogue, when the rig has one
+
+
+class PppdPeer:
+    """The host's pppd in the rig's namespace on ``port`` (the far end of a null-modem
+    cable from the DUT's port): it gives the DUT ``remote`` and is ``local`` itself."""
+
+    def __init__(self, ns: Netns, port: str, baudrate: int, rtscts: bool, local: str,
+                 remote: str, mtu: int, auth: str, secrets: Mapping[str, str]) -> None:
+        self.ns = ns
+        self.argv = ["pppd", port, str(baudrate), "nodetach", "local", "noipdefault",
+                     "nodefaultroute", "noproxyarp", "persist", "maxfail", "0",
+                     "mtu", str(mtu), "mru", str(mtu), f"{local}:{remote}",
+                     "crtscts" if rtscts else "nocrtscts"]
+        self.secrets = dict(secrets)
+        self.auth = auth
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = list(self.argv)
+        argv.append("noauth")  # pppd's secrets are /etc/ppp's: the schema refuses peer.auth
+        self.proc = self.ns.popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _ppp_secret(rig: Rig) -> str | None:
+    """The rig's PPP password: ``driver.password``, or the environment variable
+    ``driver.password_env`` names (``RigError`` naming the variable, never a value)."""
+    opts = rig.driver.options
+    if "password" in opts:
+        pw = opts["password"]
+        return pw.reveal() if hasattr(pw, "reveal") else str(pw)
+    env = opts.get("password_env")
+    if env is None:
+        return None
+    value = os.environ.get(str(env))
+    if value is None:
+        raise RigError(display_path(rig.path), [Problem(
+            "driver.password_env", f"the environment variable {env} is not set (export it "
+                                   f"with the PPP password before the run)")])
+    return value
+
+
+def _build_ppp(es: ExitStack, rig: Rig, ns: Netns, clock: Clock,
+               capture: str | os.PathLike[str] | None) -> BuiltRig:
+    """The line's far end (slirp on a pty in ``ns``, pppd in ``ns`` on its port, or a
+    remote peer that is there already), the PPP driver on the DUT's end, and the link up:
+    LCP and IPCP done (what IPCP gave is ``link_config()``, which the stack applies)."""
+    import time
+
+    from hilkit.drivers import load_driver
+    from hilkit.drivers.ppp.auth import Credentials
+    from hilkit.drivers.ppp.chat import ChatScript
+    from hilkit.drivers.ppp.link import PppConfig
+
+    peer, bus = rig.peer, rig.bus
+    baud = bus.baudrate if bus is not None and bus.baudrate else 115200
+    rtscts = bool(bus.rtscts) if bus is not None else False
+    opts = dict(rig.driver.options)
+    user = opts.pop("username", None)
+    secret = _ppp_secret(rig)
+    opts.pop("password", None)
+    opts.pop("password_env", None)
+    creds = Credentials.of(user, secret) if user is not None and secret is not None else None
+    cfg: dict[str, Any] = {k: opts.pop(k) for k in ("vj", "echo_interval_ms", "echo_failure")
+                           if k in opts}
+    chat_spec = opts.pop("chat", None)
+    chat = ChatScript.parse(chat_spec) if chat_spec is not None else None
+    line_peer: Any = None
+    redirs: dict[tuple[str, int], int] | None = None
+    if peer.kind == "slirp":
+        from hilkit.rig.slirp import SlirpPeer
+
+        redirs = {(proto, p): REDIR_BASE + p for proto, p in SLIRP_REDIRS}
+        words = [f"redir {proto} {host} {p}" for (proto, p), host in redirs.items()]
+        auth = None if peer.auth == "none" else peer.auth
+        if auth is not None and creds is None:
+            raise RigError(display_path(rig.path), [Problem(
+                "driver.username", f"missing: peer.auth = {auth!r} needs a username and "
+                                   f"password for slirp to check")])
+        line_peer = es.enter_context(SlirpPeer(
+            ns, baudrate=baud, extra_args=words, auth=auth,  # type: ignore[arg-type]
+            secrets={user: secret} if auth is not None and user and secret else None))
+        port = line_peer.port
+        cfg.setdefault("address", None)
+    else:
+        assert bus is not None and bus.port is not None
+        port = bus.port
+        if peer.kind == "pppd":
+            assert peer.port is not None
+            pppd = PppdPeer(ns, peer.port, baud, rtscts, peer.ip, rig.dut.ip, rig.mtu,
+                            peer.auth, {user: secret} if user and secret else {})
+            es.callback(pppd.stop)
+            pppd.start()
+            line_peer = pppd
+    factory = load_driver(rig.driver.name)
+    params = _parameters(factory)
+    kwargs: dict[str, Any] = {k: v for k, v in opts.items()}
+    kwargs.setdefault("mtu", rig.mtu)
+    if "clock" in params:
+        kwargs["clock"] = clock
+    if peer.kind == "slirp" and "default_route" in params:
+        kwargs.setdefault("default_route", False)  # hilkit sends only to 10.0.2.2
+    config = PppConfig(credentials=creds, **cfg)
+    device: Device = factory(port, baudrate=baud, rtscts=rtscts, config=config, chat=chat,
+                             **kwargs)
+    es.callback(device.close)
+    limit = BRINGUP_TIMEOUT_S + (CHAT_ALLOWANCE_S if chat is not None else 0.0)
+    t0 = time.monotonic()
+    while not device.link_up and time.monotonic() - t0 < limit:
+        device.poll(64)
+        time.sleep(0.002)
+    if not device.link_up:
+        phase = getattr(getattr(device, "phase", None), "name", "?")
+        far = {"slirp": "slirp", "pppd": f"pppd on {getattr(peer, 'port', '?')}",
+               "remote": f"the remote peer on {port}"}[peer.kind]
+        detail = ""
+        if peer.kind == "slirp" and line_peer is not None:
+            detail = "; slirp said: " + " | ".join(line_peer.output().splitlines()[-4:])
+        raise HardwareNotFound(
+            f"{rig.driver.name} link on {port}",
+            f"LCP/IPCP did not come up with {far} within {limit:g} s (phase {phase})"
+            + detail,
+            "check the cable, the baud rate (bus.baudrate), the peer's authentication "
+            "(peer.auth, driver.username/password) and the chat script")
+    bringup_ms = (time.monotonic() - t0) * 1000.0
+    lc_fn = getattr(device, "link_config", None)
+    lc = lc_fn() if callable(lc_fn) else None
+    dut_ip = lc.address if lc is not None else rig.dut.ip
+    kernel_ip = (lc.peer if lc is not None and lc.peer and peer.kind != "slirp"
+                 else peer.ip)
+    driver_device = device
+    if capture is not None:
+        from hilkit.port.capture import CaptureDevice, PcapngWriter
+
+        writer = PcapngWriter(os.fspath(capture))
+        es.callback(writer.close)
+        device = CaptureDevice(device, writer)
+        es.callback(device.close)
+    return BuiltRig(
+        rig=rig, ns=ns, device=device, bus=None, model=None, pins={},
+        kernel_ip=kernel_ip, kernel_prefix=32, dut_ip=dut_ip, dut_netmask="255.255.255.255",
+        gateway=None, peer_interface="", wire=None, driver_device=driver_device,
+        nic=_driver_nic(rig), line_peer=line_peer, bringup_ms=bringup_ms, redirs=redirs)

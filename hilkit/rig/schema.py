@@ -45,6 +45,7 @@ __all__ = [
     "Problem",
     "Rig",
     "RigError",
+    "Secret",
     "SuiteParams",
     "display_path",
     "parse_rig",
@@ -53,10 +54,31 @@ __all__ = [
 ]
 
 DEFAULT_SUITES: Final = SUITE_NAMES
-BUS_KINDS: Final = ("spidev", "ftdi", "sim", "usb", "python")
+BUS_KINDS: Final = ("spidev", "ftdi", "sim", "usb", "python", "serial")
 PIN_KINDS: Final = ("gpiod", "ftdi", "sim")
 PIN_NAMES: Final = ("reset", "irq")
-PEER_KINDS: Final = ("tap", "host", "board")
+PEER_KINDS: Final = ("tap", "host", "board", "slirp", "pppd", "remote")
+# Peers at the far end of a point-to-point (PPP) serial line: the DUT's address is what
+# IPCP hands out, not the rig file's.
+PPP_PEER_KINDS: Final = ("slirp", "pppd", "remote")
+PEER_AUTHS: Final = ("none", "pap", "chap")
+PPP_HANGUPS: Final = ("dtr", "ath", "none")
+# slirp's fixed addresses (slirp(1)): itself (an alias of its host's loopback), the client
+SLIRP_PEER_ADDRESS: Final = "10.0.2.2/24"
+SLIRP_DUT_ADDRESS: Final = "10.0.2.15/24"
+# pppd's addresses in the rig's namespace when the rig file gives none (local:remote)
+PPPD_PEER_ADDRESS: Final = "10.0.5.1/24"
+PPPD_DUT_ADDRESS: Final = "10.0.5.2/24"
+DEFAULT_BAUDRATE: Final = 115200
+BAUDRATE_RANGE: Final = (50, 4_000_000)
+# [driver] keys of a driver on a serial line (a NIC registered with transport "serial"):
+# what its PPP link negotiates. The builder turns them into the driver's ``config`` (and
+# ``chat``); the driver's own keyword options (hangup, watch_dcd, name, ...) pass through.
+PPP_LINK_KEYS: Final = ("username", "password", "password_env", "vj", "echo_interval_ms",
+                        "echo_failure", "chat")
+# ... and the parameters the builder passes a serial driver itself (from [bus], the link).
+SERIAL_BUILDER_PARAMS: Final = frozenset({"port", "baudrate", "rtscts", "config"})
+_ENV_NAME_RE: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 # What a board peer (its own stack at a fixed address) may say it runs: ICMP echo,
 # and the RFC 862 echo / RFC 863 discard / RFC 864 chargen services on UDP and TCP.
 BOARD_SERVICES: Final = ("ping", "udp-echo", "tcp-echo", "tcp-discard", "tcp-chargen")
@@ -86,13 +108,14 @@ _BUS_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "sim": ("kind", "model", "speed_hz", "seed", "faults", "timing"),
     "usb": ("kind", "id", "serial", "port", "backend", "model", "seed", "faults", "options"),
     "python": ("kind", "factory"),  # plus free parameters
+    "serial": ("kind", "port", "baudrate", "rtscts"),
 }
 _PIN_KEYS: Final[dict[str, tuple[str, ...]]] = {
     "gpiod": ("kind", "chip", "line", "active_low", "bias"),
     "ftdi": ("kind", "bit", "active_low"),
     "sim": ("kind",),
 }
-_PEER_KEYS: Final = ("kind", "address", "interface", "services")
+_PEER_KEYS: Final = ("kind", "address", "interface", "services", "auth", "port")
 _DUT_KEYS: Final = ("address", "gateway")
 
 _NAME_RE: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*\Z")
@@ -185,6 +208,8 @@ class BusSpec:
     serial: str | None = None  # usb: the iSerialNumber to find
     port: str | None = None  # usb: the port path to find, "1-1.2" (/sys/bus/usb/devices)
     backend: str | None = None  # usb: the pyusb backend module (get_backend()); None: libusb1
+    baudrate: int | None = None  # serial: the line's speed (8N1: 10 bits a byte)
+    rtscts: bool = False  # serial: hardware flow control
 
     @property
     def simulated(self) -> bool:
@@ -196,7 +221,11 @@ class BusSpec:
         """One short line for tables: ``spidev /dev/spidev0.0 @ 8 MHz``."""
         ftdi = self.url if self.model is None else f"{self.url} (virtual, model {self.model})"
         where = {"spidev": self.device, "ftdi": ftdi, "python": self.factory,
-                 "sim": self.model, "usb": self.usb_where()}.get(self.kind)
+                 "sim": self.model, "usb": self.usb_where(),
+                 "serial": self.port or "(the peer's line)"}.get(self.kind)
+        if self.kind == "serial":
+            return f"serial {where} @ {self.baudrate} baud" + (" rtscts" if self.rtscts
+                                                                else "")
         text = self.kind if where is None else f"{self.kind} {where}"
         if self.speed_hz is not None and self.kind not in ("python", "usb"):
             text += f" @ {_hz(self.speed_hz)}"
@@ -257,7 +286,9 @@ class PeerSpec:
     kind: str
     address: str  # the kernel's address with prefix, "192.168.7.1/24"
     interface: str  # host: the NIC's name; tap: the TAP's name in the namespace; board: ""
-    services: tuple[str, ...] = ()  # board: what its own stack runs (BOARD_SERVICES)
+    services: tuple[str, ...] = ()  # board, remote: what its own stack runs (BOARD_SERVICES)
+    auth: str = "none"  # slirp: the authentication it demands ("none", "pap", "chap")
+    port: str | None = None  # pppd: the serial port it runs on (the cable's far end)
 
     @property
     def ip(self) -> str:
@@ -267,7 +298,23 @@ class PeerSpec:
     def prefix(self) -> int:
         return ipaddress.IPv4Interface(self.address).network.prefixlen
 
+    @property
+    def point_to_point(self) -> bool:
+        """The far end of a PPP serial line (slirp, pppd, a remote peer)."""
+        return self.kind in PPP_PEER_KINDS
+
+    @property
+    def own_stack(self) -> bool:
+        """The far end is a stack of its own (a board, a remote PPP peer), not the Linux
+        kernel in the rig's namespace: only its ``services`` can be tested."""
+        return self.kind in ("board", "remote")
+
     def describe(self) -> str:
+        if self.kind in ("slirp", "pppd"):
+            auth = "" if self.auth == "none" else f", {self.auth}"
+            return f"{self.kind} {self.address}{auth}"
+        if self.kind == "remote":
+            return f"remote {self.address} ({', '.join(self.services) or 'no services'})"
         if self.kind == "board":
             return f"board {self.address} ({', '.join(self.services) or 'no services'})"
         return (f"host {self.interface} {self.address}" if self.kind == "host"
@@ -280,6 +327,8 @@ class DutSpec:
 
     address: str
     gateway: str | None = None
+    negotiated: bool = False  # a PPP rig: the address is what IPCP hands out (this: the
+    # one expected, or 0.0.0.0/0 when not known before the link is up)
 
     @property
     def ip(self) -> str:
@@ -319,7 +368,7 @@ class Rig:
         """
         if self.bus is not None and self.bus.simulated:
             return True
-        return self.peer.kind == "tap"
+        return self.peer.kind in ("tap", "slirp")
 
     def suite_params(self, suite: str) -> SuiteParams:
         """The parameters of ``suite``: the file's, with the declared defaults for this rig."""
@@ -651,15 +700,20 @@ class _Validator:
         driver_tbl = self.section(data, "driver", required=True)
         bus_tbl = self.section(data, "bus")
         peer_tbl = self.section(data, "peer", required=True)
-        dut_tbl = self.section(data, "dut", required=True)
+        p2p = isinstance(peer_tbl, dict) and peer_tbl.get("kind") in PPP_PEER_KINDS
+        dut_tbl = self.section(data, "dut", required=not p2p)
         pins_tbl = self.section(data, "pins")
 
         bus = self.bus(bus_tbl) if bus_tbl is not None else None
         peer = self.peer(peer_tbl) if peer_tbl is not None else None
         pins = self.pins(pins_tbl, bus) if pins_tbl is not None else {}
-        driver = (self.driver(driver_tbl, bus_tbl is not None, peer, pins)
+        driver = (self.driver(driver_tbl, bus_tbl is not None, peer, pins, bus)
                   if driver_tbl is not None else None)
-        dut = self.dut(dut_tbl, peer) if dut_tbl is not None else None
+        if p2p:
+            dut = self.ppp_dut(dut_tbl or {}, peer)
+        else:
+            dut = self.dut(dut_tbl, peer) if dut_tbl is not None else None
+        self.serial_line(bus, peer, driver)
         slow_sim = bus is not None and (bus.simulated or (peer is not None
                                                           and peer.kind == "tap"))
         suites = self.suites(data.get("suites", _MISSING), slow_sim)
@@ -687,6 +741,59 @@ class _Validator:
             pins=MappingProxyType(pins), peer=peer, dut=dut, mtu=mtu, suites=suites,
         )
 
+    def serial_line(self, bus: BusSpec | None, peer: PeerSpec | None,
+                    driver: DriverSpec | None) -> None:
+        """A serial bus and a PPP peer go together: the line's two ends."""
+        if peer is not None and peer.point_to_point:
+            if bus is not None and bus.kind != "serial":
+                self.err("bus.kind", f'a {peer.kind} peer is the far end of a serial line: '
+                                     f'write kind = "serial"')
+            elif peer.kind == "slirp" and bus is not None and bus.port is not None:
+                self.err("bus.port", "a slirp peer provides the line (a pty slirp talks PPP "
+                                     "on): remove the key")
+            elif peer.kind != "slirp" and (bus is None or bus.port is None):
+                self.err("bus.port", f'missing: a {peer.kind} peer is at the end of a real '
+                                     f'serial line (add [bus] kind = "serial" and port = '
+                                     f'"/dev/serial0", a device path or a pyserial URL)')
+            if driver is not None and _driver_transport(driver.name) not in (None, "serial"):
+                self.err("driver.name", f"driver {driver.name} does not speak PPP on a serial "
+                                        f'line; a {peer.kind} peer needs one (name = "ppp")')
+        elif bus is not None and bus.kind == "serial" and peer is not None:
+            self.err("peer.kind", f'a serial line needs a PPP peer at its far end ("slirp", '
+                                  f'"pppd" or "remote"), not a {_show(peer.kind)} peer')
+        elif (peer is not None and driver is not None and bus is None
+              and _driver_transport(driver.name) == "serial"):
+            self.err("peer.kind", f'driver {driver.name} speaks PPP on a serial line: its peer '
+                                  f'is "slirp", "pppd" or "remote"')
+
+    def ppp_dut(self, tbl: Mapping[str, Any], peer: PeerSpec | None) -> DutSpec | None:
+        """``[dut]`` of a PPP rig: optional; the address is what IPCP hands out (slirp:
+        10.0.2.15), and one the file gives is the address hilkit asks for."""
+        self.unknown(tbl, "dut", ("address",))
+        address = self.value(tbl, "dut", "address", "str")
+        default = {"slirp": SLIRP_DUT_ADDRESS, "pppd": PPPD_DUT_ADDRESS}.get(
+            peer.kind if peer is not None else "", "0.0.0.0/0")
+        if address is None:
+            return DutSpec(default, negotiated=True)
+        iface = self.cidr(address, "dut.address")
+        if iface is None:
+            return None
+        ip = iface.ip
+        if peer is not None and peer.kind == "slirp" and str(ip) != SLIRP_DUT_ADDRESS[:-3]:
+            self.err("dut.address", f"slirp hands out {SLIRP_DUT_ADDRESS[:-3]} and no other "
+                                    f"address (remove the key)")
+            return None
+        if peer is not None and str(ip) == peer.ip:
+            self.err("dut.address", f"{ip} is also the peer's address (peer.address)")
+            return None
+        if peer is not None and ip not in ipaddress.IPv4Interface(peer.address).network and (
+                iface.network.prefixlen < 32):
+            self.err("dut.address", f"{address} is not on the peer's network "
+                                    f"{ipaddress.IPv4Interface(peer.address).network} "
+                                    f"(peer.address = {peer.address})")
+            return None
+        return DutSpec(str(iface), negotiated=True)
+
     def section(self, data: Mapping[str, Any], key: str, *, required: bool = False,
                 ) -> dict[str, Any] | None:
         raw = data.get(key, _MISSING)
@@ -697,7 +804,7 @@ class _Validator:
         return self.table(raw, key)
 
     def driver(self, tbl: dict[str, Any], has_bus: bool, peer: PeerSpec | None,
-               pins: Mapping[str, PinSpec]) -> DriverSpec | None:
+               pins: Mapping[str, PinSpec], bus: BusSpec | None = None) -> DriverSpec | None:
         from hilkit.drivers import available_drivers
 
         known = available_drivers()
@@ -714,17 +821,30 @@ class _Validator:
         options: dict[str, Any] = {k: v for k, v in tbl.items() if k != "name"}
         if "mac" in options:
             options["mac"] = self.mac(options["mac"], "driver.mac")
+        serial = _driver_transport(name) == "serial"
+        if serial:  # a PPP link's keys: checked here, made into the driver's config
+            link: dict[str, Any] = {k: options.pop(k) for k in PPP_LINK_KEYS if k in options}
+            options |= self.ppp_options(link)
+            if "hangup" in options and options["hangup"] not in PPP_HANGUPS:
+                self.err("driver.hangup", f"unknown hangup {_show(options['hangup'])}"
+                         + (suggest(options["hangup"], PPP_HANGUPS)
+                            if isinstance(options["hangup"], str) else "")
+                         + f" (one of: {', '.join(PPP_HANGUPS)})")
         sig = _driver_signature(name)
         in_netns = not has_bus and peer is not None and peer.kind == "tap"
         if sig is not None:
             params = sig.parameters
             takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
             provided = set(BUILDER_DRIVER_PARAMS) | ({"name"} if in_netns else set())
+            if serial:
+                provided |= SERIAL_BUILDER_PARAMS
             settable = [p.name for p in params.values()
                         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
                         and p.name not in provided]
             if not takes_any:
                 for k in options:
+                    if serial and k in PPP_LINK_KEYS:
+                        continue
                     if k in provided:
                         self.err(_join("driver", k), "set by the rig itself, not a driver option"
                                  + (" (the TAP's name is peer.interface)" if k == "name" else ""))
@@ -738,7 +858,7 @@ class _Validator:
                          and first.default is inspect.Parameter.empty)
             if wants_bus and not has_bus:
                 self.err("bus", f"missing: driver {name} needs a bus (add a [bus] table)")
-            if has_bus and "bus" not in params and not takes_any:
+            if has_bus and "bus" not in params and not takes_any and not serial:
                 self.err("bus", f"driver {name} takes no bus (remove the [bus] table)")
             for pin in pins:
                 if pin not in params and not takes_any:
@@ -746,6 +866,77 @@ class _Validator:
         if peer is not None and peer.kind == "host" and not has_bus and name in ("tap", "tun"):
             self.err("peer.kind", f'driver {name} needs a "tap" peer')
         return DriverSpec(name, _frozen(options))
+
+    def ppp_options(self, tbl: Mapping[str, Any]) -> dict[str, Any]:
+        """The PPP link keys of ``[driver]`` (``PPP_LINK_KEYS``), checked: the password
+        is kept as a ``Secret`` (its repr hides it) and never shown in a message."""
+        out: dict[str, Any] = {}
+        user = self.value(tbl, "driver", "username", "str")
+        if user is not None:
+            if not user or len(user) > 255:
+                self.err("driver.username", "must be 1..255 characters")
+            else:
+                out["username"] = user
+        if "password" in tbl:
+            raw = tbl["password"]
+            if not isinstance(raw, str):  # never echo it: it may be a mistyped secret
+                self.err("driver.password", f"expected a string, got {_kind_of(raw)}")
+            elif len(raw.encode()) > 255:
+                self.err("driver.password", "longer than 255 bytes (PAP and CHAP carry at "
+                                            "most 255)")
+            else:
+                out["password"] = Secret(raw)
+        env = self.value(tbl, "driver", "password_env", "str")
+        if env is not None:
+            if not _ENV_NAME_RE.match(env):
+                self.err("driver.password_env", f"{_show(env)} is not the name of an "
+                                                f'environment variable (e.g. "PPP_PASSWORD")')
+            else:
+                out["password_env"] = env
+        if "password" in tbl and env is not None:
+            self.err("driver.password_env", "give the password or password_env, not both")
+        if user is None and ("password" in tbl or env is not None):
+            self.err("driver.username", "missing: a password goes with a username")
+        if user is not None and "password" not in tbl and env is None:
+            self.err("driver.password", "missing: a username goes with a password (or "
+                                        "password_env, the environment variable holding it)")
+        vj = self.value(tbl, "driver", "vj", "bool")
+        if vj is not None:
+            out["vj"] = vj
+        n = self.int_in(tbl, "driver", "echo_interval_ms", 0, 3_600_000)
+        if n is not None:
+            out["echo_interval_ms"] = n
+        n = self.int_in(tbl, "driver", "echo_failure", 1, 1000)
+        if n is not None:
+            out["echo_failure"] = n
+        if "chat" in tbl:
+            chat = self.chat(tbl["chat"])
+            if chat is not None:
+                out["chat"] = chat
+        return out
+
+    def chat(self, raw: object) -> str | tuple[tuple[str, ...], ...] | None:
+        """``driver.chat``: a chat script (``"'' AT OK ATD*99#"``) or a list of [expect,
+        send] pairs, checked by parsing it as the driver will."""
+        from hilkit.drivers.ppp.chat import ChatScript
+
+        spec: Any
+        if isinstance(raw, str):
+            spec = raw
+        elif isinstance(raw, list) and all(
+                isinstance(x, list) and all(isinstance(w, str) for w in x) for x in raw):
+            spec = tuple(tuple(x) for x in raw)
+        else:
+            self.err("driver.chat", f"expected a chat script (a string such as \"'' AT OK "
+                                    f"ATD*99# CONNECT\") or a list of [expect, send] "
+                                    f"pairs, got {_show(raw)}")
+            return None
+        try:
+            ChatScript.parse(spec)
+        except ValueError as e:
+            self.err("driver.chat", f"not a chat script: {_clip(str(e), 200)}")
+            return None
+        return spec  # type: ignore[no-any-return]
 
     def factory_params(self, factory: str, sig: inspect.Signature,
                        params: Mapping[str, Any]) -> None:
@@ -862,6 +1053,23 @@ class _Validator:
             )
         if kind == "usb":
             return self.usb_bus(tbl)
+        if kind == "serial":
+            port = self.value(tbl, "bus", "port", "str")
+            if port is not None and not port.strip():
+                self.err("bus.port", 'empty (a device path such as "/dev/serial0" or a '
+                                     'pyserial URL such as "rfc2217://host:port")')
+                port = None
+            elif port is not None and "://" not in port and not port.startswith("/"):
+                self.err("bus.port", f'{_show(port)} is neither a device path (e.g. '
+                                     f'"/dev/serial0") nor a pyserial URL (e.g. '
+                                     f'"socket://host:port")')
+                port = None
+            return BusSpec(
+                kind, port=port,
+                baudrate=self.int_in(tbl, "bus", "baudrate", *BAUDRATE_RANGE,
+                                     default=DEFAULT_BAUDRATE),
+                rtscts=bool(self.value(tbl, "bus", "rtscts", "bool", default=False)),
+            )
         factory = self.value(tbl, "bus", "factory", "str", required=True,
                              why=' (e.g. "mypackage.bridge:open_bus")')
         if factory is not None and not _FACTORY_RE.match(factory):
@@ -1048,6 +1256,11 @@ class _Validator:
     def peer(self, tbl: dict[str, Any]) -> PeerSpec | None:
         kind = self.choice(tbl, "peer", "kind", PEER_KINDS, "peer kind")
         self.unknown(tbl, "peer", _PEER_KEYS)
+        if kind in PPP_PEER_KINDS:
+            return self.ppp_peer(kind, tbl)
+        if "auth" in tbl:
+            self.err("peer.auth", f'only a PPP peer ("slirp", "pppd") demands authentication; '
+                                  f"a {kind} peer takes no auth")
         address = self.value(tbl, "peer", "address", "str", required=True,
                              why=' (the kernel\'s address, e.g. "192.168.7.1/24")')
         iface = None if address is None else self.cidr(address, "peer.address")
@@ -1073,6 +1286,63 @@ class _Validator:
         if kind is None or iface is None or ifname is None:
             return None
         return PeerSpec(kind, address, ifname, services)
+
+    def ppp_peer(self, kind: str, tbl: Mapping[str, Any]) -> PeerSpec | None:
+        """``[peer]`` at the far end of a PPP line: ``slirp`` (on a pty in the rig's
+        namespace; fixed addresses), ``pppd`` (the host's, in the namespace, on the serial
+        port), ``remote`` (already running at the far end; its stack runs ``services``)."""
+        if "interface" in tbl:
+            self.err("peer.interface", f"a {kind} peer has no interface to name: the line is "
+                                       f"the serial port (remove the key)")
+        auth = "none"
+        port: str | None = None
+        if kind == "pppd":
+            port = self.value(tbl, "peer", "port", "str", required=True,
+                              why=' (the serial port pppd runs on, the far end of the cable '
+                                  'from bus.port, e.g. "/dev/ttyUSB0")')
+            if port is not None and not port.startswith("/dev/"):
+                self.err("peer.port", f'{_show(port)} is not a device path (e.g. '
+                                      f'"/dev/ttyUSB0")')
+                port = None
+        elif "port" in tbl:
+            line = "its own pty" if kind == "slirp" else "bus.port"
+            self.err("peer.port", f"only a pppd peer runs on a port of this machine; a {kind} "
+                                  f"peer's line is {line} (remove the key)")
+        if kind == "pppd" and "auth" in tbl and tbl["auth"] != "none":
+            self.err("peer.auth", "pppd's secrets are the system's (/etc/ppp/pap-secrets, "
+                                  "chap-secrets), which hilkit does not edit: set auth in "
+                                  "pppd's own configuration and use a remote peer, or leave "
+                                  "peer.auth out")
+        elif kind == "remote":
+            if "auth" in tbl:
+                self.err("peer.auth", "a remote peer's demands are its own: hilkit answers "
+                                      "PAP or CHAP with driver.username and the password "
+                                      "(remove the key)")
+        elif "auth" in tbl:
+            auth = self.choice(tbl, "peer", "auth", PEER_AUTHS, "authentication") or "none"
+        services: tuple[str, ...] = ()
+        if kind == "remote":
+            services = self.services(tbl)
+        elif "services" in tbl:
+            self.err("peer.services", f"only a remote or board peer lists services (a {kind} "
+                                      f"peer is the Linux kernel's sockets in the rig's "
+                                      f"namespace, which run them all)")
+        default = {"slirp": SLIRP_PEER_ADDRESS, "pppd": PPPD_PEER_ADDRESS}.get(kind)
+        why = ' (the far end\'s address, e.g. "10.64.64.64/32")'
+        address = self.value(tbl, "peer", "address", "str", required=default is None, why=why,
+                             default=default)
+        if address is None:
+            return None
+        iface = self.cidr(address, "peer.address")
+        if iface is None:
+            return None
+        if kind == "slirp" and str(iface.ip) != SLIRP_PEER_ADDRESS[:-3]:
+            self.err("peer.address", f"slirp is {SLIRP_PEER_ADDRESS[:-3]} and no other address "
+                                     f"(remove the key)")
+            return None
+        if kind == "pppd" and port is None:
+            return None
+        return PeerSpec(kind, str(iface), "", services, auth, port)
 
     def services(self, tbl: Mapping[str, Any]) -> tuple[str, ...]:
         """``peer.services``: a list of BOARD_SERVICES, each once."""
@@ -1246,6 +1516,47 @@ def _factory_signature(ref: str) -> inspect.Signature | None:
         return inspect.signature(factory)
     except Exception:  # another package's import: reported when the rig is checked
         return None
+
+
+def _driver_transport(name: str) -> str | None:
+    """The transport of the NIC registered under ``name`` (``"serial"`` for PPP), or None."""
+    from hilkit.drivers import find_nic
+
+    try:
+        nic = find_nic(name)
+    except Exception:  # a broken registration is reported elsewhere
+        return None
+    return None if nic is None else nic.transport
+
+
+def _kind_of(value: object) -> str:
+    """What a value is, without showing it (for secrets)."""
+    return {bool: "true or false", int: "an integer", float: "a number", list: "an array",
+            dict: "a table"}.get(type(value), type(value).__name__)
+
+
+class Secret:
+    """A password from a rig file: ``str()`` and ``repr()`` never show it; ``reveal()``
+    does, for the one place that needs it (the PPP link's credentials)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "<secret>"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
 
 
 def _driver_signature(name: str) -> inspect.Signature | None:

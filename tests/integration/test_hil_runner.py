@@ -220,7 +220,8 @@ def test_nothing_selected_exits_2(tmp_path: Path) -> None:
                                              ("rpi-enc28j60", "/dev/spidev0.0"),
                                              ("ft232h-enc28j60", "ftdi://ftdi:232h/1"),
                                              ("usb-ecm", "0525:a4a2"),
-                                             ("usb-ecm-gadget", "0525:a4a2")])
+                                             ("usb-ecm-gadget", "0525:a4a2"),
+                                             ("rpi-ppp", "/dev/serial0")])
 def test_missing_hardware_exits_2_fast(tmp_path: Path, rig: str, device: str) -> None:
     if rig.startswith("rpi-") and os.path.exists(device):
         pytest.skip(f"{device} exists on this machine")
@@ -398,3 +399,52 @@ def test_sim_ft232h_full_run(tmp_path: Path, chip: str) -> None:
     # the ENC28J60's RBM/WBM bursts
     fig = results["figures"]
     assert fig["spi_bytes_per_payload_byte"] >= (4.0 if chip == "w5100" else 1.0)
+
+
+# -- sim-ppp: PPP to slirp in the rig's namespace ------------------------------------------
+
+PPP_PASSES = {"identity::test_device_opened", "identity::test_negotiated", "link::test_link_up",
+              "tcp::test_bytes_each_way[client]", "tcp::test_bytes_each_way[server]",
+              "throughput::test_goodput[hilkit_to_kernel]",
+              "throughput::test_goodput[kernel_to_hilkit]"}
+
+
+def test_sim_ppp_full_run(tmp_path: Path) -> None:
+    """Every suite on a PPP line to slirp: what works passes, what slirp cannot do is
+    skipped saying why, and the PPP figures are in results.json."""
+    results, outcomes = full_run(tmp_path, "sim-ppp", timeout=600)
+    assert set(results["suites"]) == EVERY_SUITE
+    for c in PPP_PASSES:
+        assert outcomes.get(c) == "passed", (c, outcomes.get(c))
+    figs = results["figures"]
+    for name in ("ppp_bringup_ms", "ppp_wire_bytes_per_ip_byte", "pct_of_line_ceiling",
+                 "ppp_address", "ppp_tx_accm"):
+        assert name in figs, name
+    assert figs["ppp_address"] == "10.0.2.15"
+    skipped = [c for c in results["checks"] if c["outcome"] == "skipped"]
+    assert all(c["message"] for c in skipped)
+
+
+@pytest.mark.parametrize("auth", ["pap", "chap"])
+def test_sim_ppp_with_authentication_hides_the_secret(tmp_path: Path, auth: str) -> None:
+    """peer.auth: slirp demands PAP or CHAP with the rig's credentials; the password (from
+    the environment) appears nowhere in the run's report directory."""
+    secret = "Zq9-hilkit-s3cret-" + auth
+    text = (REPO / "rigs" / "sim-ppp.toml").read_text()
+    text = text.replace('auth = "none"', f'auth = "{auth}"')
+    text = text.replace('# username = "hilkit"', 'username = "hilkit"')
+    text = text.replace('# password_env = "PPP_PASSWORD"', 'password_env = "HK_TEST_PPP_PW"')
+    rig = tmp_path / "sim-ppp-auth.toml"
+    rig.write_text(text)
+    out = tmp_path / "report"
+    env = {**os.environ, "HK_TEST_PPP_PW": secret}
+    res = subprocess.run([sys.executable, "-m", "hilkit.cli", "hil", "--rig", str(rig),
+                          "--suite", "identity,udp", "--out", str(out)], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert secret not in res.stdout + res.stderr
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert secret.encode() not in f.read_bytes(), f
+    results = json.loads((out / "results.json").read_text())
+    assert results["figures"]["ppp_auth"] != "none"

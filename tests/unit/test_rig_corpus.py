@@ -128,6 +128,16 @@ def _delete(d: dict[str, Any], path: str) -> dict[str, Any]:
 def _required(rig: dict[str, Any], path: str) -> bool:
     """What the schema (docs/rigs.md, "Keys") says may not be left out."""
     parts = path.split(".")
+    peer_kind = rig.get("peer", {}).get("kind")
+    if peer_kind in ("slirp", "pppd", "remote"):  # PPP: IPCP gives the DUT its address
+        if path in ("dut", "dut.address"):
+            return False
+        if path == "peer.address":
+            return peer_kind == "remote"  # slirp's is fixed; pppd's has a default
+        if path in ("bus", "bus.port"):
+            return peer_kind != "slirp"  # slirp provides the line
+        if path == "peer.port":
+            return peer_kind == "pppd"
     if path in ("driver", "driver.name", "peer", "peer.kind", "peer.address", "dut",
                 "dut.address", "bus.kind", "bus.device", "bus.url", "bus.factory",
                 "bus.model"):
@@ -179,6 +189,8 @@ FIELD_BAD: dict[str, tuple[Any, ...]] = {
     "suites": ("tcp", 7, [], ["tcpp"], [1], {}, {"tcpp": {}}),
 }
 BUS_BAD: dict[str, dict[str, tuple[Any, ...]]] = {
+    "serial": {"bus.baudrate": (49, 4_000_001, "115200", 115200.0),
+               "bus.rtscts": ("yes", 1), "bus.port": ("", "ttyS0", "\u0000", 7)},
     "spidev": {"bus.device": ("spidev0.0", "", "/dev/spidev0.0\u0000"),
                "bus.speed_hz": (999, 200_000_001), "bus.mode": (4,)},
     "ftdi": {"bus.url": ("ftdi://ftdi:232h/9", "ftdi://ftdi:nosuch/1",
@@ -201,6 +213,15 @@ DRIVER_BAD: dict[str, dict[str, tuple[Any, ...]]] = {
     "w5100": {"driver.send_timeout_ms": ("x", True, NAN, INF, 1e308, 2**63),
               "driver.mac_filter": ("yes", 1), "driver.mtu": (1500,), "driver.reset": (1,)},
     "tap": {"driver.create": (True,), "driver.name": ("hk9",), "driver.mtu": (NAN,)},
+    # PPP on a serial line: the link's keys, checked by the schema (docs/rigs.md)
+    "ppp": {"driver.username": ("", "x" * 300), "driver.password": (7, "x" * 300, [1]),
+            "driver.password_env": ("1BAD", "A-B", "", "X Y"),
+            "driver.chat": ("", 7, [["OK"], 7], [[1, 2]], "'unterminated", {"a": 1}),
+            "driver.hangup": ("hang", "", "DTR"), "driver.vj": ("yes", 1),
+            "driver.echo_interval_ms": (-1, 3_600_001, "x", NAN),
+            "driver.echo_failure": (0, 1001, True), "driver.watch_dcd": ("no",),
+            "driver.port": ("/dev/ttyS0",), "driver.baudrate": (9600,),
+            "driver.config": ("x",), "driver.clock": (1,)},
 }
 # A python bus (a lab's bridge): its free parameters obey the rules every value obeys.
 PYTHON_BUS = {"kind": "python", "factory": "tests.rig_plugins:make_loopback_bus",

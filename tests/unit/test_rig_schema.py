@@ -287,7 +287,7 @@ def test_unknown_bus_kind(tmp_path: Path) -> None:
     assert lines[0] == 'rigs/bench.toml: bus.kind: unknown bus kind "spi"; did you mean "spidev"?'
     lines = errors_of(tmp_path, replace(SPIDEV_RIG, 'kind = "spidev"', 'kind = "i2c"'))
     assert lines[0] == ('rigs/bench.toml: bus.kind: unknown bus kind "i2c" '
-                        "(known: spidev, ftdi, sim, usb, python)")
+                        "(known: spidev, ftdi, sim, usb, python, serial)")
 
 
 @pytest.mark.parametrize("factory", ["mybridge.open_bus", "mybridge:", ":open_bus",

@@ -228,7 +228,7 @@ def duplex_transfer(stack: Stack, kernel: Kernel, built: BuiltRigLike, nbytes: i
         def kside() -> KernelEnd:
             c = kernel.tcp_client()
             c.settimeout(timeout)
-            c.connect((built.dut_ip, port))
+            c.connect(kernel.to_hilkit(port))
             return kernel_duplex(c, to_hilkit)
 
         th = kernel.start(stack, kside, "kernel-client")

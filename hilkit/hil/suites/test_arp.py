@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from hilkit.hil.plugin import BuiltRigLike, Kernel
+from hilkit.hil.plugin import BuiltRigLike, Kernel, require_ethernet
 from hilkit.stack import PingError, PingStats, Stack
 from hilkit.stack.addr import ip_to_int
 
 
 def test_hilkit_resolves_kernel(rig: BuiltRigLike, kernel: Kernel, stack: Stack) -> None:
+    require_ethernet(rig, "ARP")
     want = kernel.mac()
     iface = stack.interfaces[0]
     assert iface.arp.lookup(ip_to_int(rig.kernel_ip), stack.clock.now_ms()) is None
@@ -22,6 +23,7 @@ def test_hilkit_resolves_kernel(rig: BuiltRigLike, kernel: Kernel, stack: Stack)
 
 
 def test_kernel_learns_hilkit_mac(rig: BuiltRigLike, kernel: Kernel, stack: Stack) -> None:
+    require_ethernet(rig, "ARP")
     kernel.flush_neigh()
     assert (kernel.neigh(rig.dut_ip) or {}).get("lladdr") is None
     th = kernel.start(stack, lambda: kernel.ping(rig.dut_ip, count=1, wait=3))

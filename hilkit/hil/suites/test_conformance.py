@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from hilkit.hil.plugin import Capture, HilSession, require_kernel_peer
+from hilkit.hil.plugin import Capture, HilSession, require_kernel_interface, require_kernel_peer
 from hilkit.port.conformance import DeviceConformance, DevicePair
 from hilkit.port.device import DeviceClosed
 from hilkit.rig.peers import PacketPeer
@@ -53,6 +53,8 @@ class TestDevice(DeviceConformance):
     @pytest.fixture
     def conformance_pair(self, hil: HilSession, hil_capture: Capture) -> Iterator[DevicePair]:
         require_kernel_peer(hil.built, "the conformance suite's raw-frame peer")
+        require_kernel_interface(hil.built, "the conformance suite's raw-frame peer work",
+                                 "it needs raw access to the far end of the line")
         dev = hil.built.device
         with contextlib.suppress(DeviceClosed):  # closed: a repeated test_close
             for _ in range(1000):  # what earlier checks left behind is not this test's

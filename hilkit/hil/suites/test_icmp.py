@@ -12,6 +12,7 @@ from hilkit.hil.plugin import (
     FigureFn,
     HilSession,
     Kernel,
+    require_kernel_interface,
     require_peer_service,
     suite_params_of,
 )
@@ -45,6 +46,8 @@ def test_hilkit_pings_kernel(rig: BuiltRigLike, stack: Stack, hil: HilSession, s
 
 def test_kernel_pings_hilkit(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSession,
                              size: int, figure: FigureFn) -> None:
+    require_kernel_interface(rig, "the kernel ping hilkit",
+                             "slirp forwards no ICMP from the namespace to its client")
     count = _count(hil)
     wait = hil.params("icmp").number("timeout_s")
     th = kernel.start(stack, lambda: kernel.ping(rig.dut_ip, count=count, size=size, wait=wait))

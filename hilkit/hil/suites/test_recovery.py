@@ -129,6 +129,10 @@ def _recovery_counters(rig: BuiltRigLike, stat_names: tuple[str, ...]) -> dict[s
 def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
                             hil: HilSession, how: str, figure: FigureFn,
                             nic: Nic | None) -> None:
+    if nic is not None and nic.transport == "serial":
+        pytest.skip(f"{nic.title}: no chip to reset {how}; a PPP line's faults (noise, a "
+                    "peer restart) need SlirpPeer to corrupt bytes and restart slirp on the "
+                    "same pty (hilkit/rig/slirp.py)")
     reset = _resetter(rig, how, nic)
     stat_names = hil.stat_names
     n = size_param(hil, "recovery", "bytes")

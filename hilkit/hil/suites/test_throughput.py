@@ -100,6 +100,11 @@ def _snapshot(rig: BuiltRigLike, nic: Nic | None) -> dict[str, float]:
                 "transactions": int(b.get("transactions", 0)),
                 "calls": int(b.get("calls", 0))}
     out |= {f"stat:{k}": v for k, v in _stats(rig, nic).items()}
+    for dev in unwrap_chain(rig.device):  # a PPP link's line counters (HDLC framing)
+        st = getattr(dev, "stats", None)
+        if isinstance(st, Mapping):
+            out |= {f"stat:{k}": int(v) for k, v in st.items()
+                    if k in ("link.hdlc_tx_bytes_out", "link.hdlc_rx_bytes_in")}
     out |= {f"usb:{k}": v for k, v in usb_stats(rig).items()}
     out |= {f"bridge:{k}": v for k, v in bridge_stats(rig).items()}
     return out
@@ -185,6 +190,40 @@ def test_goodput(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSessio
     d |= {"data_frames": d[f"{side}_frames"], "data_bytes": d[f"{side}_bytes"]}
     for name, (value, unit) in _figures(rig, nic, d).items():
         figure(f"{name}_{direction}", value, unit)
+    ppp = _ppp_figures(rig, before, after, n, elapsed, direction)
+    for name, (value, unit) in ppp.items():
+        figure(f"{name}_{direction}", value, unit)
+    if ppp:
+        acc = hil.shared.setdefault("throughput_ppp", {})
+        for k in ("wire", "ip"):
+            acc[k] = acc.get(k, 0) + ppp_bytes(before, after, direction)[k]
+
+
+def ppp_bytes(before: Mapping[str, float], after: Mapping[str, float],
+              direction: str) -> dict[str, float]:
+    """Bytes on the line (HDLC-framed, escaped, with FCS: what the link wrote or read) and IP
+    bytes (the device's counters) that went the data's way during a transfer."""
+    out = direction == "hilkit_to_kernel"
+    wire = "stat:link.hdlc_tx_bytes_out" if out else "stat:link.hdlc_rx_bytes_in"
+    ip = "tx_bytes" if out else "rx_bytes"
+    return {"wire": after.get(wire, 0) - before.get(wire, 0),
+            "ip": after.get(ip, 0) - before.get(ip, 0)}
+
+
+def _ppp_figures(rig: BuiltRigLike, before: Mapping[str, float], after: Mapping[str, float],
+                 n: int, seconds: float, direction: str) -> dict[str, tuple[float, str]]:
+    """A PPP serial line: line bytes per IP byte (HDLC framing, escapes, FCS: RFC 1662;
+    ~1.013 at MTU 1500 with nothing escaped), and TCP goodput as a share of the line's
+    ceiling (8N1: baudrate / 10 bytes a second)."""
+    baud = getattr(getattr(rig.rig, "bus", None), "baudrate", None)
+    if not baud or "stat:link.hdlc_tx_bytes_out" not in after:
+        return {}
+    b = ppp_bytes(before, after, direction)
+    figs: dict[str, tuple[float, str]] = {"line_ceiling_Bps": (baud / 10, "B/s")}
+    if b["ip"] > 0:
+        figs["ppp_wire_bytes_per_ip_byte"] = (b["wire"] / b["ip"], "")
+    figs["pct_of_line_ceiling"] = (100.0 * n / seconds / (baud / 10), "%")
+    return figs
 
 
 def _mtu_payload(rig: BuiltRigLike) -> int:
@@ -340,6 +379,15 @@ def test_bus_figures(rig: BuiltRigLike, hil: HilSession, figure: FigureFn,
             if name in mfigs:
                 value, unit = mfigs[name]
                 figure(f"{name}_mtu", value, unit)
+    ppp = hil.shared.get("throughput_ppp")
+    if ppp and ppp.get("ip"):
+        figure("ppp_wire_bytes_per_ip_byte", ppp["wire"] / ppp["ip"], "")
+        pcts = [hil.figures.get(f"pct_of_line_ceiling_{d}") for d in DIRECTIONS]
+        if all(isinstance(p, (int, float)) for p in pcts):
+            figure("pct_of_line_ceiling", min(float(p) for p in pcts  # type: ignore[arg-type]
+                                              ), "%")
+    if nic is not None and nic.transport == "serial":
+        return
     if nic is None or not nic.wire_bps:
         hil.note("no pct_of_wire_ceiling: the driver registers no NIC with wire_bps "
                  "(hilkit.port.nic.Nic)")
