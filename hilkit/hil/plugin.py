@@ -146,6 +146,15 @@ def is_slirp(built: BuiltRigLike) -> bool:
     return peer_kind(built) == "slirp"
 
 
+def slirp_peer(built: BuiltRigLike) -> Any | None:
+    """The rig's ``SlirpPeer`` (``hilkit.rig.slirp``: ``restart()``, ``line`` faults) when
+    the far end is slirp started by the builder; None otherwise."""
+    peer = getattr(built, "line_peer", None)
+    if not is_slirp(built) or peer is None or getattr(peer, "line", None) is None:
+        return None
+    return peer
+
+
 def require_peer_service(built: BuiltRigLike, service: str) -> None:
     """Skip, saying why, when the peer is a board (``[peer] kind = "board"``) or a remote
     PPP peer whose own stack does not run ``service``; the Linux kernel (and slirp, which

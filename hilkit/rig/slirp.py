@@ -32,8 +32,10 @@ import contextlib
 import hashlib
 import importlib.resources
 import os
+import random
 import select
 import shutil
+import signal
 import subprocess
 import tempfile
 import threading
@@ -41,13 +43,14 @@ import time
 import tty
 from collections import deque
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Literal
 
 from hilkit.rig.netns import Netns
 
-__all__ = ["PacedPtyLine", "SlirpError", "SlirpPeer", "build_select_shim"]
+__all__ = ["LineFaults", "PacedPtyLine", "SlirpError", "SlirpPeer", "build_select_shim"]
 
 PEER_IP: Final = "10.0.2.2"  # slirp's alias for its host's loopback (slirp(1))
 DUT_IP: Final = "10.0.2.15"  # the address slirp hands the client
@@ -55,6 +58,8 @@ READY_TEXT: Final = "SLiRP Ready"
 READY_TIMEOUT_S: Final = 10.0
 _SHIM_SOURCE: Final = "slirp_selectfix.c"
 _LOG_LINES: Final = 200
+DIRECTIONS: Final = ("a_to_b", "b_to_a")
+Direction = Literal["a_to_b", "b_to_a", "both"]
 
 
 class SlirpError(RuntimeError):
@@ -90,6 +95,20 @@ def build_select_shim() -> Path:
         return lib
 
 
+@dataclass
+class LineFaults:
+    """What the line does to one direction's bytes: each byte is dropped with
+    ``drop_rate``, else has one random bit flipped with ``corrupt_rate``; until
+    ``down_until`` (``time.monotonic()`` seconds) everything is discarded."""
+
+    drop_rate: float = 0.0
+    corrupt_rate: float = 0.0
+    down_until: float = 0.0
+
+    def active(self, now: float) -> bool:
+        return self.drop_rate > 0 or self.corrupt_rate > 0 or now < self.down_until
+
+
 class PacedPtyLine:
     """A null-modem cable between two pseudo-terminals, paced to ``baudrate``.
 
@@ -99,10 +118,16 @@ class PacedPtyLine:
     reading, the ptys fill and the writer sees the line busy, as with flow control.
     The relay keeps a descriptor of each slave open, so a side that closes and opens
     its port again finds the line still there.
+
+    Faults, settable at run time from any thread: ``faults[0]`` is a->b, ``faults[1]``
+    b->a (``LineFaults``; ``set_faults``, ``down`` and ``clear_faults`` set them by
+    direction name). Drops and bit flips draw from a ``random.Random(seed)``; what the
+    faults did is counted in ``fault_stats`` (``dropped``, ``corrupted``, ``discarded``
+    per direction, bytes).
     """
 
     def __init__(self, baudrate: int = 115200, *, pace: bool = True,
-                 buffer_bytes: int = 4096) -> None:
+                 buffer_bytes: int = 4096, seed: int = 0) -> None:
         if baudrate <= 0:
             raise ValueError("baudrate must be positive")
         self.rate = baudrate / 10.0
@@ -115,10 +140,69 @@ class PacedPtyLine:
         self.a = os.ttyname(a_slave)
         self.b = os.ttyname(b_slave)
         self.moved = [0, 0]  # bytes a->b, b->a
+        self.faults = [LineFaults(), LineFaults()]
+        self.fault_stats: dict[str, int] = {
+            f"{d}_{k}": 0 for d in DIRECTIONS for k in ("dropped", "corrupted", "discarded")}
+        self.rng = random.Random(seed)
         self._stop_r, self._stop_w = os.pipe()
         self._fds += [self._stop_r, self._stop_w]
         self._thread = threading.Thread(target=self._relay, name="paced-pty", daemon=True)
         self._thread.start()
+
+    def _indices(self, direction: Direction) -> tuple[int, ...]:
+        if direction == "both":
+            return (0, 1)
+        if direction not in DIRECTIONS:
+            raise ValueError(f"direction {direction!r} is not 'a_to_b', 'b_to_a' or 'both'")
+        return (DIRECTIONS.index(direction),)
+
+    def set_faults(self, *, drop_rate: float = 0.0, corrupt_rate: float = 0.0,
+                   direction: Direction = "both") -> None:
+        """Drop and corrupt bytes from now on (rates per byte, 0..1)."""
+        for rate in (drop_rate, corrupt_rate):
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"rate {rate} is not within 0..1")
+        for i in self._indices(direction):
+            f = self.faults[i]
+            f.drop_rate, f.corrupt_rate = drop_rate, corrupt_rate
+
+    def down(self, ms: float, direction: Direction = "both") -> None:
+        """The line is down for ``ms`` from now: the relay discards everything, including
+        what it holds already."""
+        until = time.monotonic() + ms / 1000.0
+        for i in self._indices(direction):
+            self.faults[i].down_until = until
+
+    def clear_faults(self) -> None:
+        self.faults = [LineFaults(), LineFaults()]
+
+    def is_down(self, direction: Direction = "both") -> bool:
+        now = time.monotonic()
+        return any(now < self.faults[i].down_until for i in self._indices(direction))
+
+    def _damage(self, i: int, data: bytes, now: float) -> bytes:
+        """``data`` as the line's faults leave it (direction ``i``), counted."""
+        f = self.faults[i]
+        if not data or not f.active(now):
+            return data
+        name = DIRECTIONS[i]
+        if now < f.down_until:
+            self.fault_stats[f"{name}_discarded"] += len(data)
+            return b""
+        out = bytearray()
+        rnd = self.rng.random
+        dropped = corrupted = 0
+        for byte in data:
+            if f.drop_rate and rnd() < f.drop_rate:
+                dropped += 1
+                continue
+            if f.corrupt_rate and rnd() < f.corrupt_rate:
+                byte ^= 1 << self.rng.randrange(8)
+                corrupted += 1
+            out.append(byte)
+        self.fault_stats[f"{name}_dropped"] += dropped
+        self.fault_stats[f"{name}_corrupted"] += corrupted
+        return bytes(out)
 
     def _openpty(self) -> tuple[int, int]:
         m, s = os.openpty()
@@ -146,7 +230,10 @@ class PacedPtyLine:
             wr: list[int] = []
             timeout: float | None = None
             now = time.monotonic()
-            for _, dst, buf, bucket in dirs:
+            for i, (_, dst, buf, bucket) in enumerate(dirs):
+                if buf and now < self.faults[i].down_until:  # down: what it held is lost
+                    self.fault_stats[f"{DIRECTIONS[i]}_discarded"] += len(buf)
+                    del buf[:]
                 if not buf:
                     continue
                 if not self.pace:
@@ -168,7 +255,8 @@ class PacedPtyLine:
             for i, (src, dst, buf, bucket) in enumerate(dirs):
                 if src in r:
                     try:
-                        buf += os.read(src, self.buffer_bytes - len(buf))
+                        buf += self._damage(i, os.read(src, self.buffer_bytes - len(buf)),
+                                            time.monotonic())
                     except (BlockingIOError, InterruptedError):
                         pass
                     except OSError:  # EIO: no slave open; cannot happen while we hold one
@@ -192,6 +280,8 @@ class SlirpPeer:
 
     A context manager: entering starts slirp and waits for its banner (``SlirpError``
     with slirp's output if it does not come), leaving stops it and removes every file.
+    ``restart()`` kills slirp and starts it again on the same line (``restarts`` counts);
+    ``line`` (``PacedPtyLine``) takes line faults (noise, the line down for a while).
     """
 
     peer_ip = PEER_IP
@@ -200,8 +290,10 @@ class SlirpPeer:
     def __init__(self, ns: Netns, *, baudrate: int = 115200, extra_args: Sequence[str] = (),
                  home: Path | None = None, auth: Literal["pap", "chap"] | None = None,
                  secrets: Mapping[str, str] | None = None, pace: bool = True,
-                 ready_timeout_s: float = READY_TIMEOUT_S) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, seed: int = 0) -> None:
         self.ns = ns
+        self.seed = seed
+        self.restarts = 0
         self.baudrate = baudrate
         self.extra_args = tuple(extra_args)
         self.auth = auth
@@ -243,52 +335,80 @@ class SlirpPeer:
             raise SlirpError("slirp is not installed: apt-get install -y slirp")
         if shutil.which("unshare") is None:
             raise SlirpError("unshare is not installed: apt-get install -y util-linux")
-        shim = build_select_shim()
         try:
             self._make_home()
-            self.line = PacedPtyLine(self.baudrate, pace=self.pace)
-            assert self.home is not None
-            env = {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-                   "LANG": "C"}
-            script = 'hostname 10.0.2.2 && exec env LD_PRELOAD="$0" "$@"'
-            self.proc = self.ns.popen(
-                ["unshare", "--uts", "sh", "-c", script, str(shim), *self.argv(self.line.a)],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=env, cwd=str(self.home), start_new_session=True)
-            self._reader = threading.Thread(target=self._read_log, name="slirp-log",
-                                            daemon=True)
-            self._reader.start()
-            end = time.monotonic() + self.ready_timeout_s
-            while not self._ready.wait(0.05):
-                if self.proc.poll() is not None:
-                    self._reader.join(1)
-                    raise SlirpError(f"slirp exited with status {self.proc.returncode} "
-                                     f"before it was ready:\n{self.output()}")
-                if time.monotonic() > end:
-                    raise SlirpError(f"slirp did not say {READY_TEXT!r} within "
-                                     f"{self.ready_timeout_s:g} s:\n{self.output()}")
+            self.line = PacedPtyLine(self.baudrate, pace=self.pace, seed=self.seed)
+            self._launch()
         except BaseException:
             self.stop()
             raise
+
+    def restart(self, down_ms: float = 0.0) -> float:
+        """Kill slirp (SIGKILL: it says nothing on the line, as a peer that loses power)
+        and start it again on the same pty after ``down_ms``; the line and the DUT's port
+        stay. slirp comes back knowing nothing: its LCP starts over (its fresh
+        Configure-Request makes the DUT's LCP renegotiate) and its TCP connections are
+        gone. Returns the seconds slirp took to say it was ready again."""
+        if self.line is None or self.proc is None:
+            raise SlirpError("the slirp peer is not running")
+        self._kill(signal.SIGKILL)
+        if down_ms > 0:
+            time.sleep(down_ms / 1000.0)
+        t0 = time.monotonic()
+        self._launch()
+        self.restarts += 1
+        return time.monotonic() - t0
+
+    def _launch(self) -> None:
+        """slirp on ``line.a``; waits for its banner (``SlirpError`` with its output)."""
+        assert self.home is not None and self.line is not None
+        shim = build_select_shim()
+        self._ready.clear()
+        self.log.append("--- slirp started ---")
+        env = {"HOME": str(self.home), "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "LANG": "C"}
+        script = 'hostname 10.0.2.2 && exec env LD_PRELOAD="$0" "$@"'
+        self.proc = self.ns.popen(
+            ["unshare", "--uts", "sh", "-c", script, str(shim), *self.argv(self.line.a)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            env=env, cwd=str(self.home), start_new_session=True)
+        self._reader = threading.Thread(target=self._read_log, args=(self.proc,),
+                                        name="slirp-log", daemon=True)
+        self._reader.start()
+        end = time.monotonic() + self.ready_timeout_s
+        while not self._ready.wait(0.05):
+            if self.proc.poll() is not None:
+                self._reader.join(1)
+                raise SlirpError(f"slirp exited with status {self.proc.returncode} "
+                                 f"before it was ready:\n{self.output()}")
+            if time.monotonic() > end:
+                raise SlirpError(f"slirp did not say {READY_TEXT!r} within "
+                                 f"{self.ready_timeout_s:g} s:\n{self.output()}")
+
+    def _kill(self, sig: signal.Signals) -> None:
+        """Signal the slirp this peer started (its own session) and reap it."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, sig)  # start_new_session: its group is its own pid
+            try:
+                proc.wait(3)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(3)
+        if self._reader is not None:
+            self._reader.join(2)
+        if proc.stdout is not None:
+            proc.stdout.close()
 
     def output(self) -> str:
         """What slirp printed (its last lines)."""
         return "\n".join(self.log)
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(3)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(3)
-            if self._reader is not None:
-                self._reader.join(2)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        self._kill(signal.SIGTERM)
         if self.line is not None:
             self.line.close()
             self.line = None
@@ -315,9 +435,8 @@ class SlirpPeer:
             path.write_text("\n".join(lines) + "\n")
             path.chmod(0o600)
 
-    def _read_log(self) -> None:
-        proc = self.proc
-        if proc is None or proc.stdout is None:
+    def _read_log(self, proc: subprocess.Popen[bytes]) -> None:
+        if proc.stdout is None:
             return
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip()

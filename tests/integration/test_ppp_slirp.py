@@ -15,7 +15,7 @@ import socket
 import struct
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -250,3 +250,53 @@ def test_tcp_and_udp_through_the_stack(ns: Netns, servers: LoopbackServer) -> No
             print(f"upload connection: {up_stats}")
         finally:
             stack.close()
+
+
+def _run_until(dev: PppDevice, pred: Callable[[], bool], limit_s: float) -> float | None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < limit_s:
+        dev.poll(8)
+        if pred():
+            return time.monotonic() - t0
+        time.sleep(0.002)
+    return None
+
+
+def test_slirp_restart_link_renegotiates_with_persist(ns: Netns) -> None:
+    """slirp killed and started again on the same pty comes back silent; LCP echoes notice,
+    the link ends, and persist_ms brings it up again against the new slirp."""
+    with SlirpPeer(ns, baudrate=BAUD) as peer:
+        cfg = PppConfig(echo_interval_ms=500, echo_failure=2)
+        dev = PppDevice(peer.port, baudrate=BAUD, default_route=False, config=cfg,
+                        persist_ms=200)
+        try:
+            bring_up(dev)
+            assert dev.link_up, peer.output()
+            port = peer.port
+            peer.restart()
+            assert peer.restarts == 1 and peer.port == port
+            down = _run_until(dev, lambda: not dev.link_up, 10.0)
+            assert down is not None, "the link did not notice slirp's restart"
+            back = _run_until(dev, lambda: dev.link_up, 15.0)
+            assert back is not None, f"no renegotiation: phase {dev.phase}\n{peer.output()}"
+            assert dev.stats["relinks"] >= 1
+            print(f"\nslirp restart: noticed in {down:.1f} s, link back {back:.1f} s later")
+        finally:
+            dev.close()
+
+
+def test_line_down_briefly_keeps_the_link(ns: Netns) -> None:
+    """The line down for less than the echoes allow: the link stays up, bytes discarded."""
+    with SlirpPeer(ns, baudrate=BAUD) as peer:
+        cfg = PppConfig(echo_interval_ms=500, echo_failure=4)
+        dev = PppDevice(peer.port, baudrate=BAUD, default_route=False, config=cfg)
+        try:
+            bring_up(dev)
+            assert dev.link_up
+            assert peer.line is not None
+            peer.line.down(600)
+            _run_until(dev, lambda: False, 2.0)
+            assert dev.link_up
+            assert peer.line.fault_stats["b_to_a_discarded"] > 0  # our echo requests
+        finally:
+            dev.close()

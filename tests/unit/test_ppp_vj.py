@@ -296,6 +296,25 @@ def test_lost_frame_tosses_until_a_retransmission_resynchronises() -> None:
         assert link.send(a.send(b, b"c" * 512))[0] == PPP_VJC
 
 
+def test_a_frame_lost_unseen_is_caught_by_the_tcp_checksum() -> None:
+    """A line that drops a whole frame between two flags reports no FCS error: the next
+    packet is rebuilt on stale state, its carried TCP checksum fails, and it is tossed
+    (never handed up) until the retransmission resynchronises (RFC 1144 §4.1)."""
+    link = Link()
+    a, b = connection()
+    for _ in range(3):
+        link.send(a.send(b, b"a" * 512))
+    lost_seq, lost_ident = a.seq, a.ident
+    link.tx.compress(a.send(b, b"L" * 512))  # gone, and nobody said so
+    assert not link.rx.tossing
+    kind, payload = link.tx.compress(a.send(b, b"b" * 512))
+    assert kind == PPP_VJC and link.receive(kind, payload) is None
+    assert link.rx.stats["bad_tcp_checksum"] == 1 and link.rx.tossing
+    a.seq, a.ident = lost_seq, lost_ident
+    assert link.send(a.send(b, b"L" * 512))[0] == PPP_VJUC
+    assert link.send(a.send(b, b"b" * 512))[0] == PPP_VJC
+
+
 def test_explicit_slot_number_ends_tossing() -> None:
     link = Link()
     a, b = connection(sport=1)
@@ -335,10 +354,28 @@ def test_bad_input_is_counted_never_raised() -> None:
     assert rx.compressed(bytes([NEW_C, 1, 0, 0]) + bytes(65500)) is None
     assert rx.stats["too_long"] == 1
     assert rx.tossing
-    assert rx.compressed(bytes([NEW_C, 1, 0, 0]) + b"fine") is not None
+    # An explicit connection number resynchronises (RFC 1144 §4); the packet it rebuilds
+    # must carry the right TCP checksum, or it is refused as built on stale state.
+    assert rx.compressed(bytes([NEW_C, 1, 0, 0]) + b"fine") is None
+    assert rx.stats["bad_tcp_checksum"] == 1 and rx.tossing
+    assert rx.compressed(bytes([NEW_C, 1]) + _tcp_checksum_for(pkt, b"fine") + b"fine")
+    assert not rx.tossing
     assert rx.stats["errors"] == sum(
-        rx.stats[k] for k in ("short", "bad_header", "bad_slot", "no_state", "too_long")
+        rx.stats[k] for k in ("short", "bad_header", "bad_slot", "no_state", "too_long",
+                              "bad_tcp_checksum")
     )
+
+
+def _tcp_checksum_for(uncompressed: bytes | bytearray, payload: bytes) -> bytes:
+    """The TCP checksum of the packet a compressed header with no deltas rebuilds from the
+    state ``uncompressed`` set (same header, IP ID + 1, ``payload``)."""
+    ihl = (uncompressed[0] & 0x0F) * 4
+    hlen = ihl + (uncompressed[ihl + 12] >> 4) * 4
+    seg = bytearray(uncompressed[ihl:hlen]) + payload
+    seg[16:18] = b"\x00\x00"
+    src, dst = (int.from_bytes(uncompressed[i:i + 4], "big") for i in (12, 16))
+    c = checksum.checksum(seg, checksum.pseudo_header_sum(src, dst, 6, len(seg)))
+    return c.to_bytes(2, "big")
 
 
 # --- fuzz ----------------------------------------------------------------------------

@@ -14,6 +14,10 @@ at once. ``link_config()`` reports what IPCP negotiated (our address, the peer, 
 DNS servers) for the stack to apply, the same object until it changes. With
 ``watch_dcd`` a dropped carrier (DCD) takes the link's lower layer down.
 
+With ``persist_ms`` a link that has ended (LCP closed: the peer terminated it, or its
+echoes went unanswered) while the port is open is brought up again that many ms later,
+as pppd's ``persist`` does; without it the link stays DEAD until the device is made again.
+
 ``close()`` sends LCP Terminate-Request and waits for its answer (at most
 ``CLOSE_WAIT_S``), hangs up (DTR dropped, ``+++``/``ATH``, or nothing), closes the port.
 
@@ -44,7 +48,7 @@ from typing import Any, Final, Literal
 import serial  # type: ignore[import-untyped]  # pyserial ships no types
 
 from hilkit.drivers.ppp.chat import ChatDone, ChatFailed, ChatRunner, ChatScript, hangup_script
-from hilkit.drivers.ppp.link import PppConfig, PppLink
+from hilkit.drivers.ppp.link import PppConfig, PppLink, Terminated
 from hilkit.port.clock import Clock, MonotonicClock
 from hilkit.port.device import DeviceClosed, DeviceCounters, LinkConfig, LinkType
 from hilkit.port.errors import HardwareNotFound
@@ -75,7 +79,7 @@ DTR_DROP_S: Final = 0.2  # DTR held low so a modem sees it (V.24 needs some ms)
 # Driver counters beyond DeviceCounters (``PppDevice.stats``), for the runner.
 STAT_NAMES: Final = (
     "tx_pending_bytes", "tx_overflow_bytes", "tx_refused", "serial_read_bytes",
-    "serial_write_bytes", "carrier_lost", "chat_failures",
+    "serial_write_bytes", "carrier_lost", "chat_failures", "relinks",
 )
 
 # The link's decoder counters of damaged frames (hdlc.FrameDecoder): the device's rx_errors.
@@ -123,7 +127,8 @@ class PppDevice:
     ``default_route``: what ``link_config()`` asks of the stack. ``clock``: the stack's
     clock, for the link's timers. ``tx_buffer_bytes``/``line_backlog_s``: the output
     queue and pacing (module docstring); ``rx_queue_packets``: received packets held
-    for ``poll``.
+    for ``poll``. ``persist_ms``: bring the link up again this long after it ended
+    (None: it stays down).
     """
 
     link_type = LinkType.RAW_IP
@@ -147,6 +152,7 @@ class PppDevice:
         line_backlog_s: float | None = LINE_BACKLOG_S,
         rx_queue_packets: int = RX_QUEUE_PACKETS,
         rng: random.Random | None = None,
+        persist_ms: float | None = None,
     ) -> None:
         if hangup not in ("dtr", "ath", "none"):
             raise ValueError(f"hangup {hangup!r} is not 'dtr', 'ath' or 'none'")
@@ -175,6 +181,9 @@ class PppDevice:
         self._chat: ChatRunner | None = None
         self._carrier = True
         self._next_dcd = 0.0
+        self.persist_ms = persist_ms
+        self._relink_at: float | None = None
+        self._closing = False
         self._port = open_port(port, baudrate=baudrate, rtscts=rtscts)
         try:
             fd = self._port.fileno() if hasattr(self._port, "fileno") else None
@@ -241,6 +250,11 @@ class PppDevice:
         if self._chat is not None:
             self._chat.poll(now)
             self._chat_step(now)
+        if self._relink_at is not None and now >= self._relink_at:
+            self._relink_at = None
+            self._stats["relinks"] += 1
+            log.info("%s: bringing the link up again (persist)", self.name)
+            self._start(now)
         self._pump(now)
         out: list[bytes] = []
         while self._rx and len(out) < budget:
@@ -265,6 +279,8 @@ class PppDevice:
             cands.append(now)
         if self.watch_dcd:
             cands.append(max(self._next_dcd, now))
+        if self._relink_at is not None:
+            cands.append(self._relink_at)
         return min(cands, default=None)
 
     def tx_queue_ms(self) -> float:
@@ -299,6 +315,8 @@ class PppDevice:
     def close(self) -> None:
         if self._closed:
             return
+        self._closing = True
+        self._relink_at = None
         try:
             self._terminate()
             self._hang_up()
@@ -399,6 +417,9 @@ class PppDevice:
         for ev in self.link.take_events():
             self._events.append(ev)
             log.info("%s: %s", self.name, ev)
+            if (isinstance(ev, Terminated) and self.persist_ms is not None
+                    and not self._closing and self._carrier):
+                self._relink_at = now + self.persist_ms
         link_stats = self.link.stats
         self.counters.rx_errors = self._own_rx_errors + sum(
             link_stats.get(k, 0) for k in _LINE_ERRORS)

@@ -88,6 +88,7 @@ DECOMPRESSOR_STATS: Final = (
     "bad_slot",  # slot number beyond the negotiated ones
     "no_state",  # compressed packet for a slot no uncompressed packet set
     "too_long",  # rebuilt packet longer than an IPv4 datagram can be
+    "bad_tcp_checksum",  # rebuilt against stale state: a whole frame vanished unseen
 )
 
 
@@ -109,6 +110,15 @@ def _ip_checksum(header: Buffer) -> int:
     if folded == 0 and total:
         folded = 0xFFFF
     return ~folded & 0xFFFF
+
+
+def _tcp_checksum_ok(packet: bytes, ihl: int) -> bool:
+    """RFC 9293 §3.1: the TCP checksum over the pseudo-header and the segment."""
+    segment = memoryview(packet)[ihl:]
+    pseudo = packet[12:20] + bytes((0, 6)) + len(segment).to_bytes(2, "big")
+    total = int.from_bytes(pseudo, "big") + int.from_bytes(segment, "big") * (
+        1 << 8 * (len(segment) & 1))
+    return total % 0xFFFF == 0 and total != 0
 
 
 class VjCompressor:
@@ -392,8 +402,15 @@ class VjDecompressor:
         )
         hdr[ihl + 16:ihl + 18] = checksum
         _U16.pack_into(hdr, ihl + 18, urp)
+        rebuilt = bytes(hdr) + pkt[pos:]
+        if not _tcp_checksum_ok(rebuilt, ihl):
+            # A frame lost whole (a line down between two flags) leaves no FCS error to
+            # report: the deltas then apply to stale state, and the carried TCP checksum is
+            # what shows it (RFC 1144 §4.1). Toss until resynchronised, as for a frame error.
+            self._error("bad_tcp_checksum")
+            return None
         self.stats["compressed_in"] += 1
-        return bytes(hdr) + pkt[pos:]
+        return rebuilt
 
     @staticmethod
     def _read(pkt: bytes, pos: int) -> tuple[int, int]:

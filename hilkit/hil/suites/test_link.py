@@ -4,6 +4,11 @@ Whether the device can see the peer's carrier at all is the NIC's ``link_detect`
 (``hilkit.port.nic.Nic``): one that cannot is skipped, its link assumed up; one
 registered as able to must follow the peer. A driver without a registration is
 tried, and skipped if it does not follow.
+
+Behind slirp (a PPP line, no interface to take down) the line itself is disturbed
+instead: it goes down for longer than the link's LCP echoes allow, or slirp is killed
+and started again on the same pty (it comes back silent, waiting for a
+Configure-Request); either way the link must go down and renegotiate.
 """
 
 from __future__ import annotations
@@ -13,7 +18,14 @@ from collections.abc import Callable
 
 import pytest
 
-from hilkit.hil.plugin import BuiltRigLike, HilSession, Kernel, require_kernel_interface
+from hilkit.hil.plugin import (
+    BuiltRigLike,
+    FigureFn,
+    HilSession,
+    Kernel,
+    require_kernel_interface,
+    slirp_peer,
+)
 from hilkit.port.nic import Nic
 from hilkit.stack import PingError, PingStats, Stack
 
@@ -49,8 +61,7 @@ def _ping_once(stack: Stack, dst: str, timeout_ms: float = 3000) -> bool:
 def test_link_down_and_up(rig: BuiltRigLike, kernel: Kernel, hil: HilSession,
                           stack: Stack, nic: Nic | None) -> None:
     require_kernel_interface(rig, "the kernel take the link down",
-                             "a slirp restart would drop it: that needs SlirpPeer to restart "
-                             "slirp on the same pty, hilkit/rig/slirp.py")
+                             "test_line_drop_and_renegotiation drops the line instead")
     if not getattr(rig.rig, "simulated", False):
         pytest.skip("taking the link down needs the cable pulled: not automated on real rigs")
     if nic is not None and not nic.link_detect:
@@ -72,4 +83,61 @@ def test_link_down_and_up(rig: BuiltRigLike, kernel: Kernel, hil: HilSession,
         pytest.skip(f"{type(dev).__name__} does not report link state (and registers no "
                     "Nic that says whether it can): link is assumed up")
     assert _until(lambda: dev.link_up, 3.0), "link did not come back up"
+    assert _ping_once(stack, rig.kernel_ip), "no traffic after the link came back"
+
+
+LINE_DOWN_S = 7.0  # longer than the rig's LCP echoes allow (sim-ppp: 4 x 1 s)
+RENEGOTIATE_LIMIT_S = 30.0  # from the fault to IP flowing again
+
+
+@pytest.mark.parametrize("how", ["line", "peer"])
+def test_line_drop_and_renegotiation(rig: BuiltRigLike, stack: Stack, hil: HilSession,
+                                     figure: FigureFn, how: str) -> None:
+    """slirp rigs: the line goes down for LINE_DOWN_S (``line``) or slirp is restarted
+    (``peer``); link_up goes False, then True again once LCP and IPCP have renegotiated,
+    within RENEGOTIATE_LIMIT_S; traffic flows after."""
+    peer = slirp_peer(rig)
+    if peer is None:
+        pytest.skip("only behind slirp (the builder's SlirpPeer drops the line or restarts "
+                    "slirp); other rigs take the link down through the kernel")
+    dev = rig.device
+    assert stack.run(until=lambda: dev.link_up, timeout=5.0), "link is not up to begin with"
+    seen = {"downs": 0, "ups": 0}
+    marks: dict[str, float] = {}
+    last = [True]
+
+    def watch() -> bool:
+        up = bool(dev.link_up)
+        if up != last[0]:
+            seen["ups" if up else "downs"] += 1
+            marks.setdefault("up" if up else "down", time.monotonic())
+            last[0] = up
+        return "up" in marks
+
+    restarts0 = peer.restarts
+    t0 = time.monotonic()
+    if how == "line":
+        peer.line.down(LINE_DOWN_S * 1000.0)
+    else:
+        peer.restart()
+    try:
+        back = stack.run(until=watch, timeout=RENEGOTIATE_LIMIT_S)
+    finally:
+        peer.line.clear_faults()
+    figure(f"link_{how}_downs", seen["downs"], "")
+    figure(f"link_{how}_ups", seen["ups"], "")
+    if "down" in marks:
+        figure(f"link_{how}_noticed_ms", (marks["down"] - t0) * 1000.0, "ms")
+    if "down" in marks and "up" in marks:
+        figure(f"link_{how}_renegotiation_ms", (marks["up"] - marks["down"]) * 1000.0, "ms")
+    stats = getattr(getattr(rig, "driver_device", dev), "stats", {})
+    if isinstance(stats, dict) and "relinks" in stats:
+        figure(f"link_{how}_relinks_total", stats["relinks"], "")
+    if how == "peer":
+        assert peer.restarts == restarts0 + 1, "slirp was not restarted"
+    assert seen["downs"] >= 1, (f"link_up stayed True for {RENEGOTIATE_LIMIT_S:g} s after the "
+                                f"{how} fault: the link did not notice (LCP echoes?)")
+    assert back, (f"the link went down but did not come back within {RENEGOTIATE_LIMIT_S:g} s"
+                  f" (phase {getattr(dev, 'phase', '?')}; a PPP device needs persist_ms to "
+                  "bring the link up again after it ended)")
     assert _ping_once(stack, rig.kernel_ip), "no traffic after the link came back"

@@ -1,6 +1,14 @@
 """recovery: reset the chip in the middle of a TCP transfer -- through the model's fault
 injection on simulated rigs, the reset pin on real ones -- and the transfer still completes
-intact (the driver notices, resets and reopens; TCP retransmits what was lost)."""
+intact (the driver notices, resets and reopens; TCP retransmits what was lost).
+
+A PPP line behind slirp has no chip to reset; its faults are the line's own
+(``test_line_fault_mid_transfer``): ``noise`` (bytes dropped and bits flipped for a while:
+frames fail their FCS, TCP retransmits, the transfer completes byte-identical), ``line``
+(the line down for LINE_DOWN_MS: the transfer completes after) and ``peer`` (slirp
+killed and started again: the link renegotiates; slirp's TCP state is gone with it, so
+the old connection is not expected to survive, a new transfer after must complete).
+"""
 
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from hilkit.hil.plugin import (
     counters_dict,
     driver_stats,
     model_stats,
+    slirp_peer,
 )
 from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param
 from hilkit.port.model import ResetKind, missing_reset_hint, model_reset
@@ -130,9 +139,9 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
                             hil: HilSession, how: str, figure: FigureFn,
                             nic: Nic | None) -> None:
     if nic is not None and nic.transport == "serial":
-        pytest.skip(f"{nic.title}: no chip to reset {how}; a PPP line's faults (noise, a "
-                    "peer restart) need SlirpPeer to corrupt bytes and restart slirp on the "
-                    "same pty (hilkit/rig/slirp.py)")
+        pytest.skip(f"{nic.title}: no chip to reset {how}; a PPP line's faults (noise, the "
+                    "line down, a peer restart) are test_line_fault_mid_transfer's, behind "
+                    "slirp")
     reset = _resetter(rig, how, nic)
     stat_names = hil.stat_names
     n = size_param(hil, "recovery", "bytes")
@@ -203,3 +212,135 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
     assert pump.received == n, f"hilkit received {pump.received} of {n} bytes"
     assert pump.digest.hexdigest() == sha(to_hilkit), "kernel -> hilkit: SHA-256 differs"
     assert pump.received > state["received_then"], "no traffic after the reset"
+
+
+# -- a PPP line behind slirp: the line's faults instead of a chip reset ------------------
+
+NOISE_S = 4.0  # how long the line is noisy
+NOISE_DROP_RATE = 1e-4  # per byte, each way: ~1 frame in 4 of 1500 bytes lost ...
+NOISE_CORRUPT_RATE = 1e-4  # ... or damaged (one bit flipped)
+LINE_DOWN_MS = 2000.0
+RELINK_LIMIT_S = 30.0  # a restarted peer: until the link is up again
+
+
+def _close_quietly(stack: Stack, pump: Pump | None) -> None:
+    if pump is not None and pump.sock is not None:
+        with contextlib.suppress(Exception):
+            pump.sock.close()
+            stack.run(until=lambda: True, timeout=0)
+
+
+@pytest.mark.parametrize("how", ["noise", "line", "peer"])
+def test_line_fault_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
+                                 hil: HilSession, how: str, figure: FigureFn,
+                                 nic: Nic | None) -> None:
+    peer = slirp_peer(rig)
+    if peer is None:
+        pytest.skip("only behind slirp (the builder's SlirpPeer disturbs the line or "
+                    "restarts slirp); other rigs reset the chip (test_reset_mid_transfer)")
+    line = peer.line
+    dev = rig.device
+    n = size_param(hil, "recovery", "bytes")
+    at = hil.params("recovery").number("at")
+    timeout, why = sized_timeout(hil, nic, n)
+    figure(f"recovery_{how}_timeout_s", timeout, "s")
+    assert stack.run(until=lambda: dev.link_up, timeout=5.0), "link is not up to begin with"
+    state: dict[str, Any] = {"fired_at": None, "received_then": 0}
+    pump_box: list[Pump] = []
+
+    def fault() -> None:
+        if how == "noise":
+            line.set_faults(drop_rate=NOISE_DROP_RATE, corrupt_rate=NOISE_CORRUPT_RATE)
+            stack.call_later(NOISE_S * 1000.0, line.clear_faults)
+        elif how == "line":
+            line.down(LINE_DOWN_MS)
+        else:
+            state["restart_s"] = peer.restart()
+
+    def watch() -> None:  # a stack timer: the fault starts inside the stack's own loop
+        if state["fired_at"] is not None:
+            return
+        p = pump_box[0] if pump_box else None
+        if p is not None and p.received >= n * at:
+            state["fired_at"] = time.monotonic()
+            state["received_then"] = p.received
+            fault()
+            return
+        stack.call_later(CHECK_EVERY_MS, watch)
+
+    def progress(p: Pump) -> None:
+        if not pump_box:
+            pump_box.append(p)
+
+    before = _recovery_counters(rig, ("relinks",))
+    faults0 = dict(line.fault_stats)
+    restarts0 = peer.restarts
+    t0 = time.monotonic()
+    stack.call_later(CHECK_EVERY_MS, watch)
+    old_error: str | None = None
+    try:
+        pump, kend, to_kernel, to_hilkit = duplex_transfer(
+            stack, kernel, rig, n, hilkit_is_client=True, port=0,
+            timeout=RELINK_LIMIT_S if how == "peer" else timeout, on_progress=progress,
+            seed=31)
+    except (TimeoutError, AssertionError, OSError) as e:
+        if how != "peer":
+            p = pump_box[0] if pump_box else None
+            when = ("before the fault was due" if state["fired_at"] is None else
+                    f"{time.monotonic() - state['fired_at']:.1f} s after the {how} fault")
+            raise AssertionError(
+                f"the {n}-byte duplex transfer did not finish within {timeout:.0f} s ({why}):"
+                f" {e}, {when}; hilkit had "
+                + ("not connected" if p is None else f"sent {p.sent} and received "
+                   f"{p.received}") + f"; line faults: {line.fault_stats}") from None
+        old_error = f"{type(e).__name__}: {e}"
+        _close_quietly(stack, pump_box[0] if pump_box else None)
+    finally:
+        line.clear_faults()
+    elapsed = time.monotonic() - t0
+    assert state["fired_at"] is not None, "the transfer ended before the fault was due"
+    figure(f"recovery_{how}_fault_at_s", state["fired_at"] - t0, "s")
+    figure(f"recovery_{how}_transfer_s", elapsed, "s")
+    for k, v in line.fault_stats.items():
+        if v - faults0.get(k, 0):
+            figure(f"recovery_{how}_line_{k}", v - faults0.get(k, 0), "B")
+    if how == "peer":
+        assert peer.restarts == restarts0 + 1, "slirp was not restarted"
+        figure("recovery_peer_slirp_ready_s", state.get("restart_s", 0.0), "s")
+        hil.note("recovery[peer]: the connection open when slirp restarted "
+                 + (f"failed ({old_error})" if old_error else "completed")
+                 + "; slirp's TCP state does not survive it, a new transfer must")
+        t1 = time.monotonic()
+        # slirp comes back silent: the link notices by its LCP echoes, then renegotiates
+        assert stack.run(until=lambda: not dev.link_up, timeout=RELINK_LIMIT_S), (
+            f"the link stayed up {RELINK_LIMIT_S:g} s after slirp's restart: it did not "
+            "notice (LCP echoes, driver.echo_interval_ms)")
+        figure("recovery_peer_link_down_s", time.monotonic() - t1, "s")
+        assert stack.run(until=lambda: dev.link_up, timeout=RELINK_LIMIT_S), (
+            f"the link did not come back within {RELINK_LIMIT_S:g} s of slirp's restart "
+            f"(phase {getattr(dev, 'phase', '?')})")
+        figure("recovery_peer_link_back_s", time.monotonic() - t1, "s")
+        t2 = time.monotonic()
+        pump, kend, to_kernel, to_hilkit = duplex_transfer(
+            stack, kernel, rig, n, hilkit_is_client=True, port=0, timeout=timeout, seed=32)
+        figure("recovery_peer_new_transfer_s", time.monotonic() - t2, "s")
+        state["received_then"] = 0
+    for k, v in _recovery_counters(rig, ("relinks",)).items():
+        if v - before.get(k, 0):
+            figure(f"recovery_{how}_{k}", v - before.get(k, 0), "")
+    if how == "noise":
+        damaged = sum(line.fault_stats[k] - faults0[k] for k in line.fault_stats
+                      if k.endswith(("_dropped", "_corrupted")))
+        assert damaged >= 1, "the noise damaged no byte (rates too low for the transfer?)"
+        got_errors = (_recovery_counters(rig, ("relinks",)).get("rx_errors", 0)
+                      - before.get("rx_errors", 0))
+        if line.fault_stats["a_to_b_corrupted"] > faults0["a_to_b_corrupted"]:
+            assert got_errors >= 1, ("bits were flipped towards hilkit but its device "
+                                     "counted no damaged frame (rx_errors)")
+    assert not pump.error, f"hilkit's socket failed with errno {pump.error} after the " \
+                           f"{how} fault ({pump.sent} sent, {pump.received} received)"
+    assert kend.received == n, f"the kernel received {kend.received} of {n} bytes"
+    assert kend.digest == sha(to_kernel), f"hilkit -> kernel: SHA-256 differs ({how})"
+    assert pump.received == n, f"hilkit received {pump.received} of {n} bytes"
+    assert pump.digest.hexdigest() == sha(to_hilkit), "kernel -> hilkit: SHA-256 differs"
+    assert pump.received > state["received_then"], "no traffic after the fault"
