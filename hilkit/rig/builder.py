@@ -561,13 +561,7 @@ def build(
             ns.ip("link", "set", "dev", peer.interface, "up")
 
         driver_device = device
-        if capture is not None:
-            from hilkit.port.capture import CaptureDevice, PcapngWriter
-
-            writer = PcapngWriter(os.fspath(capture))
-            es.callback(writer.close)
-            device = CaptureDevice(device, writer)
-            es.callback(device.close)
+        device = _captured(es, device, capture)
 
         yield BuiltRig(
             rig=rig, ns=ns, device=device, bus=bus, model=model, pins=pins,
@@ -576,6 +570,20 @@ def build(
             peer_interface=peer.interface, wire=wire, driver_device=driver_device,
             nic=_driver_nic(rig), usb=usb, usb_bus=usb_bus, usb_model=usb_model,
         )
+
+
+def _captured(es: ExitStack, device: Device, capture: str | os.PathLike[str] | None) -> Device:
+    """``device`` wrapped to write every frame to the pcapng file ``capture`` (if any);
+    both closed when the rig comes down."""
+    if capture is None:
+        return device
+    from hilkit.port.capture import CaptureDevice, PcapngWriter
+
+    writer = PcapngWriter(os.fspath(capture))
+    es.callback(writer.close)
+    wrapped = CaptureDevice(device, writer)
+    es.callback(wrapped.close)
+    return wrapped
 
 
 def _move_host_interface(es: ExitStack, ns: Netns, ifname: str, mtu: int,
@@ -1016,13 +1024,7 @@ def _build_ppp(es: ExitStack, rig: Rig, ns: Netns, clock: Clock,
     kernel_ip = (lc.peer if lc is not None and lc.peer and peer.kind != "slirp"
                  else peer.ip)
     driver_device = device
-    if capture is not None:
-        from hilkit.port.capture import CaptureDevice, PcapngWriter
-
-        writer = PcapngWriter(os.fspath(capture))
-        es.callback(writer.close)
-        device = CaptureDevice(device, writer)
-        es.callback(device.close)
+    device = _captured(es, device, capture)
     return BuiltRig(
         rig=rig, ns=ns, device=device, bus=None, model=None, pins={},
         kernel_ip=kernel_ip, kernel_prefix=32, dut_ip=dut_ip, dut_netmask="255.255.255.255",

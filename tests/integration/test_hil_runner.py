@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 
+from tests.hil_checks import applicable, skips
 from tests.tshark import TSHARK, assert_capture_clean
 
 REPO = Path(__file__).resolve().parents[2]
@@ -111,22 +112,6 @@ EVERY_SUITE = {"identity", "link", "arp", "icmp", "udp", "tcp", "throughput", "r
                "conformance"}
 
 
-# Checks of a point-to-point (PPP) link alone: an Ethernet rig skips them, saying why.
-PPP_ONLY = ("identity::test_negotiated", "link::test_line_drop_and_renegotiation")
-
-
-def applicable(results: dict[str, Any]) -> dict[str, str]:
-    """check -> outcome, without the PPP-only checks on a rig that is no PPP link (after
-    checking they were skipped with a reason)."""
-    out = {}
-    for c in results["checks"]:
-        if results["driver"] != "ppp" and c["id"].startswith(PPP_ONLY):
-            assert c["outcome"] == "skipped" and c["message"], c
-            continue
-        out[c["id"]] = c["outcome"]
-    return out
-
-
 def full_run(tmp_path: Path, rig: str, timeout: float = 900) -> tuple[dict[str, Any],
                                                                        dict[str, str]]:
     """``hilkit hil --rig RIG`` to its end: exit 0, a well-formed report in which no suite
@@ -142,9 +127,6 @@ def full_run(tmp_path: Path, rig: str, timeout: float = 900) -> tuple[dict[str, 
             assert_capture_clean(pcap)
     return results, applicable(results)
 
-
-def skips(outcomes: dict[str, str]) -> set[str]:
-    return {k for k, v in outcomes.items() if v == "skipped"}
 
 
 # -- sim-tap: the whole run ---------------------------------------------------------------
