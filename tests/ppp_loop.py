@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from hilkit.drivers.ppp.fsm import Automaton, State
+from hilkit.drivers.ppp.fsm import Automaton, Option, Packet, State, parse_options
 
 
 def converse(a: Automaton, b: Automaton, drop: set[int] | None = None,
@@ -74,3 +74,17 @@ def pump(a: ByteLink, b: ByteLink, *, now: int = 0, until: Callable[[], bool] | 
         a.poll(now)
         b.poll(now)
     return now
+
+
+def pkt(code: int, ident: int, data: bytes = b"") -> bytes:
+    """A control packet (RFC 1661 §5) as it goes on the line, without the protocol field."""
+    return Packet(code, ident, data).encode()
+
+
+def options_of(raw: bytes) -> list[Option]:
+    """The options of a Configure-* packet."""
+    packet = Packet.parse(raw)
+    assert packet is not None
+    opts = parse_options(packet.data)
+    assert opts is not None
+    return opts

@@ -42,7 +42,7 @@ from hilkit.drivers.ppp.fsm import (
     parse_cell,
     parse_options,
 )
-from tests.ppp_loop import converse
+from tests.ppp_loop import converse, pkt
 
 ECHO, ECHO_REPLY = 9, 10
 GOOD, BAD = Option(1, b"\x01"), Option(1, b"\x02")
@@ -84,10 +84,6 @@ class Toy(Automaton):
 
     def send_echo_reply(self, packet: Packet) -> None:
         self.emit(ECHO_REPLY, packet.ident, packet.data)
-
-
-def pkt(code: int, ident: int, data: bytes = b"") -> bytes:
-    return Packet(code, ident, data).encode()
 
 
 def codes(fsm: Automaton) -> list[int]:

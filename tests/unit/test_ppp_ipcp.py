@@ -32,24 +32,12 @@ from hilkit.drivers.ppp.ipcp import (
     IpcpResult,
     VjParams,
 )
-from tests.ppp_loop import converse
+from tests.ppp_loop import converse, options_of, pkt
 
 A = IPv4Address
 CLIENT = IpcpConfig()
 SERVER = IpcpConfig(address=A("10.0.2.2"), peer_address=A("10.0.2.15"), request_dns=False,
                     dns_servers=(A("10.0.2.3"), A("10.0.2.4")))
-
-
-def pkt(code: int, ident: int, data: bytes = b"") -> bytes:
-    return Packet(code, ident, data).encode()
-
-
-def options_of(raw: bytes) -> list[Option]:
-    packet = Packet.parse(raw)
-    assert packet is not None
-    opts = parse_options(packet.data)
-    assert opts is not None
-    return opts
 
 
 def addr(kind: int, address: str) -> Option:

@@ -20,7 +20,6 @@ from hilkit.drivers.ppp.fsm import (
     Packet,
     State,
     encode_options,
-    parse_options,
 )
 from hilkit.drivers.ppp.lcp import (
     ACCM,
@@ -41,21 +40,9 @@ from hilkit.drivers.ppp.lcp import (
     ProtocolRejected,
 )
 from hilkit.drivers.ppp.proto import PPP_IPCP, PPP_LCP
-from tests.ppp_loop import converse
+from tests.ppp_loop import converse, options_of, pkt
 
 ECHO_REQUEST, ECHO_REPLY, DISCARD_REQUEST, PROTOCOL_REJECT = 9, 10, 11, 8
-
-
-def pkt(code: int, ident: int, data: bytes = b"") -> bytes:
-    return Packet(code, ident, data).encode()
-
-
-def options_of(raw: bytes) -> list[Option]:
-    packet = Packet.parse(raw)
-    assert packet is not None
-    opts = parse_options(packet.data)
-    assert opts is not None
-    return opts
 
 
 def lcp(config: LcpConfig | None = None, seed: int = 1, **timers: int) -> Lcp:

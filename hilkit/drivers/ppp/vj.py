@@ -26,6 +26,8 @@ from collections import OrderedDict
 from typing import Final
 
 from hilkit.drivers.ppp.proto import PPP_IP, PPP_VJC, PPP_VJUC
+from hilkit.stack.checksum import checksum as inet_checksum
+from hilkit.stack.checksum import pseudo_header_sum, verify
 
 __all__ = [
     "COMPRESSOR_STATS",
@@ -99,26 +101,11 @@ def _delta(value: int) -> bytes:
     return b"\x00" + _U16.pack(value)
 
 
-def _ip_checksum(header: Buffer) -> int:
-    """RFC 791 §3.1 header checksum of ``header`` (checksum field zero, even length).
-
-    A big-endian integer is congruent mod 0xFFFF to the sum of its 16-bit
-    words (2**16 = 1 mod 0xFFFF), so one ``int.from_bytes`` does the sum in C.
-    """
-    total = int.from_bytes(header, "big")
-    folded = total % 0xFFFF
-    if folded == 0 and total:
-        folded = 0xFFFF
-    return ~folded & 0xFFFF
-
-
 def _tcp_checksum_ok(packet: bytes, ihl: int) -> bool:
     """RFC 9293 §3.1: the TCP checksum over the pseudo-header and the segment."""
     segment = memoryview(packet)[ihl:]
-    pseudo = packet[12:20] + bytes((0, 6)) + len(segment).to_bytes(2, "big")
-    total = int.from_bytes(pseudo, "big") + int.from_bytes(segment, "big") * (
-        1 << 8 * (len(segment) & 1))
-    return total % 0xFFFF == 0 and total != 0
+    src, dst = int.from_bytes(packet[12:16], "big"), int.from_bytes(packet[16:20], "big")
+    return verify(segment, pseudo_header_sum(src, dst, _PROTO_TCP, len(segment)))
 
 
 class VjCompressor:
@@ -396,7 +383,7 @@ class VjDecompressor:
         _U16.pack_into(hdr, 2, total)
         _U16.pack_into(hdr, 4, ident & 0xFFFF)
         hdr[10:12] = b"\x00\x00"
-        _U16.pack_into(hdr, 10, _ip_checksum(memoryview(hdr)[:ihl]))
+        _U16.pack_into(hdr, 10, inet_checksum(memoryview(hdr)[:ihl]))
         _SEQ_ACK_FLAGS_WIN.pack_into(
             hdr, ihl + 4, seq & 0xFFFFFFFF, ack & 0xFFFFFFFF, offset, flags, win & 0xFFFF
         )
