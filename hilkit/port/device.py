@@ -11,7 +11,7 @@ import enum
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 
 class LinkType(enum.Enum):
@@ -173,10 +173,26 @@ def link_config_reader(dev: Device) -> Callable[[], LinkConfig | None] | None:
     without the member costs nothing; a captured or impaired PPP device still
     configures the stack.
     """
+    return _optional_member(dev, "link_config")  # type: ignore[no-any-return]
+
+
+def tx_queue_reader(dev: Device) -> Callable[[], float] | None:
+    """The device's ``tx_queue_ms`` method, found through wrappers, or None if it has none.
+
+    How much line time (ms) of output the device has accepted and still holds: a slow
+    link (PPP on a serial line) queues seconds, and TCP's timers count from when a
+    segment leaves, not from when it was handed over. A capture or impairment wrapper
+    around the device must not hide it.
+    """
+    return _optional_member(dev, "tx_queue_ms")  # type: ignore[no-any-return]
+
+
+def _optional_member(dev: Device, name: str) -> Any:
+    """The first callable ``name`` along ``dev``'s wrapper chain, or None."""
     for d in unwrap_chain(dev):
-        fn = getattr(d, "link_config", None)
+        fn = getattr(d, name, None)
         if callable(fn):
-            return fn  # type: ignore[no-any-return]
+            return fn
     return None
 
 

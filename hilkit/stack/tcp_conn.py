@@ -142,6 +142,9 @@ class TcpConfig:
     invalid_ack_interval_ms: float = 500.0  # per connection, as Linux's tcp_invalid_ratelimit
     congestion: Callable[[int], CongestionControl] = NewReno  # made with the MSS
     tail_loss_probe: bool = True  # RFC 8985 §7: probe a silent tail before the RTO
+    # A slow link's device that says how much line time it holds (Device.tx_queue_ms) gets
+    # new data only while it holds less than this; the rest waits in the send buffer.
+    device_queue_ms: float = 200.0
 
 
 class Connection:
@@ -243,6 +246,7 @@ class Connection:
         self.tlp_sent = False  # one probe per flight
         # line time (ms) the route's device still holds of what it accepted (``tcp_layer``)
         self.dev_queue_ms: Callable[[], float] | None = None
+        self.queue_deadline: float | None = None  # look at that queue again
 
     # -- application side --------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -393,7 +397,7 @@ class Connection:
     def next_deadline(self) -> float | None:
         ds = [d for d in (self.rto_deadline, self.delack_deadline, self.persist_deadline,
                           self.keepalive_deadline, self.timewait_deadline, self.rack_deadline,
-                          self.tlp_deadline)
+                          self.tlp_deadline, self.queue_deadline)
               if d is not None]
         return min(ds) if ds else None
 
@@ -405,6 +409,8 @@ class Connection:
         if self.delack_deadline is not None and now >= self.delack_deadline:
             self.delack_deadline = None
             self.ack_now = True
+        if self.queue_deadline is not None and now >= self.queue_deadline:
+            self.queue_deadline = None  # output() below looks at the device's queue again
         if self.tlp_deadline is not None and now >= self.tlp_deadline:
             self.tlp_deadline = None
             self._tail_loss_probe(now)
@@ -1049,6 +1055,8 @@ class Connection:
                 break
             if avail <= 0:
                 break
+            if self.dev_queue_ms is not None and not self._device_room(now, sent):
+                break
             n = min(self.mss, unsent, avail)
             if n < self.mss and n < unsent:
                 # Sender silly-window avoidance (RFC 9293 §3.8.6.2.1).
@@ -1078,6 +1086,23 @@ class Connection:
             if self.tlp_deadline is None:
                 self._arm_tlp(now)
         return sent
+
+    def _device_room(self, now: float, sent: bool) -> bool:
+        """May one more data segment go to a slow link's device now? Only while it holds
+        under ``device_queue_ms`` of line time, one segment per look (what this call
+        emits reaches the device after it: the next look, at once, sees it there). So
+        a window larger than the device's queue waits here instead of being refused
+        there (a refusal is a loss to repair), and the line still never idles (the
+        spirit of Linux's TCP Small Queues)."""
+        if sent:
+            self.queue_deadline = now
+            return False
+        assert self.dev_queue_ms is not None
+        held = self.dev_queue_ms()
+        if held < self.cfg.device_queue_ms:
+            return True
+        self.queue_deadline = now + held - self.cfg.device_queue_ms
+        return False
 
     @staticmethod
     def _max(a: int, b: int) -> int:
@@ -1273,7 +1298,7 @@ class Connection:
         self._leave_budget()
         self.rto_deadline = self.delack_deadline = self.persist_deadline = None
         self.keepalive_deadline = self.timewait_deadline = None
-        self.rack_deadline = self.tlp_deadline = None
+        self.rack_deadline = self.tlp_deadline = self.queue_deadline = None
         if err:
             self.error = err
             self.events |= SocketEvent.ERR

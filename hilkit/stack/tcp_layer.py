@@ -22,10 +22,9 @@ import errno
 import hashlib
 import secrets
 import struct
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from hilkit.port.device import Device, device_rx_buffer, max_frame_len
+from hilkit.port.device import Device, device_rx_buffer, max_frame_len, tx_queue_reader
 from hilkit.stack import ipv4, tcp
 from hilkit.stack.addr import ANY
 from hilkit.stack.events import SocketEvent
@@ -123,7 +122,7 @@ class TcpLayer:
         conn = Connection((laddr, lport), remote, self._isn(key, now), dev.mtu,
                           self.config, now, self._ts_offset(key), self.budget,
                           *self._clamps(dev))
-        conn.dev_queue_ms = device_tx_queue(dev)
+        conn.dev_queue_ms = tx_queue_reader(dev)
         conn.nodelay = sock.nodelay
         conn.context = sock
         sock.conn = conn
@@ -197,7 +196,7 @@ class TcpLayer:
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
                           dev.mtu, self.config, now, self._ts_offset(key),
                           self.budget, *self._clamps(dev))
-        conn.dev_queue_ms = device_tx_queue(dev)
+        conn.dev_queue_ms = tx_queue_reader(dev)
         conn.nodelay = lst.nodelay
         self.conns[key] = conn
         self._half_open_of[conn] = lst
@@ -270,7 +269,7 @@ class TcpLayer:
         dev = route.iface.dev
         conn = Connection((h.dst, seg.dport), key[2:], cookie, dev.mtu, self.config, now,
                           0, self.budget, *self._clamps(dev))
-        conn.dev_queue_ms = device_tx_queue(dev)
+        conn.dev_queue_ms = tx_queue_reader(dev)
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
         self.stack.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
@@ -406,12 +405,3 @@ class TcpLayer:
             self._next_ephemeral += i + 1
             return port
         raise OSError(errno.EADDRNOTAVAIL, "no free TCP port")
-
-
-def device_tx_queue(dev: Device) -> Callable[[], float] | None:
-    """The device's ``tx_queue_ms()`` when it has one (optional): how much line time of
-    output it has accepted and still holds. A slow link (PPP on a serial line) queues
-    seconds; TCP's timers count from when a segment leaves, not from when it was queued."""
-    fn = getattr(dev, "tx_queue_ms", None)
-    return fn if callable(fn) else None
-

@@ -14,7 +14,8 @@ from collections import deque
 
 import pytest
 
-from hilkit.port import DeviceCounters, LinkType, ManualClock
+from hilkit.port import Device, DeviceCounters, LinkType, ManualClock
+from hilkit.port.middleware import DeviceMiddleware
 from hilkit.stack import Stack, StackConfig, TcpConfig, TcpSocket
 
 RATE = 11.52  # bytes per ms: 115200 baud, 8N1
@@ -78,18 +79,21 @@ class SlowLinkEnd:
 
 
 def transfer(size: int, report_queue: bool, queue_bytes: int = 16 * 1024,
-             peer_window: int = 8760) -> tuple[float, dict[str, int], SlowLinkEnd]:
+             peer_window: int = 8760, wrapped: bool = False,
+             ) -> tuple[float, dict[str, int], SlowLinkEnd]:
     """``size`` bytes from stack A to B, whose receive buffer (the window it offers) is
-    ``peer_window`` (slirp's is 8760); (simulated seconds, A's connection stats, A's end)."""
+    ``peer_window`` (slirp's is 8760); (simulated seconds, A's connection stats, A's end).
+    ``wrapped``: A's device sits inside a middleware (as a capture wraps it in a HIL run)."""
     clock = ManualClock(1000.0)
     wa = SlowLinkEnd("a", clock, RATE, queue_bytes, report_queue)
     wb = SlowLinkEnd("b", clock, RATE, queue_bytes, report_queue)
     wa.peer, wb.peer = wb, wa
     a = Stack(clock)
     b = Stack(clock, StackConfig(tcp=TcpConfig(rcvbuf=peer_window)))
-    a.add_device(wa)
+    dev_a: Device = DeviceMiddleware(wa) if wrapped else wa
+    a.add_device(dev_a)
     b.add_device(wb)
-    a.link_add(wa, "10.0.0.1", "255.255.255.0")
+    a.link_add(dev_a, "10.0.0.1", "255.255.255.0")
     b.link_add(wb, "10.0.0.2", "255.255.255.0")
 
     def step(ms: float = 1.0) -> None:
@@ -124,13 +128,16 @@ def transfer(size: int, report_queue: bool, queue_bytes: int = 16 * 1024,
     return (clock.now_ms() - t0) / 1000.0, dict(conn.stats), wa
 
 
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "wrapped"])
 @pytest.mark.parametrize("peer_window", [8760, 16 * 1024])
-def test_bulk_over_slow_link_has_no_spurious_retransmission(peer_window: int) -> None:
+def test_bulk_over_slow_link_has_no_spurious_retransmission(peer_window: int,
+                                                            wrapped: bool) -> None:
     """The window fits in the device's queue (PppDevice refuses beyond it, which TCP
-    takes as loss): the queue holds seconds of line time and no timer fires."""
+    takes as loss): the queue holds seconds of line time and no timer fires, also with
+    the device inside a wrapper (a capture), which must not hide ``tx_queue_ms``."""
     size = 64 * 1024
     secs, stats, end = transfer(size, report_queue=True, queue_bytes=peer_window + 1600,
-                                peer_window=peer_window)
+                                peer_window=peer_window, wrapped=wrapped)
     assert stats["retransmits"] == 0, stats
     assert stats["timeouts"] == 0 and stats.get("tail_loss_probes", 0) == 0, stats
     assert end.refused == 0
@@ -161,3 +168,26 @@ def test_link_queued_pushes_timers_past_the_queue() -> None:
     conn.rto_deadline = conn.tlp_deadline = None
     conn.link_queued(500.0, 0.0)  # no timer running: none is started
     assert conn.rto_deadline is None and conn.tlp_deadline is None
+
+
+@pytest.mark.parametrize("wrapped", [False, True], ids=["bare", "wrapped"])
+def test_a_window_larger_than_the_device_queue_waits_in_the_send_buffer(
+        wrapped: bool) -> None:
+    """A peer offering more window than the device can queue (a pppd or a modem's network
+    peer offers 64 KiB; PppDevice holds half a second of line): TCP hands the device no
+    more than ``TcpConfig.device_queue_ms`` of line time and keeps the rest, so nothing is
+    refused (a refusal is a loss TCP must repair) and the line never idles."""
+    size = 96 * 1024
+    secs, stats, end = transfer(size, report_queue=True, queue_bytes=6 * 1024,
+                                peer_window=64 * 1024, wrapped=wrapped)
+    assert end.refused == 0, stats
+    assert stats["retransmits"] == 0 and stats["timeouts"] == 0, stats
+    assert size / secs >= 0.90 * RATE * 1000, (size / secs, stats)
+
+
+def test_without_queue_report_a_large_window_overflows_the_device() -> None:
+    """The cause, kept visible: a device that hides its queue gets a whole window at once
+    and refuses what does not fit."""
+    _, stats, end = transfer(96 * 1024, report_queue=False, queue_bytes=6 * 1024,
+                             peer_window=64 * 1024)
+    assert end.refused > 0, stats
