@@ -28,13 +28,15 @@ def lint(c: Context) -> None:
 def bench(c: Context) -> None:
     """Figures: ping, flood, UDP, idle CPU, RSS; TCP goodput, loss, conn/s, RSS per
     connection; the sim-w5100 and sim-enc28j60 bus and wire figures; the sim-usb-ecm USB
-    figures at high and full speed; the FT232H bridge figures of the sim-ft232h rigs."""
+    figures at high and full speed; the FT232H bridge figures of the sim-ft232h rigs; the
+    PPP line figures of sim-ppp with VJ compression on and off."""
     c.run(f"{PY} bench/core.py", pty=False)
     c.run(f"{PY} bench/tcp.py", pty=False)
     c.run(f"{PY} bench/w5100.py", pty=False)
     c.run(f"{PY} bench/enc28j60.py", pty=False)
     c.run(f"{PY} bench/usb_ecm.py", pty=False)
     c.run(f"{PY} bench/ft232h.py", pty=False)
+    c.run(f"{PY} bench/ppp.py", pty=False)
 
 
 @task

@@ -282,6 +282,9 @@ class SlirpPeer:
     with slirp's output if it does not come), leaving stops it and removes every file.
     ``restart()`` kills slirp and starts it again on the same line (``restarts`` counts);
     ``line`` (``PacedPtyLine``) takes line faults (noise, the line down for a while).
+    ``asyncmap`` (default 0) is the receive ACCM slirp asks for, as pppd asks for 0 unless
+    told otherwise; slirp left alone asks for none, and every control byte sent to it costs
+    two on the line.
     """
 
     peer_ip = PEER_IP
@@ -290,8 +293,10 @@ class SlirpPeer:
     def __init__(self, ns: Netns, *, baudrate: int = 115200, extra_args: Sequence[str] = (),
                  home: Path | None = None, auth: Literal["pap", "chap"] | None = None,
                  secrets: Mapping[str, str] | None = None, pace: bool = True,
-                 ready_timeout_s: float = READY_TIMEOUT_S, seed: int = 0) -> None:
+                 ready_timeout_s: float = READY_TIMEOUT_S, seed: int = 0,
+                 asyncmap: int | None = 0) -> None:
         self.ns = ns
+        self.asyncmap = asyncmap
         self.seed = seed
         self.restarts = 0
         self.baudrate = baudrate
@@ -316,8 +321,12 @@ class SlirpPeer:
         return self.line.b
 
     def argv(self, tty_path: str) -> list[str]:
-        """slirp's command line: PPP, no escape sequences, its tty, the line speed."""
+        """slirp's command line: PPP, no escape sequences, its tty, the line speed, and the
+        receive ACCM it asks for (``asyncmap``; None: it asks for none, so the DUT must
+        escape every control character to it, RFC 1662 §7.1)."""
         words = ["slirp", "-P", "nozeros", f"tty {tty_path}", f"baudrate {self.baudrate}"]
+        if self.asyncmap is not None:
+            words.append(f"asyncmap {self.asyncmap:x}")
         if self.auth is not None:  # "auth" alone makes slirp close LCP; +pap/+chap demand one
             words.append(f"+{self.auth}")
         return words + list(self.extra_args)

@@ -148,6 +148,65 @@ def test_link_up_against_slirp(ns: Netns) -> None:
         assert dev.stats["link.tx_LCP"] >= 2  # Configure-Request ... Terminate-Request
 
 
+def test_an_idle_link_sleeps(ns: Netns) -> None:
+    """Up and idle (LCP echoes every 500 ms), the stack sleeps on the port's descriptor:
+    the loop's thread spends next to no CPU (bench/ppp.py gives the figure)."""
+    with SlirpPeer(ns, baudrate=BAUD) as peer:
+        dev = PppDevice(peer.port, baudrate=BAUD, default_route=False,
+                        config=PppConfig(echo_interval_ms=500, echo_failure=4))
+        stack = Stack()
+        try:
+            stack.add_device(dev)
+            assert dev.fileno() is not None
+            assert stack.run(until=lambda: dev.link_up and stack.interfaces[0].addrs != [],
+                             timeout=10), peer.output()
+            echoes0 = dev.stats["link.tx_LCP"]
+            c0, t0 = time.thread_time(), time.monotonic()
+            stack.run(timeout=2.0)
+            cpu, wall = time.thread_time() - c0, time.monotonic() - t0
+            assert dev.link_up and dev.stats["link.tx_LCP"] > echoes0  # alive, echoing
+            assert cpu < 0.1 * wall, f"{cpu:.3f} s of CPU in {wall:.1f} s idle"
+        finally:
+            stack.close()
+
+
+@pytest.mark.parametrize("asyncmap", [0, None], ids=["accm0", "default"])
+def test_the_accm_slirp_asks_for_is_the_one_hilkit_escapes_by(
+        ns: Netns, servers: LoopbackServer, asyncmap: int | None) -> None:
+    """RFC 1662 §7.1: hilkit escapes the control bytes in the peer's receive ACCM, no
+    more. slirp asks for 0 when told (``asyncmap 0``, as pppd does by default) and for
+    nothing otherwise, which leaves the default 0xFFFFFFFF: then every byte below 0x20
+    crosses the line as two, and slirp still gets the datagram right."""
+    with SlirpPeer(ns, baudrate=BAUD, asyncmap=asyncmap) as peer:
+        dev = PppDevice(peer.port, baudrate=BAUD, default_route=False)
+        stack = Stack()
+        try:
+            stack.add_device(dev)
+            assert stack.run(until=lambda: dev.link_up and stack.interfaces[0].addrs != [],
+                             timeout=10), peer.output()
+            lcp = dev.link.lcp_result
+            assert lcp is not None
+            assert lcp.tx_accm == (0 if asyncmap == 0 else 0xFFFFFFFF)
+            escaped0 = dev.stats["link.hdlc_tx_escaped"]
+            controls = bytes(range(32)) * 8  # 256 bytes below 0x20
+            u = stack.udp_socket()
+            u.sendto(controls, (peer.peer_ip, servers.udp_port))
+            got: list[bytes] = []
+
+            def echoed() -> bool:
+                d = u.recvfrom()
+                if d is not None:
+                    got.append(d[0])
+                return bool(got)
+
+            assert stack.run(until=echoed, timeout=10)
+            assert got[0] == controls
+            escaped = dev.stats["link.hdlc_tx_escaped"] - escaped0
+            assert (escaped >= len(controls)) == (asyncmap is None), escaped
+        finally:
+            stack.close()
+
+
 @pytest.mark.parametrize("auth", ["pap", "chap"])
 def test_link_up_with_authentication(ns: Netns, auth: str) -> None:
     with SlirpPeer(ns, baudrate=BAUD, auth=auth,  # type: ignore[arg-type]

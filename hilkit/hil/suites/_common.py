@@ -46,6 +46,12 @@ def pattern(n: int, seed: int) -> bytes:
     return random.Random(seed).randbytes(n).translate(_LETTERS)
 
 
+def random_bytes(n: int, seed: int) -> bytes:
+    """``n`` reproducible random bytes, all 256 values: what a serial line's framing costs
+    depends on them (RFC 1662 escapes), and its figures are defined on random data."""
+    return random.Random(seed).randbytes(n)
+
+
 def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -68,6 +74,7 @@ class Pump:
     eof: bool = False
     shut: bool = False
     sock: TcpSocket | None = None
+    started_at: float = 0.0  # the connection was asked for (the data already made)
     first_byte_at: float | None = None
     eof_at: float | None = None
     on_progress: Callable[[Pump], None] | None = None
@@ -160,9 +167,15 @@ class KernelEnd:
     ended_at: float = 0.0
 
 
-def kernel_duplex(sock: socket.socket, data: bytes) -> KernelEnd:
+# A kernel end shares hilkit's interpreter: each of its wake-ups takes the GIL from the
+# loop under test. A throughput run wakes it per this many bytes (or EOF), not per segment.
+KERNEL_RCVLOWAT = 32 * 1024
+
+
+def kernel_duplex(sock: socket.socket, data: bytes, rcvlowat: int = 1) -> KernelEnd:
     """On a connected kernel socket: send ``data`` then FIN (in a helper thread) while
-    reading until EOF; both ends' counts and the SHA-256 of what came in."""
+    reading until EOF, ``rcvlowat`` bytes a wake-up (SO_RCVLOWAT); both ends' counts and
+    the SHA-256 of what came in."""
     end = KernelEnd(started_at=time.monotonic())
     errors: list[BaseException] = []
 
@@ -179,6 +192,7 @@ def kernel_duplex(sock: socket.socket, data: bytes) -> KernelEnd:
 
     t = threading.Thread(target=sender, name="kernel-sender", daemon=True)
     t.start()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, rcvlowat)
     h = hashlib.sha256()
     buf = bytearray(1 << 20)
     view = memoryview(buf)
@@ -201,15 +215,18 @@ def duplex_transfer(stack: Stack, kernel: Kernel, built: BuiltRigLike, nbytes: i
                     hilkit_is_client: bool, port: int, timeout: float,
                     on_progress: Callable[[Pump], None] | None = None,
                     seed: int = 1, nbytes_to_hilkit: int | None = None,
+                    kernel_rcvlowat: int = 1, binary: bool = False,
                     ) -> tuple[Pump, KernelEnd, bytes, bytes]:
     """``nbytes`` from hilkit to the kernel while ``nbytes_to_hilkit`` (default the same)
-    go the other way, at once, between a hilkit socket and a kernel socket.
+    go the other way, at once, between a hilkit socket and a kernel socket; ``binary``:
+    random bytes (``random_bytes``) rather than letters (``pattern``).
 
     Returns (hilkit's end, the kernel's end, what hilkit sent, what the kernel sent).
     """
-    to_kernel = pattern(nbytes, seed)
+    make = random_bytes if binary else pattern
+    to_kernel = make(nbytes, seed)
     back = nbytes if nbytes_to_hilkit is None else nbytes_to_hilkit
-    to_hilkit = pattern(back, seed + 1000)
+    to_hilkit = make(back, seed + 1000)
     pump = Pump(to_kernel, on_progress=on_progress)
     if hilkit_is_client:
         lst = kernel.tcp_listener(port)
@@ -218,9 +235,10 @@ def duplex_transfer(stack: Stack, kernel: Kernel, built: BuiltRigLike, nbytes: i
         def kside() -> KernelEnd:
             conn, _ = lst.accept()
             conn.settimeout(timeout)
-            return kernel_duplex(conn, to_hilkit)
+            return kernel_duplex(conn, to_hilkit, kernel_rcvlowat)
 
         th = kernel.start(stack, kside, "kernel-server")
+        pump.started_at = time.monotonic()
         hilkit_connect(stack, (built.kernel_ip, kport), pump)
     else:
         hilkit_listen(stack, (built.dut_ip, port), pump)
@@ -229,8 +247,9 @@ def duplex_transfer(stack: Stack, kernel: Kernel, built: BuiltRigLike, nbytes: i
             c = kernel.tcp_client()
             c.settimeout(timeout)
             c.connect(kernel.to_hilkit(port))
-            return kernel_duplex(c, to_hilkit)
+            return kernel_duplex(c, to_hilkit, kernel_rcvlowat)
 
+        pump.started_at = time.monotonic()
         th = kernel.start(stack, kside, "kernel-client")
     kend: KernelEnd = th.wait(timeout)
     stack.run(until=lambda: pump.done, timeout=timeout)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pytest
@@ -30,23 +30,35 @@ from hilkit.hil.plugin import (
     counters_dict,
     driver_stats,
     is_spi_rig,
+    peer_kind,
     usb_stats,
 )
-from hilkit.hil.suites._common import duplex_transfer, pattern, sha, size_param, timeout_param
-from hilkit.port.device import unwrap_chain
+from hilkit.hil.suites._common import (
+    KERNEL_RCVLOWAT,
+    duplex_transfer,
+    pattern,
+    sha,
+    size_param,
+    timeout_param,
+)
+from hilkit.port.device import tx_queue_reader, unwrap_chain
 from hilkit.port.nic import Nic
-from hilkit.stack import Stack, UdpSocket
+from hilkit.rig.schema import PPP_PEER_KINDS
+from hilkit.stack import Stack, TcpConfig, UdpSocket
 
 PORT = 5002
 DIRECTIONS = ("hilkit_to_kernel", "kernel_to_hilkit")
 _ACC = "throughput"
 _ACC_MTU = "throughput_mtu"
-MTU_DATAGRAMS = 200  # MTU-sized frames each way in test_mtu_frames
+MTU_DATAGRAMS = 200  # MTU-sized frames each way in test_mtu_frames, at most ...
+MTU_DATAGRAMS_MIN = 20  # ... and at least, as many as the suite's bytes fill
 _QUIET_S = 0.5  # test_mtu_frames: the kernel is done and nothing came for this long
 # The kernel paces its datagrams to this much above the TCP goodput test_goodput measured
 # into hilkit: a receiver whose bus is slower than its wire (a 100 Mb/s chip on SPI) drops
 # the rest of an unpaced stream in the chip, and TCP's rate is one it showed it can take.
 PACE_HEADROOM = 1.05
+# hilkit's datagrams wait while a slow link's device holds this much line time, as TCP's do
+LINK_QUEUE_MS = TcpConfig.device_queue_ms
 _GREET_EVERY_S = 0.2  # the greeting is sent again this often until the kernel has it
 _GOODPUT = "throughput_goodput"
 _IDLE_STAT = "idle_polls"  # the driver stat whose polls made one call that moved nothing
@@ -165,12 +177,12 @@ def test_goodput(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSessio
     timeout = timeout_param(hil, "throughput")
     out = direction == "hilkit_to_kernel"
     before = _snapshot(rig, nic)
-    t0 = time.monotonic()
     pump, kend, to_kernel, to_hilkit = duplex_transfer(
         stack, kernel, rig, n if out else 0, hilkit_is_client=True, port=0, timeout=timeout,
-        seed=11, nbytes_to_hilkit=0 if out else n)
+        seed=11, nbytes_to_hilkit=0 if out else n, kernel_rcvlowat=KERNEL_RCVLOWAT,
+        binary=peer_kind(rig) in PPP_PEER_KINDS)  # a serial line's figures: random data
     end = kend.ended_at if out else (pump.eof_at or time.monotonic())
-    elapsed = max(end - t0, 1e-9)
+    elapsed = max(end - pump.started_at, 1e-9)  # from asking for the connection
     after = _snapshot(rig, nic)
     assert not pump.error, f"hilkit's socket failed with errno {pump.error}"
     if out:
@@ -242,13 +254,14 @@ def _greet(stack: Stack, us: UdpSocket, kaddr: tuple[str, int], ready: threading
         stack.run(until=ready.is_set, timeout=_GREET_EVERY_S)
 
 
-def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
+def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int, count: int,
                  timeout: float, before: dict[str, float], nic: Nic | None,
                  rate_Bps: float | None,
                  ) -> tuple[int, float, dict[str, float]]:
-    """hilkit sends MTU_DATAGRAMS datagrams of ``size`` bytes to a kernel socket; after a
+    """hilkit sends ``count`` datagrams of ``size`` bytes to a kernel socket; after a
     greeting that settles ARP both ways; ``rate_Bps`` is not used: hilkit's sends wait for
-    the chip. (datagrams the kernel got, seconds, counters after)."""
+    the chip, or on a slow link (a device with ``tx_queue_ms``) for its queue to drain
+    below LINK_QUEUE_MS, as TCP does. (datagrams the kernel got, seconds, counters after)."""
     ks = kernel.udp(0)
     kaddr = (rig.kernel_ip, ks.getsockname()[1])
     ks.settimeout(2.0)
@@ -259,7 +272,7 @@ def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
         ready.set()
         stack.wake()
         got, last = 0, time.monotonic()
-        while got < MTU_DATAGRAMS:
+        while got < count:
             try:
                 if len(ks.recv(65535)) == size:
                     got, last = got + 1, time.monotonic()
@@ -273,8 +286,11 @@ def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
         _greet(stack, us, kaddr, ready, timeout)
         before |= _snapshot(rig, nic)
         payload = pattern(size, 7)
+        held = tx_queue_reader(rig.device)
         t0 = time.monotonic()
-        for _ in range(MTU_DATAGRAMS):
+        for _ in range(count):
+            if held is not None:
+                _drain(stack, held)
             us.sendto(payload, kaddr)
             stack.tick()
         got, last = th.wait(timeout)
@@ -283,11 +299,17 @@ def _send_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
         us.close()
 
 
-def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
+def _drain(stack: Stack, held: Callable[[], float]) -> None:
+    """Run the stack until the device holds under LINK_QUEUE_MS of line time."""
+    while (ms := held()) >= LINK_QUEUE_MS:
+        stack.run(until=lambda: held() < LINK_QUEUE_MS, timeout=(ms - LINK_QUEUE_MS) / 1000.0)
+
+
+def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int, count: int,
                     timeout: float, before: dict[str, float], nic: Nic | None,
                     rate_Bps: float | None,
                     ) -> tuple[int, float, dict[str, float]]:
-    """The kernel sends MTU_DATAGRAMS datagrams of ``size`` bytes to a hilkit socket, after
+    """The kernel sends ``count`` datagrams of ``size`` bytes to a hilkit socket, after
     hilkit's greeting taught it where (and settled ARP), no faster than ``rate_Bps`` (None:
     as fast as it can). (datagrams hilkit got, seconds, counters after)."""
     ks = kernel.udp(0)
@@ -302,7 +324,7 @@ def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
         payload = pattern(size, 8)
         gap = size / rate_Bps if rate_Bps else 0.0
         due = time.monotonic()
-        for _ in range(MTU_DATAGRAMS):
+        for _ in range(count):
             if (wait := due - time.monotonic()) > 0:
                 time.sleep(wait)
             ks.sendto(payload, addr)
@@ -322,7 +344,7 @@ def _receive_stream(rig: BuiltRigLike, stack: Stack, kernel: Kernel, size: int,
             while (item := us.recvfrom()) is not None:
                 if len(item[0]) == size:
                     got, last = got + 1, time.monotonic()
-            return got >= MTU_DATAGRAMS or (
+            return got >= count or (
                 th.done.is_set() and time.monotonic() - last > _QUIET_S)
 
         end = time.monotonic() + timeout
@@ -344,14 +366,17 @@ def test_mtu_frames(rig: BuiltRigLike, stack: Stack, kernel: Kernel, hil: HilSes
     before: dict[str, float] = {}
     stream = _send_stream if direction == "hilkit_to_kernel" else _receive_stream
     tcp = hil.shared.get(_GOODPUT, {}).get(direction)
-    got, elapsed, after = stream(rig, stack, kernel, size, timeout, before, nic,
+    # as many as the suite's bytes fill: a slow line's rig asks for few
+    count = max(MTU_DATAGRAMS_MIN, min(MTU_DATAGRAMS,
+                                       size_param(hil, "throughput", "bytes") // size))
+    got, elapsed, after = stream(rig, stack, kernel, size, count, timeout, before, nic,
                                  tcp * PACE_HEADROOM if tcp else None)
-    assert got > 0, f"none of {MTU_DATAGRAMS} datagrams of {size} bytes arrived"
+    assert got > 0, f"none of {count} datagrams of {size} bytes arrived"
     d: dict[str, Any] = {k: after[k] - before.get(k, 0) for k in after}
     d |= {"payload": got * size, "seconds": elapsed}
     figure(f"goodput_mtu_{direction}", got * size / elapsed / 1e6, "MB/s")
     figure(f"frames_per_s_mtu_{direction}", got / elapsed, "frames/s")
-    figure(f"datagrams_lost_mtu_{direction}", MTU_DATAGRAMS - got, "")
+    figure(f"datagrams_lost_mtu_{direction}", count - got, "")
     _accumulate(hil, _ACC_MTU, d, direction)
     side = _data_side(direction)
     d |= {"data_frames": d[f"{side}_frames"], "data_bytes": d[f"{side}_bytes"]}
