@@ -97,7 +97,10 @@ class Device(Protocol):
         ...
 
     @property
-    def link_up(self) -> bool: ...
+    def link_up(self) -> bool:
+        """True when frames can flow. The stack reads it once per tick and sends nothing
+        while it is False (docs/porting.md): keep it cheap."""
+        ...
 
     def fileno(self) -> int | None:
         """A descriptor that turns readable when ``poll`` has work, or None."""

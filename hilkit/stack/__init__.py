@@ -6,7 +6,7 @@ from hilkit.stack.stack import Interface, Route, Stack, StackConfig
 from hilkit.stack.tcp_conn import State as TcpState
 from hilkit.stack.tcp_conn import TcpConfig
 from hilkit.stack.tcp_socket import TcpSocket
-from hilkit.stack.udp import UdpSocket
+from hilkit.stack.udp_socket import UdpSocket
 
 __all__ = [
     "Interface",

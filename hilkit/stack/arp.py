@@ -157,6 +157,15 @@ class ArpCache:
     def next_deadline(self) -> float | None:
         return min((p.next_at for p in self._pending.values()), default=None)
 
+    def flush(self) -> tuple[int, int]:
+        """Forget every entry and every queued packet (the link went down, as Linux's
+        ``neigh_ifdown``); returns how many entries and packets went."""
+        entries = len(self._entries)
+        packets = sum(len(p.packets) for p in self._pending.values())
+        self._entries.clear()
+        self._pending.clear()
+        return entries, packets
+
     def entries(self, now: float) -> dict[int, bytes]:
         """The live entries at ``now``."""
         return {ip: e.mac for ip, e in self._entries.items() if e.expires > now}

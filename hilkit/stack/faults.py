@@ -11,7 +11,13 @@ from __future__ import annotations
 
 import logging
 import sys
+import weakref
+from collections import Counter
 from dataclasses import dataclass, fields
+from typing import Any
+
+from hilkit.port.clock import Clock
+from hilkit.stack.events import SocketEvent
 
 
 class LogThrottle:
@@ -110,3 +116,46 @@ class DeviceGuard:
         self._streak["send"] = 0
         self._log.warning("%s: poll works again; device is back up", self.name)
         return True
+
+
+def _sock_name(sock: Any) -> str:
+    """'UdpSocket 0.0.0.0:7' for a log line; never raises, it runs in an ``except``."""
+    try:
+        host, port = sock.getsockname()
+        return f"{type(sock).__name__} {host}:{port}"
+    except Exception:
+        return type(sock).__name__
+
+
+class Callbacks:
+    """Calls the application's callbacks; one that raises is counted in ``stats``
+    (``callback_error``) and logged once per owner, then rarely: an application bug
+    must not stop the stack nor flood its log."""
+
+    def __init__(self, clock: Clock, stats: Counter[str], logger: logging.Logger,
+                 log_interval_ms: float) -> None:
+        self._clock = clock
+        self._stats = stats
+        self._log = logger
+        self._interval_ms = log_interval_ms
+        self._logs: dict[int, LogThrottle] = {}  # by id() of socket or ping session
+
+    def notify(self, sock: Any, events: SocketEvent) -> None:
+        """Tell a socket's ``on_event`` (if it has one) of ``events``."""
+        cb = sock.on_event
+        if cb is None:
+            return
+        try:
+            cb(sock, events)
+        except Exception:
+            self.failed(sock, f"event callback of {_sock_name(sock)} raised")
+
+    def failed(self, owner: object, what: str) -> None:
+        """An application callback raised: call it inside the ``except``."""
+        self._stats["callback_error"] += 1
+        throttle = self._logs.get(id(owner))
+        if throttle is None:
+            throttle = LogThrottle(self._interval_ms)
+            self._logs[id(owner)] = throttle
+            weakref.finalize(owner, self._logs.pop, id(owner), None)  # goes with it
+        throttle.report(self._log, self._clock.now_ms(), what)

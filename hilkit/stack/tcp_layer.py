@@ -22,12 +22,15 @@ import errno
 import hashlib
 import secrets
 import struct
-from typing import TYPE_CHECKING
+from collections import Counter
 
+from hilkit.port.clock import Clock
 from hilkit.port.device import Device, device_rx_buffer, max_frame_len, tx_queue_reader
 from hilkit.stack import ipv4, tcp
 from hilkit.stack.addr import ANY
 from hilkit.stack.events import SocketEvent
+from hilkit.stack.faults import Callbacks
+from hilkit.stack.ip_layer import Ipv4Layer
 from hilkit.stack.tcp import ACK, RST, SYN, Segment, seq_add
 from hilkit.stack.tcp_budget import TcpBudget
 from hilkit.stack.tcp_conn import (
@@ -38,10 +41,7 @@ from hilkit.stack.tcp_conn import (
     tx_flight_clamp,
 )
 from hilkit.stack.tcp_socket import TcpSocket
-from hilkit.stack.timers import Timer
-
-if TYPE_CHECKING:
-    from hilkit.stack.stack import Stack
+from hilkit.stack.timers import Timer, TimerQueue
 
 Key = tuple[int, int, int, int]  # local address, local port, remote address, remote port
 
@@ -51,9 +51,12 @@ COOKIE_PERIOD_MS = 64_000.0  # the cookie's clock ticks every 64 s; one tick bac
 
 
 class TcpLayer:
-    def __init__(self, stack: Stack, config: TcpConfig, max_syn_backlog: int,
-                 syncookies: bool) -> None:
-        self.stack = stack
+    def __init__(self, ip: Ipv4Layer, clock: Clock, timers: TimerQueue, stats: Counter[str],
+                 drops: Counter[str], callbacks: Callbacks, config: TcpConfig,
+                 max_syn_backlog: int, syncookies: bool) -> None:
+        self.ip = ip
+        self.clock = clock
+        self.stats = stats
         self.config = config
         self.max_syn_backlog = max_syn_backlog
         self.syncookies = syncookies
@@ -64,15 +67,19 @@ class TcpLayer:
         self._half_open_of: dict[Connection, TcpSocket] = {}
         self._listener_of: dict[Connection, TcpSocket] = {}  # counted in its ``children``
         self.budget = TcpBudget(config.mem_low, config.mem_pressure, config.mem_high,
-                                config.challenge_acks_per_s, stack.stats)
+                                config.challenge_acks_per_s, stats)
+        self._timers = timers
+        self._drops = drops
+        self._callbacks = callbacks
+        self._ip_output = ip.output  # per segment: bound once
         self._secret = secrets.token_bytes(16)
         self._next_ephemeral = 0
         self._ts_secret = secrets.token_bytes(16)
+        ip.register(ipv4.PROTO_TCP, self.input, self.icmp_error)
 
     # -- sockets -----------------------------------------------------------------
     def bind(self, addr: int, port: int) -> tuple[int, int]:
-        st = self.stack
-        if addr != ANY and addr not in st._local:
+        if addr != ANY and not self.ip.is_local(addr):
             raise OSError(errno.EADDRNOTAVAIL, "not a local address")
         if port == 0:
             port = self._ephemeral(addr, ANY, 0)
@@ -98,12 +105,11 @@ class TcpLayer:
         self.bound.discard(sock.local)
         for conn, parent in list(self._half_open_of.items()):
             if parent is sock:
-                conn.abort(self.stack.clock.now_ms())
+                conn.abort(self.clock.now_ms())
                 self.flush(conn)
 
     def connect(self, sock: TcpSocket, remote: tuple[int, int]) -> None:
-        st = self.stack
-        route, src = st._source_for(remote[0])
+        route, src = self.ip.source_for(remote[0])
         if route is None or src == ANY:
             raise OSError(errno.ENETUNREACH, "no route to host")
         if sock.local is not None:
@@ -115,9 +121,9 @@ class TcpLayer:
         if key in self.conns:
             raise OSError(errno.EADDRINUSE, "that connection exists")
         if len(self.conns) >= self.config.max_connections:
-            st.stats["tcp.conn_limit_refused"] += 1
+            self.stats["tcp.conn_limit_refused"] += 1
             raise OSError(errno.ENOBUFS, "too many TCP connections")
-        now = st.clock.now_ms()
+        now = self.clock.now_ms()
         dev = route.iface.dev
         conn = Connection((laddr, lport), remote, self._isn(key, now), dev.mtu,
                           self.config, now, self._ts_offset(key), self.budget,
@@ -132,7 +138,7 @@ class TcpLayer:
 
     def close_all(self) -> None:
         """Abort every connection and drop every listener (``Stack.close``)."""
-        now = self.stack.clock.now_ms()
+        now = self.clock.now_ms()
         for conn in list(self.conns.values()):
             if conn.state not in (State.CLOSED, State.TIME_WAIT):  # TIME-WAIT closed cleanly
                 conn.abort(now)
@@ -142,16 +148,15 @@ class TcpLayer:
         self.bound.clear()
 
     # -- input ---------------------------------------------------------------------
-    def input(self, h: ipv4.Header, data: memoryview, bcast: bool) -> None:
-        st = self.stack
+    def input(self, h: ipv4.Header, hbytes: ipv4.Buffer, data: memoryview, bcast: bool) -> None:
         if bcast:
-            st.drops["tcp.broadcast"] += 1
+            self._drops["tcp.broadcast"] += 1
             return
         seg = tcp.parse(data, h.src, h.dst)
         if isinstance(seg, str):
-            st.drops[seg] += 1
+            self._drops[seg] += 1
             return
-        now = st.clock.now_ms()
+        now = self.clock.now_ms()
         conn = self.conns.get((h.dst, seg.dport, h.src, seg.sport))
         if conn is not None:
             conn.input(seg, now)
@@ -161,12 +166,11 @@ class TcpLayer:
         if lst is not None:
             self._listen_input(lst, h, seg, now)
             return
-        st.stats["tcp.no_socket"] += 1
+        self.stats["tcp.no_socket"] += 1
         self._reset_for(h, seg)
 
     def _listen_input(self, lst: TcpSocket, h: ipv4.Header, seg: Segment, now: float) -> None:
         """RFC 9293 §3.10.7.2, with SYN cookies when the half-open table is full."""
-        st = self.stack
         if seg.flags & RST:
             return
         if seg.flags & ACK:
@@ -177,7 +181,7 @@ class TcpLayer:
         if not seg.flags & SYN:
             return
         if len(lst.accept_queue) >= lst.backlog:
-            st.stats["tcp.listen_overflow"] += 1
+            self.stats["tcp.listen_overflow"] += 1
             return
         if not self._room_for_child(lst):
             return
@@ -186,11 +190,11 @@ class TcpLayer:
             if self.syncookies:
                 self._send_cookie(key, seg, now)
             else:
-                st.stats["tcp.syn_dropped"] += 1
+                self.stats["tcp.syn_dropped"] += 1
             return
-        route, _ = st._source_for(h.src)
+        route, _ = self.ip.source_for(h.src)
         if route is None:
-            st.stats["ipv4.no_route"] += 1
+            self.stats["ipv4.no_route"] += 1
             return
         dev = route.iface.dev
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
@@ -209,10 +213,10 @@ class TcpLayer:
     def _room_for_child(self, lst: TcpSocket) -> bool:
         """The caps on connections in all and per listener; a refusal is counted."""
         if len(self.conns) >= self.config.max_connections:
-            self.stack.stats["tcp.conn_limit_refused"] += 1
+            self.stats["tcp.conn_limit_refused"] += 1
             return False
         if lst.children >= self.config.listener_max_connections:
-            self.stack.stats["tcp.listener_limit_refused"] += 1
+            self.stats["tcp.listener_limit_refused"] += 1
             return False
         return True
 
@@ -225,8 +229,8 @@ class TcpLayer:
         else:
             seq, ack, flags = 0, seq_add(seg.seq, seg.seg_len), RST | ACK
         hdr = tcp.header(h.dst, h.src, seg.dport, seg.sport, seq, ack, flags, 0, b"", b"")
-        self.stack.stats["tcp.resets_sent"] += 1
-        self.stack._ip_output(h.src, ipv4.PROTO_TCP, [hdr], src=h.dst)
+        self.stats["tcp.resets_sent"] += 1
+        self._ip_output(h.src, ipv4.PROTO_TCP, [hdr], src=h.dst)
 
     # -- SYN cookies ---------------------------------------------------------------
     def _cookie(self, key: Key, client_isn: int, tick: int, mss_idx: int) -> int:
@@ -236,7 +240,7 @@ class TcpLayer:
         return ((tick & 0x1F) << 27) | (mss_idx << 24) | (int.from_bytes(mac, "big") & 0xFFFFFF)
 
     def _send_cookie(self, key: Key, seg: Segment, now: float) -> None:
-        route, _ = self.stack._source_for(key[2])
+        route, _ = self.ip.source_for(key[2])
         ours = route.iface.dev.mtu - 40 if route is not None else tcp.DEFAULT_MSS
         mss = min(seg.mss or tcp.DEFAULT_MSS, ours)
         idx = max(i for i, m in enumerate(COOKIE_MSS) if m <= mss or i == 0)
@@ -246,8 +250,8 @@ class TcpLayer:
         wnd = min(0xFFFF, self.config.rcvbuf, clamp if clamp is not None else 0xFFFF)
         hdr = tcp.header(key[0], key[2], key[1], key[3], isn, seq_add(seg.seq, 1), SYN | ACK,
                          wnd, opts, b"")
-        self.stack.stats["tcp.syncookies_sent"] += 1
-        self.stack._ip_output(key[2], ipv4.PROTO_TCP, [hdr], src=key[0])
+        self.stats["tcp.syncookies_sent"] += 1
+        self._ip_output(key[2], ipv4.PROTO_TCP, [hdr], src=key[0])
 
     def _cookie_ack(self, lst: TcpSocket, h: ipv4.Header, seg: Segment, now: float) -> bool:
         key = (h.dst, seg.dport, h.src, seg.sport)
@@ -256,14 +260,14 @@ class TcpLayer:
         tick = int(now // COOKIE_PERIOD_MS)
         idx = (cookie >> 24) & 0x3
         if not any(self._cookie(key, client_isn, t, idx) == cookie for t in (tick, tick - 1)):
-            self.stack.stats["tcp.syncookies_failed"] += 1
+            self.stats["tcp.syncookies_failed"] += 1
             return False
         if len(lst.accept_queue) >= lst.backlog:
-            self.stack.stats["tcp.listen_overflow"] += 1
+            self.stats["tcp.listen_overflow"] += 1
             return True
         if not self._room_for_child(lst):
             return True
-        route, _ = self.stack._source_for(h.src)
+        route, _ = self.ip.source_for(h.src)
         if route is None:
             return True
         dev = route.iface.dev
@@ -271,7 +275,7 @@ class TcpLayer:
                           0, self.budget, *self._clamps(dev))
         conn.dev_queue_ms = tx_queue_reader(dev)
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
-        self.stack.stats["tcp.syncookies_accepted"] += 1
+        self.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
         self._listener_of[conn] = lst
         lst.children += 1
@@ -284,16 +288,16 @@ class TcpLayer:
     # -- after every call into a connection --------------------------------------------
     def flush(self, conn: Connection) -> None:
         """Send what the connection queued, hand over its events, arm its timer."""
-        st = self.stack
         if conn.outbox:
             out, conn.outbox = conn.outbox, []
+            ip_output = self._ip_output
             for hdr, payload in out:
-                st._ip_output(conn.remote[0], ipv4.PROTO_TCP, [hdr, payload] if payload
-                              else [hdr], src=conn.local[0])
+                ip_output(conn.remote[0], ipv4.PROTO_TCP, [hdr, payload] if payload
+                          else [hdr], src=conn.local[0])
             del out, hdr, payload  # views of the send buffer: let it grow again
         if conn.dev_queue_ms is not None and (conn.rto_deadline is not None
                                               or conn.tlp_deadline is not None):
-            conn.link_queued(conn.dev_queue_ms(), st.clock.now_ms())
+            conn.link_queued(conn.dev_queue_ms(), self.clock.now_ms())
         ev = conn.events
         if ev:
             conn.events = SocketEvent(0)
@@ -306,7 +310,7 @@ class TcpLayer:
                 sock: TcpSocket = conn.context
                 if ev & SocketEvent.ERR:
                     sock.error = conn.error
-                st._notify(sock, ev)
+                self._callbacks.notify(sock, ev)
         if conn.state == State.CLOSED:
             self._forget(conn)
             return
@@ -316,24 +320,24 @@ class TcpLayer:
             if armed is None or deadline < armed.deadline:
                 if armed is not None:
                     armed.cancel()
-                self._armed[conn] = st.timers.at(deadline, lambda: self._timer(conn))
+                self._armed[conn] = self._timers.at(deadline, lambda: self._timer(conn))
 
     def _accepted(self, lst: TcpSocket, conn: Connection) -> None:
-        child = TcpSocket(self.stack)
+        child = TcpSocket(self)
         child.conn = conn
         child.nodelay = lst.nodelay
         conn.context = child
         if lst.closed or len(lst.accept_queue) >= lst.backlog:
-            self.stack.stats["tcp.listen_overflow"] += 1
-            conn.abort(self.stack.clock.now_ms())
+            self.stats["tcp.listen_overflow"] += 1
+            conn.abort(self.clock.now_ms())
             return
         lst.accept_queue.append(child)
-        self.stack._notify(lst, SocketEvent.CONN)
+        self._callbacks.notify(lst, SocketEvent.CONN)
 
     def _timer(self, conn: Connection) -> None:
         """The connection's earliest deadline came; it re-arms for its next in ``flush``."""
         self._armed.pop(conn, None)
-        conn.on_timer(self.stack.clock.now_ms())
+        conn.on_timer(self.clock.now_ms())
         self.flush(conn)
 
     def _forget(self, conn: Connection) -> None:
@@ -360,12 +364,12 @@ class TcpLayer:
         if len(transport) >= 8:  # RFC 5927 §4.1: the quoted SEQ must be one we have in flight
             seq = int.from_bytes(transport[4:8], "big")
             if not (tcp.seq_le(conn.snd_una, seq) and tcp.seq_lt(seq, conn.snd_max)):
-                self.stack.stats["tcp.icmp_out_of_window"] += 1
+                self.stats["tcp.icmp_out_of_window"] += 1
                 return
         # Hard errors abort a connection still in SYN-SENT (as Linux does); later, soft.
         if conn.state == State.SYN_SENT and err in (errno.ECONNREFUSED, errno.EHOSTUNREACH,
                                                    errno.ENETUNREACH):
-            conn.abort(self.stack.clock.now_ms(), err)
+            conn.abort(self.clock.now_ms(), err)
             self.flush(conn)
         else:
             conn.stats["icmp_soft_errors"] = conn.stats.get("icmp_soft_errors", 0) + 1

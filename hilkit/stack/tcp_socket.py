@@ -13,23 +13,49 @@ import errno
 import os
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol, cast
 
+from hilkit.port.clock import Clock
 from hilkit.stack.addr import int_to_ip, ip_to_int
 from hilkit.stack.events import SocketEvent
 from hilkit.stack.tcp_conn import Connection, State
 
-if TYPE_CHECKING:
-    from hilkit.stack.stack import Stack
-
 SHUT_RD, SHUT_WR, SHUT_RDWR = 0, 1, 2
+
+
+class TcpPorts(Protocol):
+    """What a TCP socket asks of the TCP layer (``tcp_layer.TcpLayer``): a socket
+    knows nothing above it, so the layer can create sockets without a cycle."""
+
+    clock: Clock
+
+    def bind(self, addr: int, port: int) -> tuple[int, int]: ...
+
+    def unbind(self, local: tuple[int, int]) -> None: ...
+
+    def listen(self, sock: TcpSocket) -> None: ...
+
+    def unlisten(self, sock: TcpSocket) -> None: ...
+
+    def connect(self, sock: TcpSocket, remote: tuple[int, int]) -> None: ...
+
+    def flush(self, conn: Connection) -> None: ...
+
+
+class TcpOwner(Protocol):
+    """A stack, as far as a socket cares: ``TcpSocket(stack)`` works as it always did."""
+
+    @property
+    def tcp(self) -> TcpPorts: ...
 
 
 class TcpSocket:
     def __init__(
-        self, stack: Stack, on_event: Callable[[TcpSocket, SocketEvent], None] | None = None
+        self, tcp: TcpPorts | TcpOwner,
+        on_event: Callable[[TcpSocket, SocketEvent], None] | None = None,
     ) -> None:
-        self._stack = stack
+        layer = getattr(tcp, "tcp", None)  # given a stack: its TCP layer
+        self._tcp: TcpPorts = layer if layer is not None else cast(TcpPorts, tcp)
         self.on_event = on_event
         self.conn: Connection | None = None
         self.local: tuple[int, int] | None = None
@@ -48,7 +74,7 @@ class TcpSocket:
         self._check_open()
         if self.local is not None or self.conn is not None:
             raise OSError(errno.EINVAL, "socket already bound")
-        self.local = self._stack.tcp.bind(ip_to_int(addr[0] or "0.0.0.0"), addr[1])
+        self.local = self._tcp.bind(ip_to_int(addr[0] or "0.0.0.0"), addr[1])
 
     def listen(self, backlog: int = 128) -> None:
         """Accept connections; at most ``backlog`` wait in the accept queue.
@@ -65,7 +91,7 @@ class TcpSocket:
         self.backlog = max(1, backlog)
         if not self.listening:
             self.listening = True
-            self._stack.tcp.listen(self)
+            self._tcp.listen(self)
 
     def accept(self) -> TcpSocket | None:
         self._check_open()
@@ -78,14 +104,14 @@ class TcpSocket:
         self._check_open()
         if self.conn is not None or self.listening:
             raise OSError(errno.EISCONN, "socket is already connected or listening")
-        self._stack.tcp.connect(self, (ip_to_int(addr[0]), addr[1]))
+        self._tcp.connect(self, (ip_to_int(addr[0]), addr[1]))
 
     # -- data ----------------------------------------------------------------------
     def send(self, data: bytes | bytearray | memoryview) -> int:
         """Queue what fits in the send buffer; 0 means full (wait for ``WR``)."""
         conn = self._connected()
-        n = conn.send(data, self._stack.clock.now_ms())
-        self._stack.tcp.flush(conn)
+        n = conn.send(data, self._tcp.clock.now_ms())
+        self._tcp.flush(conn)
         return n
 
     def recv(self, n: int = 65536) -> bytes:
@@ -96,8 +122,8 @@ class TcpSocket:
             raise OSError(errno.ENOTCONN, "socket is not connected")
         if not conn.readable and self.error:
             self._raise_error()
-        data = conn.recv(n, self._stack.clock.now_ms())
-        self._stack.tcp.flush(conn)
+        data = conn.recv(n, self._tcp.clock.now_ms())
+        self._tcp.flush(conn)
         return data
 
     @property
@@ -128,19 +154,19 @@ class TcpSocket:
         self.nodelay = on
         if self.conn is not None:
             self.conn.nodelay = on
-            self._stack.tcp.flush(self.conn)
+            self._tcp.flush(self.conn)
 
     def set_keepalive(self, on: bool) -> None:
         if self.conn is None:
             raise OSError(errno.ENOTCONN, "socket is not connected")
-        self.conn.set_keepalive(on, self._stack.clock.now_ms())
-        self._stack.tcp.flush(self.conn)
+        self.conn.set_keepalive(on, self._tcp.clock.now_ms())
+        self._tcp.flush(self.conn)
 
     def shutdown(self, how: int = SHUT_WR) -> None:
         conn = self._connected()
         if how in (SHUT_WR, SHUT_RDWR):
-            conn.shutdown_write(self._stack.clock.now_ms())
-            self._stack.tcp.flush(conn)
+            conn.shutdown_write(self._tcp.clock.now_ms())
+            self._tcp.flush(conn)
 
     def close(self) -> None:
         """Close gracefully (FIN after queued data); unread data means RST, as on Linux."""
@@ -156,9 +182,9 @@ class TcpSocket:
             return
         self.closed = True
         self.on_event = None
-        now = self._stack.clock.now_ms()
+        now = self._tcp.clock.now_ms()
         if self.listening:
-            self._stack.tcp.unlisten(self)
+            self._tcp.unlisten(self)
             for child in self.accept_queue:
                 child.abort()
             self.accept_queue.clear()
@@ -170,11 +196,11 @@ class TcpSocket:
             else:
                 conn.shutdown_write(now)
                 conn.orphan(now)
-            self._stack.tcp.flush(conn)
+            self._tcp.flush(conn)
         elif conn is not None:
             conn.drop_buffers()  # closed already: what nobody read leaves the budget
         if self.local is not None:  # the connection's own 4-tuple stays taken until it ends
-            self._stack.tcp.unbind(self.local)
+            self._tcp.unbind(self.local)
 
     def getsockname(self) -> tuple[str, int]:
         if self.conn is not None:

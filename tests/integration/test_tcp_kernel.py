@@ -473,7 +473,8 @@ def test_connect_timeout_to_silent_neighbour(plain: Link) -> None:
 
 def test_connect_to_unresolvable_neighbour_is_host_unreachable(plain: Link) -> None:
     """ARP gives up after 3 requests; a SYN-SENT connection takes that as a hard error
-    (stack._local_error -> TcpLayer.icmp_error): EHOSTUNREACH, well before the SYN retries end."""
+    (Ipv4Layer.local_error -> TcpLayer.icmp_error): EHOSTUNREACH, well before the SYN
+    retries end."""
     t0 = time.monotonic()
     with pytest.raises(OSError) as ei:
         create_connection(plain.stack, ("192.168.5.77", 80), timeout=15)

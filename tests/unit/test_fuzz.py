@@ -419,8 +419,8 @@ class Rig:
 
 
 def check_limits(stack: Stack, config: StackConfig) -> None:
-    assert len(stack._reasm) <= config.reassembly.max_concurrent
-    for p in stack._reasm._partials.values():
+    assert len(stack.ip.reasm) <= config.reassembly.max_concurrent
+    for p in stack.ip.reasm._partials.values():
         assert len(p.pieces) <= config.reassembly.max_fragments
     for iface in stack.interfaces:
         assert len(iface.arp) <= config.arp.max_entries

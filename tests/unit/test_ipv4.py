@@ -509,16 +509,16 @@ def test_no_time_exceeded_about_a_broadcast(eth_dst: bytes, ip_dst: int) -> None
         wb.rx.append(eth.header(eth_dst, A_MAC, eth.ETHERTYPE_IPV4) + hdr + udp_body)
         b.tick()
         if ip_dst == DST:  # unicast in a link-layer broadcast: dropped at once (RFC 1122 §3.3.6)
-            assert len(b._reasm) == 0 and b.drops["ipv4.unicast_in_link_broadcast"] == 1
+            assert len(b.ip.reasm) == 0 and b.drops["ipv4.unicast_in_link_broadcast"] == 1
             assert b.stats["icmp.errors_sent"] == 0
             return
-        assert len(b._reasm) == 1
+        assert len(b.ip.reasm) == 1
         sent_before = len(wb.sent)
         clock.advance(30_000)
         for _ in range(5):
             b.tick()
             a.tick()
-        assert len(b._reasm) == 0 and b.drops["ipv4.reasm_timeout"] == 1
+        assert len(b.ip.reasm) == 0 and b.drops["ipv4.reasm_timeout"] == 1
         icmp = [f for f in wb.sent[sent_before:]
                 if f[12:14] == b"\x08\x00" and f[23] == ipv4.PROTO_ICMP]
         assert [(f[34], f[35]) for f in icmp] == [], (

@@ -1,7 +1,7 @@
 """Property tests: no parser and no input path raises on anything a wire can send.
 
 A parser returns a value or a reason (a counter name); ``ipv4.parse`` raises
-``ipv4.Drop`` and nothing else. Whatever a frame holds, ``Stack._input`` does
+``ipv4.Drop`` and nothing else. Whatever a frame holds, ``Stack.input`` does
 not raise and ``tick()`` never counts an ``internal_error``.
 """
 
@@ -187,7 +187,7 @@ def test_stack_input_never_raises(batch: list[bytes]) -> None:
     with Host() as h:
         iface = h.stack.interfaces[0]
         for frame in batch:
-            h.stack._input(iface, frame)  # straight in: nothing may escape
+            h.stack.input(iface, frame)  # straight in: nothing may escape
             assert all(REASON.match(k) for k in h.stack.drops), dict(h.stack.drops)
 
 
@@ -214,7 +214,7 @@ def test_raw_ip_link_input_never_raises(batch: list[bytes]) -> None:
     with Host(LinkType.RAW_IP) as h:
         iface = h.stack.interfaces[0]
         for frame in batch:
-            h.stack._input(iface, frame)
+            h.stack.input(iface, frame)
         h.end.rx.extend(batch)
         h.stack.tick()
         assert h.stack.drops["internal_error"] == 0

@@ -70,7 +70,7 @@ def test_ping_interval_and_count() -> None:
     assert [s.seq for s in got] == [1, 2]
     p.advance(3000)
     assert [s.seq for s in got] == [1, 2, 3, 4, 5]
-    assert not p.a._pings and len(p.a.timers) == 0
+    assert not p.a.icmp.pings and len(p.a.timers) == 0
 
 
 def test_ping_timeout_and_unreachable_from_arp() -> None:
@@ -298,9 +298,9 @@ def test_reassembly_timeout_sends_time_exceeded() -> None:
                             flags_frag=ipv4.FLAG_MF)
     p.wa.send(eth.header(B_MAC, A_MAC, eth.ETHERTYPE_IPV4) + hdr + payload[:48])
     p.settle()
-    assert len(p.b._reasm) == 1
+    assert len(p.b.ip.reasm) == 1
     p.advance(30_000)
-    assert len(p.b._reasm) == 0
+    assert len(p.b.ip.reasm) == 0
     assert p.b.drops["ipv4.reasm_timeout"] == 1
     err = p.wb.sent[-1][14:]
     assert (err[20], err[21]) == (icmp4.TYPE_TIME_EXCEEDED, icmp4.CODE_REASSEMBLY_EXCEEDED)
@@ -414,9 +414,9 @@ def test_link_del_removes_address_and_on_link_route() -> None:
     p.a.link_add(p.wa, "10.0.1.1", "255.255.255.0")
     p.a.link_add(p.wa, "10.0.1.2", "255.255.255.0")
     p.a.link_del(p.wa, "10.0.1.1")
-    assert p.a._route(0x0A000109) is not None  # 10.0.1.2 still keeps 10.0.1.0/24
+    assert p.a.ip.route(0x0A000109) is not None  # 10.0.1.2 still keeps 10.0.1.0/24
     p.a.link_del(p.wa, "10.0.1.2")
-    assert p.a._route(0x0A000109) is None
-    assert p.a._route(0x0A000002) is not None
+    assert p.a.ip.route(0x0A000109) is None
+    assert p.a.ip.route(0x0A000002) is not None
     with pytest.raises(OSError):
         p.a.udp_socket().bind(("10.0.1.2", 1000))

@@ -95,7 +95,7 @@ def no_route(st: Stack, dst: str) -> None:
 
 
 def test_the_stack_applies_what_the_link_negotiated(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hilkit.stack.stack")
+    caplog.set_level(logging.INFO, logger="hilkit.stack.link_config")
     st, dev = make()
     assert answered(st, dev, OURS)
     assert answered(st, dev, OURS, src=FAR)  # the reply to an off-link host takes the default
@@ -116,7 +116,7 @@ def test_a_config_present_at_add_device_is_usable_before_the_first_tick() -> Non
 
 
 def test_the_same_or_an_equal_object_is_applied_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hilkit.stack.stack")
+    caplog.set_level(logging.INFO, logger="hilkit.stack.link_config")
     st, dev = make()
     for _ in range(5):
         st.tick()
@@ -130,7 +130,7 @@ def test_the_same_or_an_equal_object_is_applied_once(caplog: pytest.LogCaptureFi
 
 
 def test_renegotiated_addresses_replace_the_old_ones(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="hilkit.stack.stack")
+    caplog.set_level(logging.INFO, logger="hilkit.stack.link_config")
     st, dev = make()
     dev.config = LinkConfig("10.0.3.9", "10.0.3.1", ("10.0.3.53", "10.0.3.54"))
     st.tick()
