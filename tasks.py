@@ -46,10 +46,13 @@ def demo(c: Context) -> None:
 
 
 @task(help={"rig": "a rig name (rigs/NAME.toml) or path", "suite": "comma-separated suites",
-            "k": "pytest -k expression", "out": "report directory"})
-def hil(c: Context, rig: str = "sim-w5100", suite: str = "", k: str = "", out: str = "") -> None:
-    """Run the on-hardware suites on a rig: `invoke hil --rig rpi-w5100`."""
-    args = [f"--rig {rig}"]
+            "k": "pytest -k expression", "out": "report directory",
+            "place": "a labgrid place of the lab, or tag:KEY (docs/lab.md); instead of --rig"})
+def hil(c: Context, rig: str = "sim-w5100", suite: str = "", k: str = "", out: str = "",
+        place: str = "") -> None:
+    """Run the on-hardware suites on a rig: `invoke hil --rig rpi-w5100`, or on a lab's
+    place: `invoke hil --place rpi-w5100-03`."""
+    args = [f"--place '{place}'" if place else f"--rig {rig}"]
     if suite:
         args.append(f"--suite {suite}")
     if k:

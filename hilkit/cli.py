@@ -488,9 +488,55 @@ def build_parser() -> argparse.ArgumentParser:
     from hilkit.hil.rig_commands import add_rig_commands
     from hilkit.hil.runner import add_hil_command
 
-    add_hil_command(sub)
+    hil = add_hil_command(sub, target=_add_place_argument, epilog=PLACE_EPILOG)
+    hil.add_argument("--place-timeout", metavar="S", type=float, default=None,
+                     help="--place: how long to wait for the place to be free (default "
+                     "300 s; 0: do not wait)")
+    hil.add_argument("--coordinator", metavar="HOST[:PORT]", default=None,
+                     help="--place: the labgrid coordinator (default $LG_COORDINATOR, else "
+                     "127.0.0.1:20408)")
+    hil.set_defaults(fn=cmd_hil)
     add_rig_commands(sub)
     return p
+
+
+PLACE_EPILOG = """\
+A lab's rigs are labgrid places (docs/lab.md):
+
+    hilkit hil --place NAME|tag:KEY[=VALUE] [--place-timeout S] [--coordinator HOST:PORT]
+
+reserves the place through the coordinator, waits for it, locks it, runs the rig its
+"rig" tag names on the rig host its NetworkService resource names (over SSH), brings
+the report into --out (default reports/<place>-<UTC time>/) and unlocks the place,
+also on Ctrl-C and SIGTERM. A place held by someone else: exit 2, naming the holder.
+"""
+
+
+def _add_place_argument(group: argparse._MutuallyExclusiveGroup) -> None:
+    group.add_argument("--place", metavar="NAME|tag:KEY",
+                       help="a labgrid place of the lab, or any free place with a tag "
+                       "(tag:KEY or tag:KEY=VALUE, several joined by ,)")
+
+
+def cmd_hil(args: argparse.Namespace) -> int:
+    """``hilkit hil``: a rig here (``--rig``), or a lab place's rig (``--place``)."""
+    if args.place is None:
+        for opt, value in (("--place-timeout", args.place_timeout),
+                           ("--coordinator", args.coordinator)):
+            if value is not None:
+                print(f"hilkit hil: {opt}: only with --place", file=sys.stderr)
+                return 2
+        from hilkit.hil.runner import cmd_hil as run_rig
+
+        return run_rig(args)
+    from hilkit.lab.run import DEFAULT_PLACE_TIMEOUT_S, quiet_logging, run_place, with_sigterm
+
+    quiet_logging()
+
+    timeout = DEFAULT_PLACE_TIMEOUT_S if args.place_timeout is None else args.place_timeout
+    return with_sigterm(lambda: run_place(
+        args.place, coordinator=args.coordinator, timeout=timeout, suites=args.suite,
+        keyword=args.keyword, out=args.out, repeat=args.repeat))
 
 
 def main(argv: Sequence[str] | None = None) -> int:

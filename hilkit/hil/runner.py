@@ -72,6 +72,7 @@ def pytest_args(files: Sequence[Path], out: Path, rig_name: str, keyword: str | 
         "-p", "no:logging",  # hilkit logs go to hil.log, whole
         "-c", os.devnull, "--rootdir", str(SUITES_DIR),  # not the caller's ini or conftest
         "-p", "no:terminal",  # the plugin prints a line per check; tracebacks go to hil.log
+        "-p", "no:labgrid",  # the [lab] extra's pytest plugin needs the terminal's options
         "--junitxml", str(out / "junit.xml"),
         "-o", "junit_family=xunit1",  # xunit2 has no <properties> per testcase
         "-o", f"junit_suite_name=hilkit-hil-{rig_name}",
@@ -212,9 +213,14 @@ def _driver_name(rig: Any) -> str:
 # -- command line --------------------------------------------------------------------------
 
 
-def _add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--rig", required=True, metavar="NAME|PATH",
-                   help="a rig name (rigs/NAME.toml, $HILKIT_RIGS) or a rig file")
+def _add_arguments(p: argparse.ArgumentParser,
+                   target: Callable[[Any], None] | None = None) -> None:
+    """The ``hil`` arguments; ``target(group)`` adds alternatives to ``--rig`` (``--place``)."""
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--rig", metavar="NAME|PATH",
+                       help="a rig name (rigs/NAME.toml, $HILKIT_RIGS) or a rig file")
+    if target is not None:
+        target(group)
     p.add_argument("--suite", metavar="a,b", default=None,
                    help=f"suites to run (default: the rig's, else all): {','.join(SUITES)}")
     p.add_argument("-k", dest="keyword", metavar="EXPR", default=None,
@@ -224,12 +230,14 @@ def _add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--repeat", metavar="N", type=int, default=1, help="run every check N times")
 
 
-def add_hil_command(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``hil`` to the ``hilkit`` command's subparsers."""
+def add_hil_command(subparsers: Any, target: Callable[[Any], None] | None = None,
+                    epilog: str | None = None) -> argparse.ArgumentParser:
+    """Add ``hil`` to the ``hilkit`` command's subparsers (``target``: see ``_add_arguments``)."""
     p: argparse.ArgumentParser = subparsers.add_parser(
         "hil", help="run the hardware-in-the-loop suites on a rig",
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    _add_arguments(p)
+        description=__doc__, epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_arguments(p, target)
     p.set_defaults(fn=cmd_hil)
     return p
 
