@@ -529,7 +529,8 @@ def cmd_hil(args: argparse.Namespace) -> int:
         from hilkit.hil.runner import cmd_hil as run_rig
 
         return run_rig(args)
-    from hilkit.lab.run import DEFAULT_PLACE_TIMEOUT_S, quiet_logging, run_place, with_sigterm
+    from hilkit.hil.runner import with_sigterm
+    from hilkit.lab.run import DEFAULT_PLACE_TIMEOUT_S, quiet_logging, run_place
 
     quiet_logging()
 

@@ -243,12 +243,12 @@ def add_hil_command(subparsers: Any, target: Callable[[Any], None] | None = None
 
 
 def cmd_hil(args: argparse.Namespace) -> int:
-    return _with_sigterm(lambda: run_hil(args.rig, args.suite, args.keyword, args.out,
+    return with_sigterm(lambda: run_hil(args.rig, args.suite, args.keyword, args.out,
                                          args.repeat))
 
 
-def _with_sigterm(fn: Callable[[], int]) -> int:
-    """SIGTERM unwinds like Ctrl-C, so the rig is torn down."""
+def with_sigterm(fn: Callable[[], int]) -> int:
+    """SIGTERM unwinds like Ctrl-C, so the rig is torn down (or a lab place unlocked)."""
 
     def on_term(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt

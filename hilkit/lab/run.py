@@ -30,7 +30,6 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from types import FrameType
 from typing import IO, Any, TextIO
 
 from hilkit.lab import remote
@@ -274,19 +273,3 @@ def quiet_logging() -> None:
         if not logger.handlers:
             logger.addHandler(logging.NullHandler())
     logging.getLogger("asyncio").propagate = False
-
-
-def with_sigterm(fn: Callable[[], int]) -> int:
-    """SIGTERM unwinds like Ctrl-C, so the remote run is stopped and the place unlocked."""
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        old = signal.signal(signal.SIGTERM, on_term)
-    except ValueError:  # not the main thread
-        return fn()
-    try:
-        return fn()
-    finally:
-        signal.signal(signal.SIGTERM, old)
