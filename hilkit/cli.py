@@ -94,6 +94,7 @@ class ServeArgs:
     gw: str | None
     pcap: str | None
     impairment: Impairment | None
+    busy_poll_us: int = 0
 
 
 @dataclass
@@ -114,6 +115,7 @@ class PppServeArgs:
     chat: ChatScript | None
     pcap: str | None
     impairment: Impairment | None
+    busy_poll_us: int = 0
 
 
 # Options that only a PPP link takes (dest, option), for the --tap refusals.
@@ -233,11 +235,12 @@ def check_serve_args(args: argparse.Namespace) -> ServeArgs | PppServeArgs | lis
             problems.append(f"--impair: {e}")
     if problems:
         return problems
+    busy = getattr(args, "busy_poll_us", None) or 0
     if ppp is not None:
-        ppp.pcap, ppp.impairment = args.pcap, impairment
+        ppp.pcap, ppp.impairment, ppp.busy_poll_us = args.pcap, impairment, busy
         return ppp
     assert iface is not None
-    return ServeArgs(args.tap, iface, args.gw, args.pcap, impairment)
+    return ServeArgs(args.tap, iface, args.gw, args.pcap, impairment, busy)
 
 
 def _serve_loop(stack: Stack, ended: Callable[[], bool] | None = None) -> bool:
@@ -275,7 +278,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hilkit.drivers.tap import TapDevice
     from hilkit.port.impair import ImpairedDevice
     from hilkit.services import start_tcp_services, start_udp_services
-    from hilkit.stack import Stack
+    from hilkit.stack import Stack, StackConfig
 
     try:  # the TAP first: a missing one must not leave an empty capture file behind
         tap = TapDevice(checked.tap, create=False)
@@ -284,7 +287,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
               f"  check: ip link show {checked.tap}", file=sys.stderr)
         return 2
     try:
-        stack = Stack(pcap=checked.pcap)
+        stack = Stack(config=StackConfig(busy_poll_us=checked.busy_poll_us), pcap=checked.pcap)
     except OSError as e:
         tap.close()
         print(f"hilkit serve: --pcap: cannot create {_show(checked.pcap or '')}: "
@@ -374,7 +377,7 @@ def serve_ppp(a: PppServeArgs) -> int:
     from hilkit.port.errors import HardwareNotFound
     from hilkit.port.impair import ImpairedDevice
     from hilkit.services import start_tcp_services, start_udp_services
-    from hilkit.stack import Stack
+    from hilkit.stack import Stack, StackConfig
 
     config = ppp_config(a)
     clock = MonotonicClock()  # one clock: the device's deadlines are read by the stack
@@ -385,7 +388,7 @@ def serve_ppp(a: PppServeArgs) -> int:
         print(f"hilkit serve: --ppp: {e}", file=sys.stderr)
         return 2
     try:
-        stack = Stack(clock=clock, pcap=a.pcap)
+        stack = Stack(clock=clock, config=StackConfig(busy_poll_us=a.busy_poll_us), pcap=a.pcap)
     except OSError as e:
         dev.close()
         print(f"hilkit serve: --pcap: cannot create {_show(a.pcap or '')}: "
@@ -459,6 +462,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "to ask the peer for; --ppp-serve: ours (required)")
     s.add_argument("--gw", metavar="ADDR", help="default gateway (--tap only)")
     s.add_argument("--pcap", metavar="FILE", help="write a pcapng capture of the link")
+    s.add_argument("--busy-poll-us", type=_non_negative_int, metavar="US", default=0,
+                   help="after traffic, keep polling this long before sleeping (as Linux's "
+                   "net.core.busy_poll): lower latency for CPU while traffic flows; idle "
+                   "still costs nothing (default 0)")
     s.add_argument("--impair", metavar="SPEC",
                    help="a bad link, e.g. loss=2%%,reorder=1%%,dup=0.5%%,corrupt=0.1%%,"
                    "delay=5ms,rate=10mbit,seed=1")

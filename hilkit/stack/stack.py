@@ -79,6 +79,10 @@ class StackConfig:
     # a bus transaction); a link that is down is read every tick, so it is used at once
     # when it comes back.
     link_check_ms: float = 50.0
+    # After a tick that moved frames, run() keeps polling without sleeping this long (as
+    # Linux's net.core.busy_poll): a request arriving meanwhile finds the loop awake
+    # instead of paying a wake-up. 0: sleep at once. Idle costs nothing either way.
+    busy_poll_us: float = 0.0
 
 
 _MAX_TIMER_ROUNDS = 64
@@ -120,6 +124,7 @@ class Stack:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._no_fd = False
         self._more = False
+        self._busy_until = 0.0  # run() polls without sleeping until then (busy_poll_us)
         self._capture: PcapngWriter | None = None
         if pcap is not None:
             self._capture = PcapngWriter(pcap)
@@ -233,6 +238,8 @@ class Stack:
             if iface.link_config is not None:  # before input: the poll may have negotiated it
                 self._link_configs.check(iface)
             more = more or len(frames) >= budget
+            if frames and self.config.busy_poll_us:
+                self._busy_until = start + self.config.busy_poll_us / 1000.0
             for frame in frames:
                 try:
                     self.input(iface, frame)
@@ -288,6 +295,8 @@ class Stack:
             if self._no_fd:
                 cap = self.config.idle_poll_ms
                 wait = cap if wait is None else min(wait, cap)
+            if now < self._busy_until:
+                wait = 0.0  # traffic a moment ago: look again at once (busy_poll_us)
             for key, _ in sel.select(None if wait is None else wait / 1000.0):
                 if key.fd == self._wake_fd:
                     _drain(self._wake_fd)
