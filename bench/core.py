@@ -190,13 +190,14 @@ def idle_cpu(pid: int) -> Fig:
 
 
 def measure_busy(a: Netns, argv: list[str], err: IO[str]) -> Fig:
-    """The same ping RTT and idle CPU from a ``hilkit serve --busy-poll-us`` instead."""
+    """The same ping RTT, flood and idle CPU from a ``hilkit serve --busy-poll-us``."""
     busy_argv = [*argv, "--busy-poll-us", str(BUSY_POLL_US)]
     serve = a.popen(busy_argv, stdout=subprocess.PIPE, stderr=err, text=True)
     try:
         wait_ready(serve, "hilkit serve --busy-poll-us", err)
         return {"serve_cmd": shlex.join(["ip", "netns", "exec", a.name, *busy_argv]),
-                "ping_rtt": rtt_figure(a, HK_IP), "idle_cpu": idle_cpu(serve.pid)}
+                "ping_rtt": rtt_figure(a, HK_IP), "ping_flood": flood_figure(a, HK_IP),
+                "idle_cpu": idle_cpu(serve.pid)}
     finally:
         stop(serve)
 
@@ -294,6 +295,9 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
     rows += [
         (f"ping RTT median, busy poll {BUSY_POLL_US} us (ms)", fmt(b_med), fmt(k_med),
          ratio(b_med, k_med)),
+        (f"flood ping, busy poll {BUSY_POLL_US} us (pkt/s)",
+         fmt(busy["ping_flood"]["pps"], digits=0), fmt(fl_k["pps"], digits=0),
+         ratio(busy["ping_flood"]["pps"], fl_k["pps"])),
         (f"idle CPU over {IDLE_SECONDS:g} s, busy poll (%)",
          fmt(busy["idle_cpu"]["percent"], digits=2), "-", "-"),
     ]
