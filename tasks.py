@@ -4,6 +4,7 @@ Every command runs with the interpreter invoke itself runs in (the checkout's
 ``.venv`` after ``./install``), so nothing depends on what ``PATH`` holds.
 """
 
+import shlex
 import sys
 
 from invoke import Context, task
@@ -52,11 +53,11 @@ def hil(c: Context, rig: str = "sim-w5100", suite: str = "", k: str = "", out: s
         place: str = "") -> None:
     """Run the on-hardware suites on a rig: `invoke hil --rig rpi-w5100`, or on a lab's
     place: `invoke hil --place rpi-w5100-03`."""
-    args = [f"--place '{place}'" if place else f"--rig {rig}"]
+    args = ["--place", place] if place else ["--rig", rig]
     if suite:
-        args.append(f"--suite {suite}")
+        args += ["--suite", suite]
     if k:
-        args.append(f"-k '{k}'")
+        args += ["-k", k]
     if out:
-        args.append(f"--out {out}")
-    c.run(f"{PY} -m hilkit.cli hil " + " ".join(args), pty=False)
+        args += ["--out", out]
+    c.run(f"{PY} -m hilkit.cli hil " + shlex.join(args), pty=False)

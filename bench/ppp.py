@@ -16,7 +16,6 @@ JSON: reports/bench-ppp.json.
 
 from __future__ import annotations
 
-import io
 import json
 import re
 import sys
@@ -24,8 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from throughput_figures import hil_figures
+
 from hilkit.drivers.ppp.device import PppDevice
-from hilkit.hil.runner import run_hil
 from hilkit.rig.netns import Netns
 from hilkit.rig.slirp import SlirpPeer
 from hilkit.stack import Stack
@@ -33,6 +33,7 @@ from hilkit.stack import Stack
 RIG = Path(__file__).resolve().parents[1] / "rigs" / "sim-ppp.toml"
 SUITES = ["identity", "link", "throughput"]
 IDLE_S = 10.0
+PROG = "bench/ppp.py"
 ROWS: list[tuple[str, str, str]] = [
     ("ppp_bringup_ms", "ms", "LCP + IPCP, from opening the port"),
     ("link_line_noticed_ms", "ms", "line dead: LCP echoes notice"),
@@ -52,18 +53,6 @@ def without_vj(text: str) -> str:
     """The rig file with ``vj = false`` in its [driver] table and its own name."""
     text = re.sub(r'^name = "sim-ppp"$', 'name = "sim-ppp-novj"', text, count=1, flags=re.M)
     return re.sub(r"^\[driver\]$", "[driver]\nvj = false", text, count=1, flags=re.M)
-
-
-def figures(rig: str, tmp: Path) -> dict[str, object] | None:
-    out = tmp / Path(rig).stem
-    log = io.StringIO()
-    code = run_hil(rig, suites=SUITES, out=out, stream=log, err=log)
-    if code != 0:
-        print(log.getvalue(), file=sys.stderr)
-        print(f"bench/ppp.py: {rig} exited {code}", file=sys.stderr)
-        return None
-    found: dict[str, object] = json.loads((out / "results.json").read_text())["figures"]
-    return found
 
 
 def idle_cpu_pct() -> float:
@@ -87,7 +76,8 @@ def main() -> int:
         tmp = Path(tmp_s)
         novj = tmp / "sim-ppp-novj.toml"
         novj.write_text(without_vj(RIG.read_text()))
-        runs = {"VJ on": figures(str(RIG), tmp), "VJ off": figures(str(novj), tmp)}
+        runs = {"VJ on": hil_figures(str(RIG), SUITES, PROG),
+                "VJ off": hil_figures(str(novj), SUITES, PROG)}
     if any(r is None for r in runs.values()):
         return 2
     try:

@@ -25,17 +25,26 @@ def names(base: str) -> list[str]:
     return [f"{base}_{d}" for d in DIRS] + [base]
 
 
-def run(rig: str, rows: list[Row], report: str, prog: str) -> int:
-    """Print ``rows`` of ``rig``'s throughput figures; write them to reports/``report``."""
+def hil_figures(rig: str, suites: list[str], prog: str) -> dict[str, object] | None:
+    """The figures of ``rig``'s ``suites`` (results.json), run through the HIL runner;
+    None, with the run's output on stderr, if it did not pass."""
     with tempfile.TemporaryDirectory(prefix="hilkit-bench-") as tmp:
         out = Path(tmp) / "report"
         log = io.StringIO()
-        code = run_hil(rig, suites=["throughput"], out=out, stream=log, err=log)
+        code = run_hil(rig, suites=suites, out=out, stream=log, err=log)
         if code != 0:
             print(log.getvalue(), file=sys.stderr)
-            print(f"{prog}: the {rig} throughput suite exited {code}", file=sys.stderr)
-            return 2
-        figures = json.loads((out / "results.json").read_text())["figures"]
+            print(f"{prog}: {rig}'s {','.join(suites)} exited {code}", file=sys.stderr)
+            return None
+        figures: dict[str, object] = json.loads((out / "results.json").read_text())["figures"]
+    return figures
+
+
+def run(rig: str, rows: list[Row], report: str, prog: str) -> int:
+    """Print ``rows`` of ``rig``'s throughput figures; write them to reports/``report``."""
+    figures = hil_figures(rig, ["throughput"], prog)
+    if figures is None:
+        return 2
     print(f"{rig + ' figure':52} {'value':>12}  {'unit':9} note")
     print("-" * 100)
     shown: dict[str, object] = {}

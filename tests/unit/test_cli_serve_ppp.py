@@ -29,6 +29,7 @@ from hilkit.rig.slirp import PacedPtyLine
 from hilkit.services import chargen_block
 from hilkit.stack import Stack
 from hilkit.stack.sockets import SHUT_WR, create_connection
+from tests.cli_main import run_main
 
 BAUD = 921600  # both ends pace their writes to this: ~90 KB/s
 PASSWORD = "pw-Zq8-not-for-your-eyes"
@@ -281,14 +282,6 @@ def test_serve_ppp_wrong_password_exits_1_without_showing_it(line: PacedPtyLine)
         served.kill()
         if peer is not None:
             peer.close()
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        rc = cli.main(argv)
-    except SystemExit as e:  # argparse's own refusals
-        rc = int(e.code or 0)
-    return rc, capsys.readouterr().err
 
 
 def test_missing_port_exits_2_naming_it(tmp_path: Path,

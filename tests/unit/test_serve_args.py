@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from hilkit import cli
+from tests.cli_main import run_main
 
 
 class Base:
@@ -104,14 +105,6 @@ def nothing_opens(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(hilkit.drivers.tap, "TapDevice", refuse)
     monkeypatch.setattr(hilkit.stack, "Stack", refuse)
-
-
-def run_main(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    try:
-        rc = cli.main(argv)
-    except SystemExit as e:  # argparse's own refusals
-        rc = int(e.code or 0)
-    return rc, capsys.readouterr().err
 
 
 def test_the_corpus_is_large() -> None:
