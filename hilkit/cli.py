@@ -95,6 +95,7 @@ class ServeArgs:
     pcap: str | None
     impairment: Impairment | None
     busy_poll_us: int = 0
+    offload: bool = False
 
 
 @dataclass
@@ -210,6 +211,9 @@ def check_serve_args(args: argparse.Namespace) -> ServeArgs | PppServeArgs | lis
     iface = None
     if getattr(args, "ppp", None) is not None:
         ppp = _check_ppp_args(args, problems)
+        if getattr(args, "offload", False):
+            problems.append("--offload: only with --tap (a serial line has no kernel to "
+                            "hand checksums and segmentation to)")
     else:
         if (why := ifname_problem(args.tap)) is not None:
             problems.append(f"--tap: {why}")
@@ -233,6 +237,9 @@ def check_serve_args(args: argparse.Namespace) -> ServeArgs | PppServeArgs | lis
             impairment = Impairment.parse(args.impair)
         except (ValueError, OverflowError) as e:
             problems.append(f"--impair: {e}")
+    if impairment is not None and impairment.corrupt and getattr(args, "offload", False):
+        problems.append("--impair: corrupt needs the stack to check checksums, which "
+                        "--offload leaves to the kernel: drop one of them")
     if problems:
         return problems
     busy = getattr(args, "busy_poll_us", None) or 0
@@ -240,7 +247,8 @@ def check_serve_args(args: argparse.Namespace) -> ServeArgs | PppServeArgs | lis
         ppp.pcap, ppp.impairment, ppp.busy_poll_us = args.pcap, impairment, busy
         return ppp
     assert iface is not None
-    return ServeArgs(args.tap, iface, args.gw, args.pcap, impairment, busy)
+    return ServeArgs(args.tap, iface, args.gw, args.pcap, impairment, busy,
+                     bool(getattr(args, "offload", False)))
 
 
 def _serve_loop(stack: Stack, ended: Callable[[], bool] | None = None) -> bool:
@@ -281,7 +289,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from hilkit.stack import Stack, StackConfig
 
     try:  # the TAP first: a missing one must not leave an empty capture file behind
-        tap = TapDevice(checked.tap, create=False)
+        tap = TapDevice(checked.tap, create=False, offload=checked.offload)
     except OSError as e:
         print(f"hilkit serve: --tap: cannot open TAP {checked.tap!r}: {e.strerror or e}\n"
               f"  check: ip link show {checked.tap}", file=sys.stderr)
@@ -466,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="after traffic, keep polling this long before sleeping (as Linux's "
                    "net.core.busy_poll): lower latency for CPU while traffic flows; idle "
                    "still costs nothing (default 0)")
+    s.add_argument("--offload", action="store_true",
+                   help="--tap: leave TCP/UDP checksums and TCP segmentation to the kernel "
+                   "(IFF_VNET_HDR, TUNSETOFFLOAD): segments of up to 64 KB each way; the "
+                   "capture still shows wire-sized frames (docs/porting.md, Offloads)")
     s.add_argument("--impair", metavar="SPEC",
                    help="a bad link, e.g. loss=2%%,reorder=1%%,dup=0.5%%,corrupt=0.1%%,"
                    "delay=5ms,rate=10mbit,seed=1")

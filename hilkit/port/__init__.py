@@ -7,7 +7,9 @@ from hilkit.port.device import (
     DeviceCounters,
     LinkConfig,
     LinkType,
+    Offloads,
     device_link_config,
+    device_offloads,
     max_frame_len,
 )
 from hilkit.port.errors import ChipNotResponding, HardwareNotFound
@@ -36,10 +38,12 @@ __all__ = [
     "MonotonicClock",
     "Nic",
     "NicError",
+    "Offloads",
     "Pin",
     "SpiBus",
     "check_tails",
     "device_link_config",
+    "device_offloads",
     "max_frame_len",
     "reply_tails",
 ]

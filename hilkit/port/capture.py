@@ -39,8 +39,9 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import BinaryIO
 
-from hilkit.port.device import Device, LinkType
+from hilkit.port.device import ETH_HEADER_LEN, Device, LinkType
 from hilkit.port.middleware import DeviceMiddleware
+from hilkit.port.offload import wire_frames
 
 __all__ = [
     "LINKTYPE_ETHERNET",
@@ -349,6 +350,10 @@ class CaptureDevice(DeviceMiddleware):
     Once the writer is closed, or its file has failed, traffic still flows
     but is no longer recorded: a capture is an observer and must not break
     the link it watches.
+
+    Behind a device that offloads (``Offloads``), what passes is not what a wire
+    carries: long TCP segments and partial checksums are recorded as the frames a
+    wire of the device's MTU would carry (``hilkit.port.offload.wire_frames``).
     """
 
     def __init__(
@@ -367,11 +372,17 @@ class CaptureDevice(DeviceMiddleware):
             snaplen,
             mac=inner.mac,
         )
+        off = self.offloads
+        self._offloaded = off.rx_checksum or off.tx_checksum or off.tso > 0
+        self._l3 = ETH_HEADER_LEN if inner.link_type is LinkType.ETHERNET else 0
 
     def send(self, frame: bytes | bytearray | memoryview) -> bool:
         ok = self.inner.send(frame)
         if ok and not self.writer.closed:
-            self.writer.write(self.iface_id, frame, False)
+            if self._offloaded:
+                self._write_wire(bytes(frame), False)
+            else:
+                self.writer.write(self.iface_id, frame, False)
         return ok
 
     def poll(self, budget: int) -> list[bytes]:
@@ -379,8 +390,18 @@ class CaptureDevice(DeviceMiddleware):
         if frames and not self.writer.closed:
             write, iface = self.writer.write, self.iface_id
             for frame in frames:
-                write(iface, frame, True)
+                if self._offloaded:
+                    self._write_wire(frame, True)
+                else:
+                    write(iface, frame, True)
         return frames
+
+    def _write_wire(self, frame: bytes, inbound: bool) -> None:
+        l3 = self._l3
+        if l3 and frame[12:14] != b"\x08\x00":
+            l3 = -1  # not IPv4: nothing was offloaded
+        for f in wire_frames(frame, l3, self.inner.mtu):
+            self.writer.write(self.iface_id, f, inbound)
 
     def __repr__(self) -> str:
         return f"<CaptureDevice {self.inner!r} -> interface {self.iface_id}>"

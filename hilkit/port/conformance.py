@@ -37,6 +37,7 @@ from typing import Protocol, runtime_checkable
 
 import pytest
 
+from hilkit.port.checksum import checksum
 from hilkit.port.device import (
     ETH_HEADER_LEN,
     Device,
@@ -91,27 +92,18 @@ DevicePair = tuple[Device, LinkPeer]
 # -- frames the suite can recognise ---------------------------------------------
 
 
-def _inet_checksum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total: int = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
 def ipv4_udp_packet(src: str, dst: str, payload: bytes) -> bytes:
     """A valid IPv4 packet (no options, DF set) carrying a UDP datagram."""
     s, d = socket.inet_aton(src), socket.inet_aton(dst)
     udp_len = 8 + len(payload)
     pseudo = s + d + struct.pack("!BBH", 0, socket.IPPROTO_UDP, udp_len)
     udp = struct.pack("!HHHH", _UDP_SRC_PORT, _UDP_DST_PORT, udp_len, 0) + payload
-    udp_sum = _inet_checksum(pseudo + udp) or 0xFFFF
+    udp_sum = checksum(pseudo + udp) or 0xFFFF
     udp = udp[:6] + struct.pack("!H", udp_sum) + udp[8:]
     hdr = struct.pack(
         "!BBHHHBBH4s4s", 0x45, 0, 20 + udp_len, 0, 0x4000, 64, socket.IPPROTO_UDP, 0, s, d
     )
-    hdr = hdr[:10] + struct.pack("!H", _inet_checksum(hdr)) + hdr[12:]
+    hdr = hdr[:10] + struct.pack("!H", checksum(hdr)) + hdr[12:]
     return hdr + udp
 
 

@@ -76,7 +76,8 @@ class Device(Protocol):
     ``ChipNotResponding``, or return False, when it does not), which the identity
     suite calls when the NIC registers no ``identify``; and
     ``link_config() -> LinkConfig | None``, the addresses a point-to-point link
-    negotiated (None while it has none), which the stack applies.
+    negotiated (None while it has none), which the stack applies; and
+    ``offloads: Offloads``, the checksum and segmentation work it does for the stack.
     """
 
     name: str
@@ -112,6 +113,39 @@ class Device(Protocol):
 
 
 ETH_HEADER_LEN = 14  # destination, source, EtherType (IEEE 802.3 clause 3.2)
+
+
+@dataclass(frozen=True)
+class Offloads:
+    """Work a device does for the stack, as a virtio-net device offers it (virtio 1.2
+    §5.1.6.2): the kernel behind a TAP never puts these frames on a wire, so checksums
+    and segmentation over memory are work no one needs done twice (docs/porting.md,
+    "Offloads").
+
+    ``rx_checksum``: frames the device delivers need no TCP/UDP checksum check, and
+    may carry a partial one (the pseudo-header sum only). ``tx_checksum``: the stack
+    leaves the TCP checksum partial (RFC 9293 §3.1's pseudo-header sum, folded, not
+    complemented) and the device completes it. ``tso``: the largest IPv4 datagram
+    carrying TCP the device takes and cuts into segments that fill its MTU (each with
+    the first one's headers; 0 when it cannot). Received frames may be longer than the
+    MTU on such a device too (the kernel's segmentation, not done).
+    """
+
+    rx_checksum: bool = False
+    tx_checksum: bool = False
+    tso: int = 0
+
+
+NO_OFFLOADS = Offloads()
+
+
+def device_offloads(dev: Device) -> Offloads:
+    """What ``dev`` offloads (its optional ``offloads``), or ``NO_OFFLOADS``.
+
+    Wrappers decide for themselves what they pass on (``DeviceMiddleware``).
+    """
+    off = getattr(dev, "offloads", None)
+    return off if isinstance(off, Offloads) else NO_OFFLOADS
 
 
 def max_frame_len(dev: Device) -> int:

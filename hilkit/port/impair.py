@@ -90,11 +90,11 @@ import math
 import random
 import re
 from collections import deque
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Literal
 
 from hilkit.port.clock import Clock, MonotonicClock
-from hilkit.port.device import Device, DeviceClosed, max_frame_len
+from hilkit.port.device import Device, DeviceClosed, Offloads, device_offloads, max_frame_len
 from hilkit.port.middleware import DeviceMiddleware
 
 __all__ = [
@@ -573,6 +573,10 @@ class ImpairedDevice(DeviceMiddleware):
     def impairment(self, value: Impairment) -> None:
         if not isinstance(value, Impairment):
             raise TypeError(f"impairment must be an Impairment, not {type(value).__name__}")
+        off = device_offloads(self.inner)
+        if value.corrupt and (off.rx_checksum or off.tx_checksum):
+            raise ValueError(f"{self.inner.name} offloads checksums, so nothing would catch "
+                             "a corrupted frame: open it without offloads to corrupt frames")
         self._impairment = value
         self._tx.configure(value)
         self._rx.configure(value)
@@ -589,6 +593,13 @@ class ImpairedDevice(DeviceMiddleware):
     @property
     def impair_counters_rx(self) -> ImpairCounters:
         return self._rx.counters
+
+    @property
+    def offloads(self) -> Offloads:
+        """The wrapped device's, but no segmentation: loss, delay and the rest act on
+        the frames of a wire, not on 64 KB segments the device would cut later."""
+        off = device_offloads(self.inner)
+        return replace(off, tso=0) if off.tso else off
 
     # -- traffic ---------------------------------------------------------------
     def send(self, frame: bytes | bytearray | memoryview) -> bool:

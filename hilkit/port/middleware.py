@@ -11,7 +11,9 @@ from hilkit.port.device import (
     Device,
     DeviceCounters,
     LinkType,
+    Offloads,
     device_deadline,
+    device_offloads,
     device_rx_buffer,
 )
 
@@ -71,6 +73,12 @@ class DeviceMiddleware:
     def rx_buffer_bytes(self) -> int | None:
         """Forwarded: the wrapped device's receive buffer is the one that overflows."""
         return device_rx_buffer(self.inner)
+
+    @property
+    def offloads(self) -> Offloads:
+        """Forwarded: the frames pass as they are, so the wrapped device still does the
+        work (a wrapper that looks into frames decides for itself)."""
+        return device_offloads(self.inner)
 
     def send(self, frame: bytes | bytearray | memoryview) -> bool:
         return self.inner.send(frame)

@@ -6,7 +6,7 @@ import enum
 import struct
 from dataclasses import dataclass, field
 
-from hilkit.stack import checksum
+from hilkit.port import checksum
 
 TYPE_ECHO_REPLY = 0
 TYPE_DEST_UNREACH = 3

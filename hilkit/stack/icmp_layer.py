@@ -13,8 +13,9 @@ import random
 from collections import Counter
 from collections.abc import Callable
 
+from hilkit.port import checksum
 from hilkit.port.clock import Clock
-from hilkit.stack import checksum, icmp4, ipv4
+from hilkit.stack import icmp4, ipv4
 from hilkit.stack.addr import ANY, int_to_ip, ip_to_int, is_multicast
 from hilkit.stack.faults import Callbacks
 from hilkit.stack.icmp4 import PingError, PingSession, PingStats

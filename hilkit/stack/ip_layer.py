@@ -148,9 +148,11 @@ class Ipv4Layer:
         iface = route.iface
         hop = BROADCAST if dst in self._bcast else (route.gateway or dst)
         self._ident = ident = (self._ident + 1) & 0xFFFF
+        mtu = iface.dev.mtu
+        if proto == ipv4.PROTO_TCP and iface.offloads.tso:
+            mtu = iface.offloads.tso  # the device cuts a longer segment (TSO), not IP
         try:
-            for pkt in ipv4.packets(src, dst, proto, parts, ident, iface.dev.mtu, self.ttl, 0,
-                                    df):
+            for pkt in ipv4.packets(src, dst, proto, parts, ident, mtu, self.ttl, 0, df):
                 self._link_output(iface, hop, pkt)
         except ipv4.Drop as d:
             self._stats[d.reason] += 1
@@ -165,6 +167,8 @@ class Ipv4Layer:
         except ipv4.Drop as d:
             self._drops[d.reason] += 1
             return
+        if iface.offloads.rx_checksum and not h.is_fragment:  # the whole is checked here
+            h.csum_checked = True
         pkt = mv[:h.total_len]
         bcast = h.dst in self._bcast
         if not bcast and h.dst not in self._local:

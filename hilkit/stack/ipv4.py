@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from hilkit.stack import checksum
+from hilkit.port import checksum
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -47,6 +47,9 @@ class Header:
     proto: int
     src: int
     dst: int
+    # The device vouched for the TCP/UDP checksum (``Offloads.rx_checksum``): the data
+    # never crossed a wire, the checksum may be partial.
+    csum_checked: bool = False
 
     @property
     def offset(self) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hilkit.port.clock import Clock
-from hilkit.port.device import Device, LinkConfig
+from hilkit.port.device import NO_OFFLOADS, Device, LinkConfig, Offloads
 from hilkit.stack.addr import ANY, BROADCAST
 from hilkit.stack.arp import ArpCache
 from hilkit.stack.faults import DeviceGuard, LogThrottle
@@ -41,6 +41,7 @@ class Interface:
     link_up: bool = field(default=True, compare=False)
     link_checked_at: float = field(default=0.0, compare=False, repr=False)
     link_up_faults: LogThrottle | None = field(default=None, compare=False, repr=False)
+    offloads: Offloads = field(default=NO_OFFLOADS, compare=False)  # the device's, at add_device
 
     def subnet_broadcasts(self) -> set[int]:
         return {(a & m) | (~m & BROADCAST) for a, m in self.addrs if m != BROADCAST}

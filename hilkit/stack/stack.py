@@ -35,6 +35,7 @@ from hilkit.port.device import (
     Device,
     LinkType,
     device_deadline,
+    device_offloads,
     link_config_reader,
     unwrap_chain,
 )
@@ -146,7 +147,7 @@ class Stack:
         guard = DeviceGuard(dev.name, log, c.device_max_failures, c.device_retry_ms,
                             c.fault_log_interval_ms)
         iface = Interface(dev, ethernet, bytes(dev.mac or b""), arp.ArpCache(c.arp), guard,
-                          link_config=link_config_reader(dev))
+                          link_config=link_config_reader(dev), offloads=device_offloads(dev))
         up = self._read_link_up(iface)
         iface.link_up = True if up is None else up
         iface.link_checked_at = self.clock.now_ms()

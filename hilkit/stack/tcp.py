@@ -11,7 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 
-from hilkit.stack import checksum
+from hilkit.port import checksum
 from hilkit.stack.ipv4 import PROTO_TCP
 
 FIN = 0x01
@@ -79,15 +79,17 @@ class Segment:
         return len(self.payload) + (1 if self.flags & SYN else 0) + (1 if self.flags & FIN else 0)
 
 
-def parse(data: memoryview, src: int, dst: int) -> Segment | str:
-    """The segment, or the reason (a counter name) it is refused."""
+def parse(data: memoryview, src: int, dst: int, checked: bool = False) -> Segment | str:
+    """The segment, or the reason (a counter name) it is refused; ``checked``: the
+    device vouched for the checksum (``Offloads.rx_checksum``)."""
     if len(data) < HEADER_LEN:
         return "tcp.short"
     sport, dport, seq, ack, off, flags, wnd, _csum, _urp = _HDR.unpack_from(data)
     hlen = (off >> 4) * 4
     if hlen < HEADER_LEN or hlen > len(data):
         return "tcp.bad_offset"
-    if not checksum.verify(data, checksum.pseudo_header_sum(src, dst, PROTO_TCP, len(data))):
+    if not checked and not checksum.verify(
+            data, checksum.pseudo_header_sum(src, dst, PROTO_TCP, len(data))):
         return "tcp.bad_checksum"
     if sport == 0 or dport == 0:
         return "tcp.port_zero"
@@ -158,11 +160,14 @@ def build_options(
 
 def header(
     src: int, dst: int, sport: int, dport: int, seq: int, ack: int, flags: int, wnd: int,
-    options: bytes, payload: checksum.Buffer,
+    options: bytes, payload: checksum.Buffer, partial: bool = False,
 ) -> bytes:
-    """The TCP header (options included) with its checksum over ``payload``."""
+    """The TCP header (options included) with its checksum over ``payload``; ``partial``:
+    the pseudo-header's sum only, for a device that completes it (``Offloads``)."""
     hlen = HEADER_LEN + len(options)
     hdr = _HDR.pack(sport, dport, seq, ack, (hlen // 4) << 4, flags, wnd, 0, 0) + options
     pseudo = checksum.pseudo_header_sum(src, dst, PROTO_TCP, hlen + len(payload))
+    if partial:  # folded, not complemented: where the device's sum starts
+        return hdr[:16] + struct.pack("!H", checksum.ones_sum(b"", pseudo)) + hdr[18:]
     c = checksum.checksum(payload, checksum.ones_sum(hdr, pseudo))  # hdr is 4-byte aligned
     return hdr[:16] + struct.pack("!H", c) + hdr[18:]

@@ -150,6 +150,91 @@ class TcpConfig:
 class Connection:
     """A TCB. ``local``/``remote`` are (IPv4 address as int, port)."""
 
+    # A TCB per connection, a thousand idle ones on a small host: slots, not a dict.
+    __slots__ = (
+        "ack_now",
+        "budget",
+        "budget_user",
+        "cc",
+        "cfg",
+        "charged",
+        "context",
+        "delack_deadline",
+        "dev_queue_ms",
+        "dupacks",
+        "error",
+        "events",
+        "fin_queued",
+        "fin_received",
+        "fin_sent",
+        "fin_seq",
+        "high_rxt",
+        "in_recovery",
+        "irs",
+        "iss",
+        "keepalive",
+        "keepalive_deadline",
+        "keepalive_probes",
+        "last_ack_sent",
+        "last_oow_ack",
+        "local",
+        "max_snd_wnd",
+        "mss",
+        "mss_local",
+        "nodelay",
+        "now",
+        "ooo",
+        "ooo_fin",
+        "orphaned",
+        "outbox",
+        "passive",
+        "peer_ws",
+        "persist_backoff",
+        "persist_deadline",
+        "queue_deadline",
+        "rack_deadline",
+        "rcv_adv",
+        "rcv_clamp",
+        "rcv_mss",
+        "rcv_nxt",
+        "rcv_wscale",
+        "rcvbuf",
+        "recover",
+        "remote",
+        "retries",
+        "rto",
+        "rto_deadline",
+        "rtt_seq",
+        "rtt_time",
+        "rttvar",
+        "rxt_una_time",
+        "sack_ok",
+        "sacked",
+        "snd_clamp_segs",
+        "snd_max",
+        "snd_nxt",
+        "snd_una",
+        "snd_wl1",
+        "snd_wl2",
+        "snd_wnd",
+        "snd_wscale",
+        "sndbuf",
+        "srtt",
+        "state",
+        "stats",
+        "syn_acked",
+        "syn_wnd",
+        "timewait_deadline",
+        "tlp_deadline",
+        "tlp_sent",
+        "ts_offset",
+        "ts_ok",
+        "ts_recent",
+        "tso_max",
+        "tx_partial",
+        "unacked_bytes",
+    )
+
     def __init__(
         self, local: tuple[int, int], remote: tuple[int, int], iss: int, mtu: int,
         config: TcpConfig, now: float, ts_offset: int = 0, budget: TcpBudget | None = None,
@@ -247,6 +332,10 @@ class Connection:
         # line time (ms) the route's device still holds of what it accepted (``tcp_layer``)
         self.dev_queue_ms: Callable[[], float] | None = None
         self.queue_deadline: float | None = None  # look at that queue again
+        # what the route's device does for us (``tcp_layer``; docs/porting.md, "Offloads"):
+        # leave the checksum partial; send up to ``tso_max`` bytes of IP datagram at once
+        self.tx_partial = False
+        self.tso_max = 0
 
     # -- application side --------------------------------------------------------
     def connect(self, now: float) -> None:
@@ -1058,6 +1147,8 @@ class Connection:
             if self.dev_queue_ms is not None and not self._device_room(now, sent):
                 break
             n = min(self.mss, unsent, avail)
+            if n == self.mss and self.tso_max:
+                n = min(self._tso_bytes(), unsent, avail)  # the device cuts it to the MSS
             if n < self.mss and n < unsent:
                 # Sender silly-window avoidance (RFC 9293 §3.8.6.2.1).
                 if flight > 0 and n < self.max_snd_wnd // 2:
@@ -1086,6 +1177,16 @@ class Connection:
             if self.tlp_deadline is None:
                 self._arm_tlp(now)
         return sent
+
+    def _tso_bytes(self) -> int:
+        """The most data one segment may carry for the device to cut: whole MSS-sized
+        pieces. Only when the MSS fills the MTU, as the device cuts at the MTU (a peer
+        that asked for less gets segments of its size, one by one)."""
+        opts = tcp.TS_OPTION_LEN if self.ts_ok else 0
+        if self.mss + opts < self.mss_local:
+            return self.mss
+        room = self.tso_max - IP_TCP_HEADERS - TCP_OPTIONS_MAX
+        return max(room // self.mss, 1) * self.mss
 
     def _device_room(self, now: float, sent: bool) -> bool:
         """May one more data segment go to a slow link's device now? Only while it holds
@@ -1233,7 +1334,7 @@ class Connection:
             sack = sack[:max(room, 0)]
         opts = tcp.build_options(ts=ts, sack=sack)
         hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], seq, ack,
-                         flags, wnd, opts, payload)
+                         flags, wnd, opts, payload, self.tx_partial)
         self.outbox.append((hdr, payload))
         self.stats["segs_out"] += 1
 

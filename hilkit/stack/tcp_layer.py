@@ -25,7 +25,13 @@ import struct
 from collections import Counter
 
 from hilkit.port.clock import Clock
-from hilkit.port.device import Device, device_rx_buffer, max_frame_len, tx_queue_reader
+from hilkit.port.device import (
+    Device,
+    device_offloads,
+    device_rx_buffer,
+    max_frame_len,
+    tx_queue_reader,
+)
 from hilkit.stack import ipv4, tcp
 from hilkit.stack.addr import ANY
 from hilkit.stack.events import SocketEvent
@@ -128,7 +134,7 @@ class TcpLayer:
         conn = Connection((laddr, lport), remote, self._isn(key, now), dev.mtu,
                           self.config, now, self._ts_offset(key), self.budget,
                           *self._clamps(dev))
-        conn.dev_queue_ms = tx_queue_reader(dev)
+        self._attach(conn, dev)
         conn.nodelay = sock.nodelay
         conn.context = sock
         sock.conn = conn
@@ -152,7 +158,7 @@ class TcpLayer:
         if bcast:
             self._drops["tcp.broadcast"] += 1
             return
-        seg = tcp.parse(data, h.src, h.dst)
+        seg = tcp.parse(data, h.src, h.dst, h.csum_checked)
         if isinstance(seg, str):
             self._drops[seg] += 1
             return
@@ -200,7 +206,7 @@ class TcpLayer:
         conn = Connection((h.dst, seg.dport), (h.src, seg.sport), self._isn(key, now),
                           dev.mtu, self.config, now, self._ts_offset(key),
                           self.budget, *self._clamps(dev))
-        conn.dev_queue_ms = tx_queue_reader(dev)
+        self._attach(conn, dev)
         conn.nodelay = lst.nodelay
         self.conns[key] = conn
         self._half_open_of[conn] = lst
@@ -273,7 +279,7 @@ class TcpLayer:
         dev = route.iface.dev
         conn = Connection((h.dst, seg.dport), key[2:], cookie, dev.mtu, self.config, now,
                           0, self.budget, *self._clamps(dev))
-        conn.dev_queue_ms = tx_queue_reader(dev)
+        self._attach(conn, dev)
         conn.establish_from_cookie(seg, COOKIE_MSS[idx], now)
         self.stats["tcp.syncookies_accepted"] += 1
         self.conns[key] = conn
@@ -373,6 +379,14 @@ class TcpLayer:
             self.flush(conn)
         else:
             conn.stats["icmp_soft_errors"] = conn.stats.get("icmp_soft_errors", 0) + 1
+
+    @staticmethod
+    def _attach(conn: Connection, dev: Device) -> None:
+        """What the connection reads of the device it is routed out through, once."""
+        conn.dev_queue_ms = tx_queue_reader(dev)
+        off = device_offloads(dev)
+        conn.tx_partial = off.tx_checksum
+        conn.tso_max = off.tso if off.tx_checksum else 0  # the device completes each piece
 
     @staticmethod
     def _clamps(dev: Device) -> tuple[int | None, int | None]:

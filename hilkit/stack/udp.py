@@ -5,7 +5,7 @@ from __future__ import annotations
 import struct
 from typing import NamedTuple
 
-from hilkit.stack import checksum
+from hilkit.port import checksum
 from hilkit.stack.ipv4 import PROTO_UDP
 
 HEADER_LEN = 8
@@ -15,15 +15,18 @@ EPHEMERAL_LAST = 65535
 _HDR = struct.Struct("!HHHH")
 
 
-def parse(seg: memoryview, src: int, dst: int) -> tuple[int, int, memoryview] | str:
-    """(source port, destination port, payload) or the reason it is refused."""
+def parse(seg: memoryview, src: int, dst: int, checked: bool = False,
+          ) -> tuple[int, int, memoryview] | str:
+    """(source port, destination port, payload) or the reason it is refused; ``checked``:
+    the device vouched for the checksum (``Offloads.rx_checksum``)."""
     if len(seg) < HEADER_LEN:
         return "udp.short"
     sport, dport, length, csum = _HDR.unpack_from(seg)
     if length < HEADER_LEN or length > len(seg):
         return "udp.bad_length"
     seg = seg[:length]
-    if csum and not checksum.verify(seg, checksum.pseudo_header_sum(src, dst, PROTO_UDP, length)):
+    if csum and not checked and not checksum.verify(
+            seg, checksum.pseudo_header_sum(src, dst, PROTO_UDP, length)):
         return "udp.bad_checksum"
     if dport == 0:
         return "udp.port_zero"

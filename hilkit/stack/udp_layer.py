@@ -97,7 +97,7 @@ class UdpLayer:
         return best
 
     def input(self, h: ipv4.Header, hbytes: Buffer, seg: memoryview, bcast: bool) -> None:
-        r = udp.parse(seg, h.src, h.dst)
+        r = udp.parse(seg, h.src, h.dst, h.csum_checked)
         if isinstance(r, str):
             self._drops[r] += 1
             return

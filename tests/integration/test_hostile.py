@@ -6,8 +6,9 @@ import random
 import socket
 import struct
 
+from hilkit.port import checksum
 from hilkit.rig.netns import Netns
-from hilkit.stack import checksum, eth, icmp4, ipv4, udp
+from hilkit.stack import eth, icmp4, ipv4, udp
 from hilkit.stack.addr import ip_to_int
 from tests.integration.conftest import HILKIT_IP, KERNEL_IP, TAP, Server, kping
 from tests.integration.test_kernel import received

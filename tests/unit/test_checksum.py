@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hilkit.stack import checksum
+from hilkit.port import checksum
 
 
 def ref_ones_sum(data: bytes, initial: int = 0) -> int:

@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from hilkit.port import LinkType, MonotonicClock
+from hilkit.port import LinkType, MonotonicClock, checksum
 from hilkit.port.middleware import DeviceMiddleware
 from hilkit.services import ECHO_PORT, start_udp_services
 from hilkit.stack import (
@@ -20,7 +20,6 @@ from hilkit.stack import (
     Stack,
     StackConfig,
     UdpSocket,
-    checksum,
     eth,
     ipv4,
     udp,

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from hilkit.port import ManualClock
+from hilkit.port import ManualClock, checksum
 from hilkit.stack import (
     PingError,
     PingStats,
@@ -29,7 +29,6 @@ from hilkit.stack import (
     StackConfig,
     UdpSocket,
     arp,
-    checksum,
     eth,
     icmp4,
     ipv4,

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hilkit.port import ManualClock
-from hilkit.stack import Stack, checksum, eth, icmp4, ipv4
+from hilkit.port import ManualClock, checksum
+from hilkit.stack import Stack, eth, icmp4, ipv4
 from tests.memwire import WireEnd, wire
 
 SRC, DST = 0x0A000001, 0x0A000002

@@ -20,7 +20,8 @@ from hilkit.drivers.ppp.vj import (
     VjCompressor,
     VjDecompressor,
 )
-from hilkit.stack import checksum, ipv4, tcp
+from hilkit.port import checksum
+from hilkit.stack import ipv4, tcp
 
 SEED = 1144
 CLIENT = 0x0A00020F  # 10.0.2.15

@@ -13,8 +13,8 @@ import struct
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hilkit.port import LinkType, ManualClock
-from hilkit.stack import Stack, arp, checksum, eth, ipv4, udp
+from hilkit.port import LinkType, ManualClock, checksum
+from hilkit.stack import Stack, arp, eth, ipv4, udp
 from tests.memwire import WireEnd, wire
 from tests.unit.test_fuzz import A_TO_B, ECHO_PORT, build_corpus
 

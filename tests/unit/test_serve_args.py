@@ -175,3 +175,24 @@ def test_good_arguments_pass_the_checks(tap: str, ip: str, gw: str | None, pcap:
     checked = cli.check_serve_args(cli.build_parser().parse_args(argv))
     assert isinstance(checked, cli.ServeArgs), checked
     assert str(checked.iface) == ip
+
+
+@pytest.mark.parametrize(("argv", "problem"), [
+    (["--ppp=/dev/ttyUSB0", "--offload"], "--offload: only with --tap"),
+    (["--tap=tap0", "--ip=10.0.0.1/24", "--offload", "--impair=corrupt=1%"],
+     "--impair: corrupt needs the stack to check checksums"),
+])
+def test_offload_is_refused_where_nothing_could_honour_it(
+        argv: list[str], problem: str, nothing_opens: None,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rc, err = run_main(["serve", *argv], capsys)
+    assert rc == 2
+    assert f"hilkit serve: {problem}" in err, err
+
+
+def test_offload_with_a_tap_passes_the_checks() -> None:
+    for extra, want in (([], False), (["--offload", "--impair=loss=1%"], True)):
+        checked = cli.check_serve_args(cli.build_parser().parse_args(
+            ["serve", "--tap=tap0", "--ip=10.0.0.1/24", *extra]))
+        assert isinstance(checked, cli.ServeArgs), checked
+        assert checked.offload is want

@@ -341,7 +341,7 @@ def test_bad_input_counted_per_reason() -> None:
     bad_len = bytearray(good)
     struct.pack_into("!H", bad_len, 2, 200)
     struct.pack_into("!H", bad_len, 10, 0)
-    from hilkit.stack import checksum
+    from hilkit.port import checksum
     struct.pack_into("!H", bad_len, 10, checksum.checksum(bad_len[:20]))
     inject(bytes(bad_len))
     bad_icmp = bytearray(good)

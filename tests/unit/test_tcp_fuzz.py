@@ -33,14 +33,13 @@ import struct
 import time
 from dataclasses import dataclass
 
-from hilkit.port import ManualClock
+from hilkit.port import ManualClock, checksum
 from hilkit.stack import (
     Stack,
     StackConfig,
     TcpConfig,
     TcpSocket,
     TcpState,
-    checksum,
     eth,
     ipv4,
     tcp,

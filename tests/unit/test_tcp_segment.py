@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hilkit.stack import checksum, tcp
+from hilkit.port import checksum
+from hilkit.stack import tcp
 from hilkit.stack.ipv4 import PROTO_TCP
 from hilkit.stack.tcp import Segment, seq_add, seq_diff, seq_le, seq_lt
 

@@ -26,8 +26,8 @@ from collections import OrderedDict
 from typing import Final
 
 from hilkit.drivers.ppp.proto import PPP_IP, PPP_VJC, PPP_VJUC
-from hilkit.stack.checksum import checksum as inet_checksum
-from hilkit.stack.checksum import pseudo_header_sum, verify
+from hilkit.port.checksum import checksum as inet_checksum
+from hilkit.port.checksum import pseudo_header_sum, verify
 
 __all__ = [
     "COMPRESSOR_STATS",

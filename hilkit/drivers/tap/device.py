@@ -20,14 +20,25 @@ from typing import ClassVar, Self
 from hilkit.drivers.tap import _linux as lx
 from hilkit.port.device import (
     ETH_HEADER_LEN,
+    NO_OFFLOADS,
     DeviceClosed,
     DeviceCounters,
     LinkType,
+    Offloads,
     random_mac,
 )
+from hilkit.port.offload import l4_checksum_ok, partial_checksum_at
 
 DEFAULT_MTU = 1500
 _READ_SIZE = 65536 + ETH_HEADER_LEN
+# With offloads: the largest IPv4 datagram we hand the kernel to cut (its own TSO
+# limit, GSO_MAX_SIZE, is 64 KiB less a little).
+TSO_MAX = 65535 - ETH_HEADER_LEN
+_VNET = lx.VIRTIO_NET_HDR
+_VNET_LEN = lx.VIRTIO_NET_HDR_LEN
+_NO_VNET = bytes(_VNET_LEN)
+_ETHERTYPE_IPV4 = b"\x08\x00"
+_KERNEL_CHECKED = lx.VIRTIO_NET_HDR_F_NEEDS_CSUM | lx.VIRTIO_NET_HDR_F_DATA_VALID
 # A full queue or a link that is down: the frame is refused, not damaged.
 _DROP_ERRNOS = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.ENETDOWN})
 
@@ -42,7 +53,7 @@ class _TunTap:
     mtu: int
     counters: DeviceCounters
 
-    def __init__(self, name: str, mtu: int | None, create: bool) -> None:
+    def __init__(self, name: str, mtu: int | None, create: bool, offload: bool = False) -> None:
         raw_name = lx.check_ifname(name)
         if mtu is not None and mtu < 68:
             raise ValueError(f"mtu {mtu} is below the IPv4 minimum of 68")
@@ -58,9 +69,15 @@ class _TunTap:
         ctl: socket.socket | None = None
         try:
             try:
-                self.name = lx.tun_set_iff(fd, raw_name, self._IFF_MODE | lx.IFF_NO_PI)
+                self.name = lx.tun_set_iff(fd, raw_name, self._IFF_MODE | lx.IFF_NO_PI | (
+                    lx.IFF_VNET_HDR if offload else 0))
             except OSError as e:
                 raise OSError(e.errno, f"TUNSETIFF {name}: {e.strerror}") from e
+            if offload:
+                try:
+                    lx.tun_set_offload(fd)
+                except OSError as e:
+                    raise OSError(e.errno, f"TUNSETOFFLOAD {name}: {e.strerror}") from e
             ctl = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             if mtu is None:
                 try:
@@ -76,6 +93,14 @@ class _TunTap:
         self._ctl: socket.socket | None = ctl
         self.mtu = mtu
         self.counters = DeviceCounters()
+        self.offloads: Offloads = NO_OFFLOADS
+        if offload:
+            self.offloads = Offloads(rx_checksum=True, tx_checksum=True,
+                                     tso=TSO_MAX if self._HEADER_LEN else 0)
+            self.send = self._send_vnet  # type: ignore[method-assign]
+            self._read_size = _VNET_LEN + _READ_SIZE
+        else:
+            self._read_size = _READ_SIZE
 
     # -- the Device contract -------------------------------------------------
 
@@ -105,9 +130,11 @@ class _TunTap:
         fd = self._open_fd()
         c = self.counters
         out: list[bytes] = []
+        vnet = self.offloads is not NO_OFFLOADS
+        size = self._read_size
         for _ in range(budget):  # frames we drop use up budget too: bounded work
             try:
-                data = os.read(fd, _READ_SIZE)
+                data = os.read(fd, size)
             except BlockingIOError:
                 break
             except OSError as e:
@@ -117,6 +144,16 @@ class _TunTap:
             if not data:
                 c.rx_errors += 1
                 break
+            if vnet:
+                flags = data[0]
+                data = data[_VNET_LEN:]
+                # The kernel made it (partial checksum) or checked it (data valid); else
+                # it came from a wire through a bridge, and we vouch for nothing unseen.
+                l3 = self._HEADER_LEN
+                if not flags & _KERNEL_CHECKED and (not l3 or data[12:14] == _ETHERTYPE_IPV4) \
+                        and not l4_checksum_ok(data, l3):
+                    c.rx_errors += 1
+                    continue
             if not self._accept(data):
                 c.rx_dropped += 1
                 continue
@@ -124,6 +161,53 @@ class _TunTap:
             c.rx_bytes += len(data)
             out.append(data)
         return out
+
+    def _send_vnet(self, frame: bytes | bytearray | memoryview) -> bool:
+        """``send`` with a virtio-net header before the frame (``offload=True``): it tells
+        the kernel which checksum to complete and whether to cut a long TCP segment."""
+        fd = self._open_fd()
+        n = frame.nbytes if isinstance(frame, memoryview) else len(frame)
+        c = self.counters
+        l3 = self._HEADER_LEN
+        hdr: bytes | None = _NO_VNET
+        if n > self.mtu + l3 or (n >= l3 + 40 and (
+                not l3 or frame[12:14] == _ETHERTYPE_IPV4)):
+            hdr = self._vnet_header(frame, n, l3)
+        if hdr is None or n < max(l3, 1):
+            c.tx_errors += 1
+            return False
+        try:
+            written = os.writev(fd, (hdr, frame))
+        except OSError as e:
+            if e.errno in _DROP_ERRNOS:
+                c.tx_dropped += 1
+            else:
+                c.tx_errors += 1
+            return False
+        if written != n + _VNET_LEN:
+            c.tx_errors += 1
+            return False
+        c.tx_frames += 1
+        c.tx_bytes += n
+        return True
+
+    def _vnet_header(self, frame: bytes | bytearray | memoryview, n: int, l3: int
+                     ) -> bytes | None:
+        """The header for an IPv4 frame, or None when it is too long and not a TCP
+        segment the kernel can cut."""
+        where = partial_checksum_at(frame, l3) if n >= l3 + 20 and frame[l3] >> 4 == 4 \
+            else None
+        if n <= self.mtu + l3:
+            if where is None:
+                return _NO_VNET
+            return _VNET.pack(lx.VIRTIO_NET_HDR_F_NEEDS_CSUM, lx.VIRTIO_NET_HDR_GSO_NONE,
+                              0, 0, where[0], where[1])
+        if where is None or frame[l3 + 9] != 6 or n > l3 + self.offloads.tso:
+            return None  # only partial TCP is cut (the kernel completes each checksum)
+        start = where[0]
+        hdr_len = start + (frame[start + 12] >> 4) * 4
+        return _VNET.pack(lx.VIRTIO_NET_HDR_F_NEEDS_CSUM, lx.VIRTIO_NET_HDR_GSO_TCPV4,
+                          hdr_len, self.mtu + l3 - hdr_len, start, where[1])
 
     @property
     def link_up(self) -> bool:
@@ -181,7 +265,9 @@ class TapDevice(_TunTap):
 
     ``mac`` is hilkit's own address on the wire, not the kernel interface's;
     by default a random locally administered one. ``mtu`` defaults to the
-    interface's MTU.
+    interface's MTU. ``offload=True`` opens it with a virtio-net header
+    (``IFF_VNET_HDR``, ``TUNSETOFFLOAD``): checksums and TCP segmentation are left to
+    the kernel, both ways (``offloads``; docs/porting.md, "Offloads").
     """
 
     link_type = LinkType.ETHERNET
@@ -190,13 +276,13 @@ class TapDevice(_TunTap):
 
     def __init__(
         self, name: str = "tap0", *, mac: bytes | None = None, mtu: int | None = None,
-        create: bool = True,
+        create: bool = True, offload: bool = False,
     ) -> None:
         if mac is None:
             mac = random_mac()
         elif len(mac) != 6 or mac[0] & 0x01:
             raise ValueError(f"mac must be 6 bytes and unicast, got {bytes(mac).hex(':')}")
-        super().__init__(name, mtu, create)
+        super().__init__(name, mtu, create, offload)
         self.mac = bytes(mac)
 
     def _accept(self, data: bytes) -> bool:
