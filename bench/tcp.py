@@ -11,7 +11,10 @@ Topology (both namespaces created here and deleted on exit, even on error or Ctr
 hilkit runs in this process: the TAPs are opened by a thread that entered ns A,
 and every stack's run() loop is driven by the main thread only (the blocking
 facade drives it itself; kernel-side threads only call ``stack.wake()``).
-Kernel-side peers are sockets made inside the namespaces, served from threads.
+Kernel-side peers are sockets made inside the namespaces. A goodput transfer's kernel
+end runs in a process of its own (``bench/tcp.py --peer``, given the socket), as a peer
+application would: in a thread here it would share the interpreter lock with hilkit.
+The other kernel-side loops are served from threads.
 All links have MTU 1500. Nothing is configured in, or sent to, the machine's
 own namespace. MB = 10^6 bytes. Floors are printed as information; the script
 exits 0 unless the setup itself failed (exit 2). Results also go to
@@ -155,7 +158,7 @@ def total_retrans(c: socket.socket) -> int:
     return int(struct.unpack_from("I", info, TCPI_TOTAL_RETRANS)[0]) if len(info) >= 104 else -1
 
 
-# -- kernel-side loops (run in threads; blocking stdlib sockets) --------------------------
+# -- kernel-side loops (blocking stdlib sockets; in threads, or in a peer process) ---------
 def k_sink(srv: socket.socket, ver: Verifier) -> Fig:
     """Accept one connection, read (and check) until EOF."""
     c, _ = srv.accept()
@@ -208,13 +211,57 @@ def k_client_cps(ip: str, port: int, n: int) -> Fig:
     return {"connections": n, "bad_echoes": bad, "elapsed_s": secs, "per_s": n / secs}
 
 
+# -- the kernel's end of a transfer, in a process of its own -------------------------------
+DATA_SEED = 7  # the bytes moved: the same in this process and in a peer process
+
+
+def transfer_data() -> bytes:
+    return random.Random(DATA_SEED).randbytes(CHUNK)
+
+
+def peer_process(role: str, srv: socket.socket, total: int, stack: Stack | None) -> Worker:
+    """Run ``k_sink`` (role "sink") or ``k_source`` on ``srv`` in a process of its own, so
+    the kernel's Python end does not share this process's interpreter lock with hilkit
+    (as a real peer application would not); a Worker thread waits for its figures."""
+    proc = subprocess.Popen(
+        [sys.executable, __file__, "--peer", role, str(srv.fileno()), str(total)],
+        pass_fds=(srv.fileno(),), stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != "ready":  # imports done: timing may start
+        proc.kill()
+        raise SetupError(f"the {role} peer process did not start")
+
+    def wait() -> Fig:
+        try:
+            out, _ = proc.communicate(timeout=IO_TIMEOUT + PHASE_LIMIT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise TimeoutError(f"the {role} peer process did not finish") from None
+        if proc.returncode != 0:
+            raise RuntimeError(f"the {role} peer process failed ({proc.returncode})")
+        result: Fig = json.loads(out)
+        return result
+
+    w = Worker(wait, stack)
+    w.start()
+    return w
+
+
+def peer_main(role: str, fd: int, total: int) -> int:
+    srv = socket.socket(fileno=fd)
+    srv.settimeout(IO_TIMEOUT)
+    data = transfer_data()
+    print("ready", flush=True)
+    r = k_sink(srv, Verifier(data)) if role == "sink" else k_source(srv, data, total)
+    print(json.dumps(r))
+    return 0
+
+
 # -- goodput ------------------------------------------------------------------------------
 def hk_send(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
     """hilkit -> kernel: blocking facade sends ``total`` bytes; the kernel reads to EOF."""
     srv = listener(ns, kip, SINK_PORT)
-    ver = Verifier(data)
-    w = Worker(lambda: k_sink(srv, ver), st)
-    w.start()
+    w = peer_process("sink", srv, total, st)
     fig: Fig = {"bytes": total}
     s: Socket | None = None
     try:
@@ -232,10 +279,12 @@ def hk_send(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
         fig["hilkit_tcp_info"] = s.tcp.info()
         if not finished:
             secs = time.perf_counter() - t0
+            conn = s.tcp.conn
+            acked = 0 if conn is None else max(tcp.seq_diff(conn.snd_una, conn.iss) - 1, 0)
             s.tcp.abort()  # RST: the kernel's reader ends with ECONNRESET
             st.run(until=w.done.is_set, timeout=2)
-            return fig | {"complete": False, "received": ver.bytes, "elapsed_s": secs,
-                          "mb_per_s": mbs(ver.bytes, secs)}
+            return fig | {"complete": False, "received": acked, "elapsed_s": secs,
+                          "mb_per_s": mbs(acked, secs)}
         r = w.get()
         secs = r["t_end"] - t0
         return fig | {"complete": r["bytes"] == total, "received": r["bytes"],
@@ -250,8 +299,7 @@ def hk_send(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
 def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
     """kernel -> hilkit: the kernel sends ``total`` bytes; the facade reads to EOF."""
     srv = listener(ns, kip, SOURCE_PORT)
-    w = Worker(lambda: k_source(srv, data, total), st)
-    w.start()
+    w = peer_process("source", srv, total, st)
     fig: Fig = {"bytes": total}
     s: Socket | None = None
     try:
@@ -291,9 +339,7 @@ def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
 def kk_goodput(src: Netns, dst: Netns, dst_ip: str, data: bytes, total: int) -> Fig:
     """kernel -> kernel over the veth, the same Python loops as on the hilkit side."""
     srv = listener(dst, dst_ip, SINK_PORT)
-    ver = Verifier(data)
-    w = Worker(lambda: k_sink(srv, ver))
-    w.start()
+    w = peer_process("sink", srv, total, None)
     try:
         with src.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
             c.settimeout(IO_TIMEOUT)
@@ -594,7 +640,7 @@ def guarded(res: Fig, key: str, fn: Callable[[], Fig]) -> None:
 
 def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice,
             st2: Stack) -> Fig:
-    data = os.urandom(CHUNK)
+    data = transfer_data()
     res: Fig = {}
     # RSS first, while the process holds nothing but an idle stack (no leftovers of
     # the transfers nor the 500 TIME-WAIT connections the cps run leaves behind)
@@ -626,7 +672,8 @@ def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice,
 
 
 def methods(a: Netns, b: Netns) -> Fig:
-    py = "Python threads in this process (bench/tcp.py), sockets made with Netns.socket()"
+    py = ("a peer process (bench/tcp.py --peer) for the transfer's kernel end, sockets made"
+          " with Netns.socket()")
     hk0 = f"hilkit Stack on TapDevice({TAP0!r}, mtu={MTU}) opened via ns.call in {a.name}"
     return {
         "hilkit_recv": f"{hk0}; hilkit.stack.sockets.create_connection to {K0_IP}:{SOURCE_PORT},"
@@ -832,13 +879,15 @@ def hilkit_rev() -> str | None:
     return None
 
 
-PEER_COST = ("non_reading_clients_rss", "out_of_order_segment_cost")
+PEER_COST = ("idle_rss", "non_reading_clients_rss", "out_of_order_segment_cost")
 
 
 def measure_only(a: Netns, st0: Stack, names: list[str]) -> Fig:
     res: Fig = {}
     for name in names:
-        if name == "non_reading_clients_rss":
+        if name == "idle_rss":
+            guarded(res, name, lambda: idle_rss(st0, a, HK0_IP, IDLE_N))
+        elif name == "non_reading_clients_rss":
             guarded(res, name, lambda: chargen_rss(st0, a, HK0_IP, CHARGEN_N))
         elif name == "out_of_order_segment_cost":
             guarded(res, name, ooo_cost)
@@ -901,4 +950,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--peer"] and len(sys.argv) == 5:  # a transfer's kernel end
+        sys.exit(peer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
     sys.exit(main())

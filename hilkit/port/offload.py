@@ -136,27 +136,31 @@ def _segments(frame: bytes, l3: int, ihl: int, total: int, mtu: int) -> list[byt
     step = mtu - ihl - thl
     if thl < _MIN_TCP or total < ihl + thl or step <= 0:
         return [frame]
-    head = frame[:start + thl]
-    seq = int.from_bytes(frame[start + 4:start + 8], "big")
-    ident = int.from_bytes(frame[l3 + 4:l3 + 6], "big")
+    head = bytearray(frame[:start + thl])  # the template each segment's headers come from
+    hv = memoryview(head)
+    seq, = struct.unpack_from("!I", frame, start + 4)
+    ident, = struct.unpack_from("!H", frame, l3 + 4)
+    src, dst = struct.unpack_from("!II", frame, l3 + 12)
     flags = frame[start + 13]
-    data_end = l3 + total
+    data, end = memoryview(frame), l3 + total
     out: list[bytes] = []
-    for i, pos in enumerate(range(start + thl, data_end, step)):
-        chunk = frame[pos:min(pos + step, data_end)]
-        last = pos + step >= data_end
-        buf = bytearray(head + chunk)
-        struct.pack_into("!H", buf, l3 + 2, ihl + thl + len(chunk))
-        struct.pack_into("!H", buf, l3 + 4, (ident + i) & 0xFFFF)  # as Linux's TSO counts
-        struct.pack_into("!H", buf, l3 + 10, 0)
-        struct.pack_into("!H", buf, l3 + 10, checksum(memoryview(buf)[l3:start]))
-        struct.pack_into("!I", buf, start + 4, (seq + pos - start - thl) & 0xFFFFFFFF)
+    for i, pos in enumerate(range(start + thl, end, step)):
+        chunk = data[pos:min(pos + step, end)]
+        n = len(chunk)
         f = flags
-        if not last:
+        if pos + step < end:
             f &= ~(_TCP_FIN | _TCP_PSH)  # they belong to the end of the data
         if i:
             f &= ~_TCP_CWR  # RFC 3168 §6.1.2: CWR on the first segment only
-        buf[start + 13] = f
-        _complete(buf, l3, start, TCP_CSUM_OFFSET, PROTO_TCP)
-        out.append(bytes(buf))
+        # as Linux's TSO counts the IP ID on; the caller numbers datagrams past these
+        struct.pack_into("!HH", head, l3 + 2, ihl + thl + n, (ident + i) & 0xFFFF)
+        head[l3 + 10] = head[l3 + 11] = 0
+        struct.pack_into("!H", head, l3 + 10, checksum(hv[l3:start]))
+        struct.pack_into("!I", head, start + 4, (seq + pos - start - thl) & 0xFFFFFFFF)
+        head[start + 13] = f
+        head[start + 16] = head[start + 17] = 0
+        pseudo = pseudo_header_sum(src, dst, PROTO_TCP, thl + n)
+        c = checksum(chunk, ones_sum(hv[start:], pseudo))  # the header is 4-byte aligned
+        struct.pack_into("!H", head, start + 16, c)
+        out.append(b"".join((head, chunk)))
     return out

@@ -149,26 +149,31 @@ class Ipv4Layer:
         hop = BROADCAST if dst in self._bcast else (route.gateway or dst)
         self._ident = ident = (self._ident + 1) & 0xFFFF
         mtu = iface.dev.mtu
-        if proto == ipv4.PROTO_TCP and iface.offloads.tso:
-            mtu = iface.offloads.tso  # the device cuts a longer segment (TSO), not IP
+        if proto == ipv4.PROTO_TCP:  # a longer segment is cut before the device, or by it
+            mtu = max(mtu, iface.offloads.tso or ipv4.MAX_DATAGRAM)  # (TSO, GSO), not by IP
         try:
             for pkt in ipv4.packets(src, dst, proto, parts, ident, mtu, self.ttl, 0, df):
                 self._link_output(iface, hop, pkt)
         except ipv4.Drop as d:
             self._stats[d.reason] += 1
             return errno.EMSGSIZE
+        if proto == ipv4.PROTO_TCP and (size := ipv4.MIN_HEADER_LEN + sum(
+                len(p) for p in parts)) > iface.dev.mtu:  # each piece takes the next IP ID
+            self._ident = (ident + -(-size // max(iface.dev.mtu - 80, 8))) & 0xFFFF
         return 0
 
     # -- input -----------------------------------------------------------------
-    def input(self, iface: Interface, mv: memoryview, link_group: bool) -> None:
-        """One IPv4 packet from ``iface`` (``link_group``: sent to a link-layer group)."""
+    def input(self, iface: Interface, mv: memoryview, link_group: bool,
+              csum_checked: bool = False) -> None:
+        """One IPv4 packet from ``iface`` (``link_group``: sent to a link-layer group;
+        ``csum_checked``: its TCP/UDP checksum is known good)."""
         try:
             h = ipv4.parse(mv)
         except ipv4.Drop as d:
             self._drops[d.reason] += 1
             return
-        if iface.offloads.rx_checksum and not h.is_fragment:  # the whole is checked here
-            h.csum_checked = True
+        if (csum_checked or iface.offloads.rx_checksum) and not h.is_fragment:
+            h.csum_checked = True  # (a fragment's whole is checked once reassembled)
         pkt = mv[:h.total_len]
         bcast = h.dst in self._bcast
         if not bcast and h.dst not in self._local:

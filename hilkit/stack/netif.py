@@ -11,7 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from hilkit.port.clock import Clock
-from hilkit.port.device import NO_OFFLOADS, Device, LinkConfig, Offloads
+from hilkit.port.device import ETH_HEADER_LEN, NO_OFFLOADS, Device, LinkConfig, Offloads
+from hilkit.port.offload import wire_frames
 from hilkit.stack.addr import ANY, BROADCAST
 from hilkit.stack.arp import ArpCache
 from hilkit.stack.faults import DeviceGuard, LogThrottle
@@ -98,6 +99,18 @@ class Transmit:
         if not iface.link_up:
             self._stats["link_down_drops"] += 1
             return
+        dev = iface.dev
+        l3 = ETH_HEADER_LEN if iface.ethernet else 0
+        if len(frame) > dev.mtu + l3 and not iface.offloads.tso:
+            # a TCP segment of many MSS (TcpConfig.gso): cut here, each piece completed
+            self._stats["tx.gso_segments"] += 1
+            for piece in wire_frames(frame, l3, dev.mtu):
+                self._send(iface, piece)
+            return
+        self._send(iface, frame)
+
+    def _send(self, iface: Interface, frame: bytes) -> None:
+        guard = iface.guard
         try:
             ok = iface.dev.send(frame)
         except Exception:

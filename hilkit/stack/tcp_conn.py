@@ -145,6 +145,10 @@ class TcpConfig:
     # A slow link's device that says how much line time it holds (Device.tx_queue_ms) gets
     # new data only while it holds less than this; the rest waits in the send buffer.
     device_queue_ms: float = 200.0
+    # Segmentation late (Linux's GSO): hand the IP layer segments of many MSS, cut into
+    # MSS-sized ones just before the device (``netif.Transmit``), so the per-segment work
+    # of TCP is done once for them all. The frames on the wire are the same.
+    gso: bool = True
 
 
 class Connection:
@@ -334,6 +338,7 @@ class Connection:
         self.queue_deadline: float | None = None  # look at that queue again
         # what the route's device does for us (``tcp_layer``; docs/porting.md, "Offloads"):
         # leave the checksum partial; send up to ``tso_max`` bytes of IP datagram at once
+        # (cut by the device, or by the stack before it: ``TcpConfig.gso``)
         self.tx_partial = False
         self.tso_max = 0
 
@@ -1334,7 +1339,8 @@ class Connection:
             sack = sack[:max(room, 0)]
         opts = tcp.build_options(ts=ts, sack=sack)
         hdr = tcp.header(self.local[0], self.remote[0], self.local[1], self.remote[1], seq, ack,
-                         flags, wnd, opts, payload, self.tx_partial)
+                         flags, wnd, opts, payload,
+                         self.tx_partial or len(payload) > self.mss)  # cut and completed later
         self.outbox.append((hdr, payload))
         self.stats["segs_out"] += 1
 

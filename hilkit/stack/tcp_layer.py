@@ -380,13 +380,15 @@ class TcpLayer:
         else:
             conn.stats["icmp_soft_errors"] = conn.stats.get("icmp_soft_errors", 0) + 1
 
-    @staticmethod
-    def _attach(conn: Connection, dev: Device) -> None:
+    def _attach(self, conn: Connection, dev: Device) -> None:
         """What the connection reads of the device it is routed out through, once."""
         conn.dev_queue_ms = tx_queue_reader(dev)
         off = device_offloads(dev)
         conn.tx_partial = off.tx_checksum
-        conn.tso_max = off.tso if off.tx_checksum else 0  # the device completes each piece
+        if off.tso and off.tx_checksum:  # the device cuts and completes each piece
+            conn.tso_max = off.tso
+        elif self.config.gso and conn.dev_queue_ms is None:  # the stack cuts (not on a slow
+            conn.tso_max = ipv4.MAX_DATAGRAM  # link: its queue is looked at per segment)
 
     @staticmethod
     def _clamps(dev: Device) -> tuple[int | None, int | None]:

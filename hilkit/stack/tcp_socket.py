@@ -50,6 +50,11 @@ class TcpOwner(Protocol):
 
 
 class TcpSocket:
+    # One per connection, and a thousand idle connections on a small host: no dict, and
+    # a listener's queue only on a listener.
+    __slots__ = ("_accept_queue", "_tcp", "backlog", "children", "closed", "conn", "error",
+                 "half_open", "listening", "local", "nodelay", "on_event")
+
     def __init__(
         self, tcp: TcpPorts | TcpOwner,
         on_event: Callable[[TcpSocket, SocketEvent], None] | None = None,
@@ -65,9 +70,17 @@ class TcpSocket:
         # listening
         self.listening = False
         self.backlog = 0
-        self.accept_queue: deque[TcpSocket] = deque()
+        self._accept_queue: deque[TcpSocket] | None = None
         self.half_open = 0
         self.children = 0  # connections from this listener still in the stack (all states)
+
+    @property
+    def accept_queue(self) -> deque[TcpSocket]:
+        """Connections accepted by the stack, waiting for ``accept()``."""
+        q = self._accept_queue
+        if q is None:
+            q = self._accept_queue = deque()
+        return q
 
     # -- setup -------------------------------------------------------------------
     def bind(self, addr: tuple[str, int]) -> None:
@@ -185,9 +198,9 @@ class TcpSocket:
         now = self._tcp.clock.now_ms()
         if self.listening:
             self._tcp.unlisten(self)
-            for child in self.accept_queue:
+            for child in self._accept_queue or ():
                 child.abort()
-            self.accept_queue.clear()
+            self._accept_queue = None
         conn = self.conn
         if conn is not None and conn.state != State.CLOSED:
             conn.context = None

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 
 from tests.hil_checks import applicable, skips
-from tests.tshark import TSHARK, assert_capture_clean
+from tests.tshark import TSHARK, assert_capture_clean, tshark_fields
 
 REPO = Path(__file__).resolve().parents[2]
 RIGS = REPO / "rigs"
@@ -168,6 +168,27 @@ def test_sim_tap_full_run(tmp_path: Path) -> None:
     if TSHARK is not None:
         for pcap in sorted(out.glob("*.pcapng")):
             assert_capture_clean(pcap)
+
+
+def test_sim_tap_with_offloads_passes_every_suite_and_captures_a_wire(tmp_path: Path) -> None:
+    """``offload = true`` in [driver]: checksums and TCP segmentation left to the kernel
+    (docs/porting.md, "Offloads"); the verdict is the same, the captures still a wire."""
+    rig = rig_file(tmp_path, "sim-tap", lambda t: t.replace(
+        'mac = "02:00:00:7a:90:01"', 'mac = "02:00:00:7a:90:01"\noffload = true'))
+    out = tmp_path / "report"
+    res = hil("--rig", str(rig), "--suite", "udp,tcp,throughput,conformance", "--out", str(out))
+    assert res.returncode == 0, res.stdout + res.stderr
+    results = check_report_dir(out, "sim-tap")
+    assert all(o == "passed" for i, o in applicable(results).items()
+               if i != "throughput::test_bus_figures")
+    dev = results["figures"]["counters"]["device"]
+    for way in ("tx", "rx"):  # long segments crossed the TAP, both ways
+        assert dev[f"{way}_bytes"] / dev[f"{way}_frames"] > 1514, dev
+    if TSHARK is not None:
+        for pcap in sorted(out.glob("tcp-*.pcapng")):
+            assert assert_capture_clean(pcap) > 1000
+            lengths = [int(v[0]) for v in tshark_fields(pcap, ["frame.len"])]
+            assert max(lengths) <= 1514, pcap.name  # wire frames, whatever the TAP moved
 
 
 # -- failures ----------------------------------------------------------------------------
