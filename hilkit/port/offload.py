@@ -129,6 +129,8 @@ def _complete(buf: bytearray, l3: int, start: int, off: int, proto: int) -> None
 
 
 def _segments(frame: bytes, l3: int, ihl: int, total: int, mtu: int) -> list[bytes]:
+    """Cut a long TCP segment; each piece's checksums come from sums of the parts that
+    stay the same plus the few fields that change (RFC 1071 §2(4), RFC 1624)."""
     start = l3 + ihl
     if total < ihl + _MIN_TCP:
         return [frame]
@@ -136,31 +138,46 @@ def _segments(frame: bytes, l3: int, ihl: int, total: int, mtu: int) -> list[byt
     step = mtu - ihl - thl
     if thl < _MIN_TCP or total < ihl + thl or step <= 0:
         return [frame]
-    head = bytearray(frame[:start + thl])  # the template each segment's headers come from
-    hv = memoryview(head)
+    head = bytearray(frame[:start + thl])  # the template each piece's headers come from
     seq, = struct.unpack_from("!I", frame, start + 4)
     ident, = struct.unpack_from("!H", frame, l3 + 4)
     src, dst = struct.unpack_from("!II", frame, l3 + 12)
-    flags = frame[start + 13]
+    flags, off = frame[start + 13], frame[start + 12]
+    # what the sums hold whatever the piece: the IP header without length, ID and
+    # checksum; the TCP header without sequence number, flags and checksum, plus the
+    # pseudo-header without the length
+    struct.pack_into("!HH", head, l3 + 2, 0, 0)
+    head[l3 + 10] = head[l3 + 11] = 0
+    ip_base = ones_sum(memoryview(head)[l3:start])
+    struct.pack_into("!I", head, start + 4, 0)
+    head[start + 12] = head[start + 13] = head[start + 16] = head[start + 17] = 0
+    tcp_base = ones_sum(memoryview(head)[start:], pseudo_header_sum(src, dst, PROTO_TCP, 0))
+    head[start + 12] = off
     data, end = memoryview(frame), l3 + total
     out: list[bytes] = []
     for i, pos in enumerate(range(start + thl, end, step)):
-        chunk = data[pos:min(pos + step, end)]
+        chunk = data[pos:pos + step] if pos + step < end else data[pos:end]
         n = len(chunk)
         f = flags
         if pos + step < end:
             f &= ~(_TCP_FIN | _TCP_PSH)  # they belong to the end of the data
         if i:
             f &= ~_TCP_CWR  # RFC 3168 §6.1.2: CWR on the first segment only
-        # as Linux's TSO counts the IP ID on; the caller numbers datagrams past these
-        struct.pack_into("!HH", head, l3 + 2, ihl + thl + n, (ident + i) & 0xFFFF)
-        head[l3 + 10] = head[l3 + 11] = 0
-        struct.pack_into("!H", head, l3 + 10, checksum(hv[l3:start]))
-        struct.pack_into("!I", head, start + 4, (seq + pos - start - thl) & 0xFFFFFFFF)
+        length = ihl + thl + n
+        pid = (ident + i) & 0xFFFF  # as Linux's TSO counts; the caller numbers on past these
+        s = (seq + pos - start - thl) & 0xFFFFFFFF
+        ip_sum = ip_base + length + pid
+        ip_sum = (ip_sum & 0xFFFF) + (ip_sum >> 16)
+        _IP_LEN_ID.pack_into(head, l3 + 2, length, pid)
+        _U16.pack_into(head, l3 + 10, ~((ip_sum & 0xFFFF) + (ip_sum >> 16)) & 0xFFFF)
+        _U32.pack_into(head, start + 4, s)
         head[start + 13] = f
-        head[start + 16] = head[start + 17] = 0
-        pseudo = pseudo_header_sum(src, dst, PROTO_TCP, thl + n)
-        c = checksum(chunk, ones_sum(hv[start:], pseudo))  # the header is 4-byte aligned
-        struct.pack_into("!H", head, start + 16, c)
+        c = checksum(chunk, tcp_base + (s >> 16) + (s & 0xFFFF) + (off << 8 | f) + thl + n)
+        _U16.pack_into(head, start + 16, c)
         out.append(b"".join((head, chunk)))
     return out
+
+
+_IP_LEN_ID = struct.Struct("!HH")
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
