@@ -6,6 +6,8 @@ Topology (both namespaces created here and deleted on exit, even on error or Ctr
     ns A: kernel 192.168.7.5/24 on TAP hk1  <->  hilkit 192.168.7.4 (this process, 1 % loss)
     ns A: kernel 192.168.8.5/24 on TAP hk2  <->  hilkit 192.168.8.4 (this process, offloads:
           TapDevice(offload=True), checksums and TCP segmentation left to the kernel)
+    ns A: kernel 192.168.9.5/24 on TAP hk3  <->  hilkit 192.168.9.4 (``hilkit serve``, a
+          process of its own: its RSS with 1000 idle connections is ``idle_rss``)
     ns A: kernel 192.168.6.5/24 on veth va  <->  ns B: kernel 192.168.6.4/24 on veth vb
 
 hilkit runs in this process: the TAPs are opened by a thread that entered ns A,
@@ -39,6 +41,7 @@ import os
 import random
 import re
 import resource
+import select
 import signal
 import socket
 import struct
@@ -62,6 +65,7 @@ MTU = 1500
 TAP0, HK0_IP, K0_IP = "hk0", "192.168.5.4", "192.168.5.5"  # plain link
 TAP1, HK1_IP, K1_IP = "hk1", "192.168.7.4", "192.168.7.5"  # impaired link
 TAP2, HK2_IP, K2_IP = "hk2", "192.168.8.4", "192.168.8.5"  # TAP offloads
+TAP3, HK3_IP, K3_IP = "hk3", "192.168.9.4", "192.168.9.5"  # hilkit serve, a process
 VETH_A, VETH_B, KA_IP, KB_IP = "va", "vb", "192.168.6.5", "192.168.6.4"
 NETMASK = "255.255.255.0"
 SINK_PORT, SOURCE_PORT, KECHO_PORT = 5001, 5002, 5007
@@ -401,43 +405,59 @@ def kk_cps(a: Netns, b: Netns, n: int) -> Fig:
 
 
 # -- memory with idle connections ---------------------------------------------------------
-def echo_established(st: Stack) -> int:
-    conns = getattr(st.tcp, "conns", {})
-    return sum(1 for c in conns.values()
-               if c.local[1] == ECHO_PORT and c.state == State.ESTABLISHED)
+def rss_kib_of(pid: int) -> int:
+    m = re.search(r"VmRSS:\s+(\d+) kB", Path(f"/proc/{pid}/status").read_text())
+    return int(m[1]) if m else 0
 
 
-def idle_rss(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
+def idle_rss(ns: Netns, n: int) -> Fig:
+    """``hilkit serve`` in a process of its own (what a small host runs), on a TAP of its
+    own in ns A; ``n`` kernel clients connect to its echo port, each gets one byte
+    echoed, then all idle: its RSS before them and with them."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     want = n + 256
     if soft != resource.RLIM_INFINITY and soft < want:
         new = want if hard == resource.RLIM_INFINITY else min(want, hard)
         resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
     nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
+    ns.ip("tuntap", "add", "dev", TAP3, "mode", "tap")
+    ns.ip("addr", "add", f"{K3_IP}/24", "dev", TAP3)
+    ns.ip("link", "set", TAP3, "up")
+    proc = subprocess.Popen(  # ip netns exec execs python: the same pid
+        ["ip", "netns", "exec", ns.name, sys.executable, "-m", "hilkit.cli", "serve",
+         "--tap", TAP3, "--ip", f"{HK3_IP}/24"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     socks: list[socket.socket] = []
-
-    def open_all() -> None:  # runs in a thread inside ns A
-        for _ in range(n):
-            c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            socks.append(c)
-            c.settimeout(5.0)
-            c.connect((hip, ECHO_PORT))
-
-    st.run(timeout=0.2)
-    gc.collect()
-    before = rss_kib()
-    w = Worker(lambda: ns.call(open_all), st)
-    w.start()
     try:
-        st.run(until=lambda: w.done.is_set() and echo_established(st) >= n, timeout=60)
-        w.get(1)
-        st.run(timeout=0.5)  # idle: let delayed ACKs and timers settle
-        gc.collect()
-        after, est = rss_kib(), echo_established(st)
+        assert proc.stdout is not None
+        if not select.select([proc.stdout], [], [], 20)[0] or not proc.stdout.readline():
+            raise SetupError("hilkit serve did not start")
+        time.sleep(0.5)  # idle: whatever start-up left behind is settled
+        before = rss_kib_of(proc.pid)
+
+        def open_all() -> int:  # runs in a thread inside ns A
+            served = 0
+            for _ in range(n):
+                c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                socks.append(c)
+                c.settimeout(5.0)
+                c.connect((HK3_IP, ECHO_PORT))
+                c.sendall(b"x")
+                served += c.recv(1) == b"x"
+            return served
+
+        est = ns.call(open_all)
+        time.sleep(0.5)  # idle: delayed ACKs and timers settled
+        after = rss_kib_of(proc.pid)
     finally:
         for c in socks:
             c.close()
-        st.run(until=lambda: echo_established(st) == 0, timeout=10)
+        proc.terminate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=10)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     return {"connections": n, "established_in_hilkit": est, "before_kib": before,
             "after_kib": after, "after_mb": after * 1024 / 1e6,
             "per_conn_kib": (after - before) / n,
@@ -643,7 +663,7 @@ def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice,
     res: Fig = {}
     # RSS first, while the process holds nothing but an idle stack (no leftovers of
     # the transfers nor the 500 TIME-WAIT connections the cps run leaves behind)
-    guarded(res, "idle_rss", lambda: idle_rss(st0, a, HK0_IP, IDLE_N))
+    guarded(res, "idle_rss", lambda: idle_rss(a, IDLE_N))
     guarded(res, "non_reading_clients_rss",
             lambda: chargen_rss(st0, a, HK0_IP, CHARGEN_N))
     guarded(res, "out_of_order_segment_cost", ooo_cost)
@@ -707,11 +727,11 @@ def methods(a: Netns, b: Netns) -> Fig:
                              " main thread, woken with stack.wake())",
         "cps_kernel": f"the kernel client loop in {a.name} to the kernel echo server loop at"
                       f" {KB_IP}:{KECHO_PORT} in {b.name}, over the veth",
-        "idle_rss": f"VmRSS of this process (/proc/self/status) after gc.collect(), before and"
+        "idle_rss": f"VmRSS (/proc/PID/status) of a `hilkit serve --tap {TAP3} --ip"
+                    f" {HK3_IP}/24` process in {a.name}, 0.5 s after it started and 0.5 s"
                     f" after a thread in {a.name} opened {IDLE_N} connections to"
-                    f" {HK0_IP}:{ECHO_PORT} and left them idle (checked ESTABLISHED in"
-                    " hilkit); run first, on a fresh stack; the delta includes this process's"
-                    f" {IDLE_N} kernel-side socket objects",
+                    f" {HK3_IP}:{ECHO_PORT}, each sending 1 B and reading its echo, then"
+                    " left idle (established_in_hilkit: the echoes received)",
         "non_reading_clients_rss": f"VmRSS of this process after gc.collect(), after a thread"
                                    f" in {a.name} connected {CHARGEN_N} kernel sockets to"
                                    f" hilkit's chargen {HK0_IP}:{CHARGEN_PORT} (hilkit.services)"
@@ -886,7 +906,7 @@ def measure_only(a: Netns, st0: Stack, names: list[str]) -> Fig:
     res: Fig = {}
     for name in names:
         if name == "idle_rss":
-            guarded(res, name, lambda: idle_rss(st0, a, HK0_IP, IDLE_N))
+            guarded(res, name, lambda: idle_rss(a, IDLE_N))
         elif name == "non_reading_clients_rss":
             guarded(res, name, lambda: chargen_rss(st0, a, HK0_IP, CHARGEN_N))
         elif name == "out_of_order_segment_cost":
