@@ -424,6 +424,7 @@ class _Path:
         self.counters = ImpairCounters()
         self.imp = _PERFECT
         self.enabled = False
+        self.loss_only = False
         self.rng = random.Random(0)
         self._queue: deque[_Copy] = deque()  # due times never decrease: FIFO = time order
         self._line: deque[tuple[float, int]] = deque()  # (leaves the line at, size)
@@ -438,6 +439,11 @@ class _Path:
         self.enabled = imp.applies_to(self.direction)
         self.imp = imp if self.enabled else _PERFECT
         self.rng = random.Random(f"hilkit-impair/{imp.seed}/{self.direction}")
+        # Loss and nothing else: a frame that is kept leaves at once, as it came, so it
+        # need not pass the queue (``lost`` draws as ``push`` does: the same decisions).
+        i = self.imp
+        self.loss_only = self.enabled and not (i.corrupt or i.dup or i.reorder or i.delay_ms
+                                               or i.jitter_ms or i.rate_bps)
 
     @property
     def idle(self) -> bool:
@@ -458,6 +464,18 @@ class _Path:
         if self._held is not None and (due is None or self._held_until < due):
             return self._held_until
         return due
+
+    def lost(self) -> bool:
+        """``push``'s decision for a path that only loses frames: lost (counted) or not."""
+        c = self.counters
+        c.frames += 1
+        r = self.rng.random
+        u_loss = r()
+        r(), r(), r(), r(), r()  # six draws per frame, as ``push`` makes
+        if u_loss < self.imp.loss:
+            c.dropped += 1
+            return True
+        return False
 
     def push(self, frame: bytes, now: float) -> int | None:
         """Take one frame in; return the token of its first copy, or None if it is gone."""
@@ -617,6 +635,8 @@ class ImpairedDevice(DeviceMiddleware):
         n = frame.nbytes if isinstance(frame, memoryview) else len(frame)
         if n == 0 or n > max_frame_len(self.inner):
             return self.inner.send(frame)  # refused and counted by the inner device
+        if tx.loss_only and tx.idle:
+            return True if tx.lost() else self.inner.send(frame)
         now = self.clock.now_ms()
         token = tx.push(bytes(frame), now)
         result = True
@@ -640,6 +660,8 @@ class ImpairedDevice(DeviceMiddleware):
                     tx.counters.inner_refused += 1
         if not rx.enabled and rx.idle and not ready:
             return self.inner.poll(budget)
+        if rx.loss_only and rx.idle and not ready:
+            return [f for f in self.inner.poll(budget) if not rx.lost()]
         if budget <= 0:
             return []
         room = budget - len(ready)

@@ -391,6 +391,15 @@ def test_one_impairment_does_not_move_another() -> None:
     assert len(run_tx("dup=30%,seed=3", 2000)) == len(run_tx("dup=30%,corrupt=50%,seed=3", 2000))
 
 
+def test_a_loss_only_link_decides_as_the_full_pipeline_does() -> None:
+    """Loss alone takes a shorter way (frames kept leave at once); a delay sends them
+    through the queue: the same frames are lost, in the same order, both ways."""
+    for run in (run_tx, run_rx):
+        fast = run("loss=10%,seed=3", 3000)
+        assert fast == run("loss=10%,delay=0.5ms,seed=3", 3000)
+        assert 200 < 3000 - len(fast) < 400
+
+
 def test_directions_have_independent_streams() -> None:
     dev, fake, _ = make("loss=30%,seed=5")
     ref, rfake, _ = make("loss=30%,seed=5")
