@@ -1,5 +1,5 @@
-"""A labgrid coordinator through labgrid's own client session -- the one module that
-imports labgrid (the ``[lab]`` extra).
+"""A labgrid coordinator through labgrid's own client session, and a place's power through
+labgrid's own power driver -- the one module that imports labgrid (the ``[lab]`` extra).
 
 It uses what ``labgrid-client`` and labgrid's ``RemotePlace`` resource use:
 ``labgrid.remote.client.ClientSession`` (started as ``start_session`` does, with a
@@ -133,7 +133,8 @@ class LabgridCoordinator:
                         path = (exporter, group_name, r.cls, res_name)
                         if p.hasmatch(path):
                             resources.append(Resource(path=path, params=dict(r.args),
-                                                      avail=bool(r.avail)))
+                                                      avail=bool(r.avail),
+                                                      extra=dict(r.extra or {})))
             out[name] = PlaceInfo(name=name, tags=dict(p.tags), acquired=p.acquired or None,
                                   reservation=p.reservation or None,
                                   changed=float(p.changed or 0.0), resources=tuple(resources))
@@ -197,3 +198,43 @@ def _info(res: Any) -> ReservationInfo:
 def _why(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     return (text[0] if text else type(e).__name__).removeprefix("Error: ")
+
+
+class LabgridPower:
+    """A place's ``NetworkPowerPort`` switched by labgrid's ``NetworkPowerDriver``: the
+    resource as the coordinator described it (its ``model``, ``host``, ``index`` and the
+    exporter's proxy settings, so ``LG_PROXY`` and exporters behind a proxy work as for
+    ``labgrid-client power``), on a labgrid ``Target`` of the place's name."""
+
+    def __init__(self, place: str, resource: Resource) -> None:
+        why = labgrid_missing()
+        if why:
+            raise LabError(why)
+        from labgrid import Target
+        from labgrid.driver import NetworkPowerDriver
+        from labgrid.resource import NetworkPowerPort
+
+        p = resource.params
+        try:
+            self._target = Target(place)
+            port = NetworkPowerPort(self._target, name=None, model=str(p.get("model")),
+                                    host=str(p.get("host")), index=str(p.get("index")))
+            port.extra = dict(resource.extra)
+            self._driver = NetworkPowerDriver(self._target, name=None)
+            self._target.activate(self._driver)
+        except Exception as e:  # an unknown model, a bad index: labgrid says which
+            raise LabError(f"place {place}: labgrid cannot drive {resource} "
+                           f"({_why(e)})") from None
+
+    def on(self) -> None:
+        self._driver.on()
+
+    def off(self) -> None:
+        self._driver.off()
+
+    def get(self) -> bool:
+        return bool(self._driver.get())
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self._target.deactivate_all_drivers()

@@ -42,6 +42,7 @@ class Resource:
     path: tuple[str, str, str, str]  # exporter, group, class, name
     params: Mapping[str, Any]
     avail: bool = True
+    extra: Mapping[str, Any] = field(default_factory=dict)  # the exporter's proxy settings
 
     @property
     def cls(self) -> str:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import secrets
 import shlex
 import subprocess
 import tarfile
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import IO
 
 from hilkit.lab.place import LabError, SshService
+from hilkit.lab.power import POWER_ENV
 
 SSH_CONFIG_ENV = "HILKIT_SSH_CONFIG"
 DIR_LINE = "hilkit-lab: dir "  # the first line the remote script prints
@@ -54,8 +56,14 @@ class Ssh:
                 "-o", "BatchMode=yes", "-o", f"ConnectTimeout={self.connect_timeout_s}",
                 "-o", "ServerAliveInterval=15", "-o", "ServerAliveCountMax=4"]
 
-    def argv(self, command: str) -> list[str]:
-        return ["ssh", *self.options(), self.service.host, "--", command]
+    def argv(self, command: str, *, forward: tuple[str, str] | None = None) -> list[str]:
+        """``ssh`` running ``command``; ``forward=(REMOTE, LOCAL)`` also forwards unix socket
+        REMOTE on the rig host to LOCAL here (the power channel). A forwarding sshd refuses
+        (``AllowStreamLocalForwarding``) does not stop the run: ssh warns, and the run
+        finds no socket (the power check says so)."""
+        fwd = ["-o", "ExitOnForwardFailure=no", "-R", f"{forward[0]}:{forward[1]}"] \
+            if forward else []
+        return ["ssh", *self.options(), *fwd, self.service.host, "--", command]
 
     def where(self) -> str:
         s = self.service
@@ -83,9 +91,20 @@ def check_script(hilkit: str) -> str:
     return f"command -v {shlex.quote(hilkit)} >/dev/null 2>&1 || exit {EXIT_NO_HILKIT}"
 
 
-def run_script(hilkit: str, args: Sequence[str]) -> str:
-    """The remote ``sh`` script; it prints ``DIR_LINE + dir`` first, exits as the run does."""
+def power_socket() -> str:
+    """A fresh path for the power channel's socket on the rig host: sshd makes it when the
+    session starts, before the script runs (so not in the script's ``mktemp -d``)."""
+    return f"/tmp/hilkit-power.{secrets.token_hex(8)}.sock"
+
+
+def run_script(hilkit: str, args: Sequence[str], *, power: str | None = None) -> str:
+    """The remote ``sh`` script; it prints ``DIR_LINE + dir`` first, exits as the run does.
+    ``power``: the power channel's socket there, given to the run in ``$HILKIT_POWER_CHANNEL`` and
+    removed at the end."""
     cmd = " ".join(shlex.quote(a) for a in [hilkit, "hil", *args])
+    if power is not None:
+        cmd = f"{POWER_ENV}={shlex.quote(power)} {cmd}"
+    end = [f"rm -f {shlex.quote(power)}"] if power is not None else []
     return "\n".join([
         f"command -v {shlex.quote(hilkit)} >/dev/null 2>&1 || exit {EXIT_NO_HILKIT}",
         f'd=$(mktemp -d "${{TMPDIR:-/tmp}}/hilkit-lab.XXXXXXXX") || exit {EXIT_NO_DIR}',
@@ -98,6 +117,7 @@ def run_script(hilkit: str, args: Sequence[str]) -> str:
         "exec 3<&-",
         "wait $pid; rc=$?",
         "kill $w 2>/dev/null",
+        *end,
         "exit $rc",
     ])
 

@@ -4,6 +4,8 @@
 2. read the place: its ``rig`` tag, its ``NetworkService`` (the rig host), its
    ``hilkit`` tag (the command there);
 3. run ``hilkit hil --rig RIG`` on the rig host over SSH, its output streamed here;
+   when the place has a ``NetworkPowerPort``, with a power channel (``hilkit.lab.power``)
+   forwarded into the session, served here with labgrid's power driver;
 4. bring ``junit.xml``, ``results.json`` (with a ``lab`` entry added: place,
    coordinator, host), the pcapng files and ``hil.log`` into ``--out``
    (default ``reports/<place>-<UTC time>/``);
@@ -36,6 +38,8 @@ from hilkit.lab import remote
 from hilkit.lab.place import (
     Claim,
     LabError,
+    PlaceInfo,
+    Resource,
     claim,
     coordinator_address,
     hilkit_of,
@@ -43,6 +47,9 @@ from hilkit.lab.place import (
     rig_of,
     ssh_service,
 )
+from hilkit.lab.power import PowerServer, Switch, describe, power_resource, unsupported_power
+
+PowerFactory = Callable[[str, Resource], Switch]
 
 EXIT_NOT_RUN = 2
 PROG = "hilkit hil"
@@ -64,8 +71,11 @@ def run_place(place: str, *, coordinator: str | None = None,
               keyword: str | None = None, out: str | os.PathLike[str] | None = None,
               repeat: int = 1, stream: TextIO | None = None, err: TextIO | None = None,
               env: Mapping[str, str] | None = None,
-              connect: Callable[[str], Any] | None = None) -> int:
-    """Run a lab place's rig; the exit status (0 passed, 1 failed, 2 not run)."""
+              connect: Callable[[str], Any] | None = None,
+              power: PowerFactory | None = None) -> int:
+    """Run a lab place's rig; the exit status (0 passed, 1 failed, 2 not run).
+    ``connect`` and ``power`` make the coordinator session and the power switch (labgrid's
+    by default; tests give fakes)."""
     stream = stream or sys.stdout
     err = err or sys.stderr
     env = os.environ if env is None else env
@@ -104,7 +114,8 @@ def run_place(place: str, *, coordinator: str | None = None,
     name = got.place.name
     code = EXIT_NOT_RUN
     try:
-        code = _run_locked(got, address, me, suites, keyword, out, repeat, stream, err, env)
+        code = _run_locked(got, address, me, suites, keyword, out, repeat, stream, err, env,
+                           power)
     except LabError as e:
         _say(err, f"{PROG}: place {name}: {e}")
     except KeyboardInterrupt:
@@ -152,9 +163,49 @@ def _signals_held() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_UNBLOCK, sigs)
 
 
+def _open_power(place: PlaceInfo, factory: PowerFactory | None, stream: TextIO,
+                err: TextIO) -> PowerServer | None:
+    """The power channel's server when the place has a power resource hilkit can drive;
+    otherwise None, and a line saying why when the place has one it cannot."""
+    skip = "; the recovery suite's power check will skip"
+    try:
+        r = power_resource(place)
+    except LabError as e:
+        _say(err, f"{PROG}: {e}{skip}")
+        return None
+    if r is None:
+        for other in unsupported_power(place):
+            _say(err, f"{PROG}: place {place.name}: {other} is a power resource hilkit does "
+                      f"not drive (it drives NetworkPowerPort){skip}")
+        return None
+    if factory is None:
+        from hilkit.lab.coordinator import LabgridPower
+
+        factory = LabgridPower
+    try:
+        switch = factory(place.name, r)
+    except LabError as e:
+        _say(err, f"{PROG}: {e}{skip}")
+        return None
+    server = PowerServer(switch, describe(place.name, r),
+                         say=lambda s: _say(stream, f"{PROG}: place {place.name}: {s}"))
+    _say(stream, f"{PROG}: place {place.name}: power channel open ({r}): the recovery suite "
+                 "may cut the power where the rig file allows it (suites.recovery.power_off_s)")
+    return server
+
+
+def _close_power(server: PowerServer) -> None:
+    try:
+        server.close()
+    finally:
+        close = getattr(server.switch, "close", None)
+        if callable(close):
+            close()
+
+
 def _run_locked(got: Claim, address: str, me: str, suites: str | None, keyword: str | None,
                 out: str | os.PathLike[str] | None, repeat: int, stream: TextIO, err: TextIO,
-                env: Mapping[str, str]) -> int:
+                env: Mapping[str, str], power: PowerFactory | None = None) -> int:
     place = got.place
     rig = rig_of(place)
     hilkit = hilkit_of(place)
@@ -168,9 +219,18 @@ def _run_locked(got: Claim, address: str, me: str, suites: str | None, keyword: 
     _say(stream, f"{PROG}: place {place.name} locked as {me} (coordinator {address}): rig "
                  f"{rig} on {ssh.where()}; report {out_dir}")
     remote.check(ssh, hilkit)
-    script = remote.run_script(hilkit, remote.hil_args(rig, suites, keyword, repeat))
+    server = _open_power(place, power, stream, err)
+    remote_sock = remote.power_socket() if server is not None else None
+    script = remote.run_script(hilkit, remote.hil_args(rig, suites, keyword, repeat),
+                               power=remote_sock)
+    forward = (remote_sock, server.path) if server is not None and remote_sock else None
     t0 = time.monotonic()
-    rc, rdir, stopped = _stream_run(ssh.argv(script), stream, err)
+    try:
+        rc, rdir, stopped = _stream_run(ssh.argv(script, forward=forward), stream, err)
+    finally:
+        if server is not None:
+            with _signals_held():
+                _close_power(server)
     code = rc if rc in (0, 1, 2) else EXIT_NOT_RUN
     if stopped:
         code = EXIT_NOT_RUN
@@ -188,7 +248,8 @@ def _run_locked(got: Claim, address: str, me: str, suites: str | None, keyword: 
             _say(err, f"{PROG}: place {place.name}: {e}")
             code = EXIT_NOT_RUN
         else:
-            _add_lab(out_dir / "results.json", place.name, address, ssh.where(), me)
+            _add_lab(out_dir / "results.json", place.name, address, ssh.where(), me,
+                     server.summary() if server is not None else None)
             _say(stream, f"{PROG}: {len(names)} report files from {ssh.where()} in {out_dir}")
         finally:
             remote.remove(ssh, rdir)
@@ -252,14 +313,18 @@ def _pump(src: IO[bytes], err: TextIO) -> None:
             err.flush()
 
 
-def _add_lab(path: Path, place: str, address: str, host: str, me: str) -> None:
-    """``results.json`` says which place and host the run was on."""
+def _add_lab(path: Path, place: str, address: str, host: str, me: str,
+             power: dict[str, Any] | None = None) -> None:
+    """``results.json`` says which place and host the run was on, and what the power
+    channel was asked."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return
     if isinstance(data, dict):
         data["lab"] = {"place": place, "coordinator": address, "host": host, "locked_as": me}
+        if power is not None:
+            data["lab"]["power"] = power
         from hilkit.hil.report import write_json
 
         write_json(path, data)

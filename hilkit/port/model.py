@@ -19,6 +19,9 @@ member                              what needs it
                                     chip's /RESET and /INT are active low
 ``soft_reset()``, ``hard_reset()``  the recovery suite's ``soft`` / ``hard``
                                     checks: reset the chip from outside, now
+``set_power(on: bool)``              the recovery suite's ``power`` check on a
+                                    simulated rig: the board's supply, driven by
+                                    a power switch (docs/lab.md, "Power")
 ``stats: Mapping[str, int]``        results.json ``counters.model``; with
                                     ``soft_resets`` / ``hard_resets`` the recovery
                                     suite checks the model counted its reset
@@ -44,6 +47,7 @@ __all__ = [
     "is_chip_model",
     "missing_reset_hint",
     "model_pin",
+    "model_power",
     "model_reset",
     "model_stats",
     "pin_attrs",
@@ -63,8 +67,8 @@ class ChipModel(SpiBus, Protocol):
     """A register-level chip model: an ``SpiBus`` (``counters``, ``transfer``,
     ``transfer_batch``, ``close``) plus any of the optional members the module docstring
     lists (``reset_pin``, ``int_pin``/``irq_pin``, ``pins_active_low``, ``soft_reset()``,
-    ``hard_reset()``, ``stats``, ``call_overhead_us``), read through the helpers below so
-    a model without them still is one."""
+    ``hard_reset()``, ``set_power()``, ``stats``, ``call_overhead_us``), read through the
+    helpers below so a model without them still is one."""
 
 
 def pin_attrs(name: str) -> tuple[str, ...]:
@@ -96,6 +100,12 @@ def model_pin(model: object, name: str) -> Pin | None:
 def model_reset(model: object, how: ResetKind) -> Callable[[], None] | None:
     """The model's ``soft_reset`` / ``hard_reset``, or None if it has none."""
     fn = getattr(model, f"{how}_reset", None)
+    return fn if callable(fn) else None
+
+
+def model_power(model: object) -> Callable[[bool], None] | None:
+    """The model's ``set_power`` (the board's supply on or off), or None if it has none."""
+    fn = getattr(model, "set_power", None)
     return fn if callable(fn) else None
 
 

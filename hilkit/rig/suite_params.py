@@ -107,6 +107,10 @@ SUITE_PARAMS: Final[Mapping[str, tuple[Param, ...]]] = {
               unit="B"),
         Param("at", "float", 0.0, 0.9, 0.3,
               "fraction of the transfer received when the chip is reset"),
+        Param("power_off_s", "float", 0.0, 600.0, 0.0,
+              "whether the `power` check may cut the board's power, and for how long: "
+              "seconds off (through the lab place's power resource, docs/lab.md); 0: "
+              "never cut", unit="s"),
         _timeout(600.0, 300.0, "how long one transfer may take; unset: 4 x the time the rate "
                  "the tcp or throughput suite measured in this run predicts (a real rig "
                  "without one: the NIC's wire rate), at least 60 s, at most this default"),

@@ -159,7 +159,10 @@ class ChipModel:
         self._wire_dead = False
         self._reset_in: int | None = None  # transactions until a scheduled reset
         self._reset_hard = False
-        self._in_reset = False  # /RESET held low
+        self._in_reset = False  # /RESET held low, or no power
+        self.powered = True  # the board's supply (``set_power``)
+        self.power_offs = 0  # kept apart from ``stats``: those are the chip's own keys
+        self.power_ons = 0
         self._int_level = True
         self._stream_open = False  # between stream_begin and stream_end
         self._stream_started = False  # ... and the transaction's first byte has passed
@@ -373,6 +376,27 @@ class ChipModel:
             if self.reset_pin.level:  # not while the host itself holds /RESET low
                 self._reset_line(True)
 
+    def set_power(self, on: bool) -> None:
+        """The board's supply goes off or on (a power switch). Off: the chip is held
+        as in reset -- it stops answering and forgets its registers -- and /RESET from
+        the host cannot wake it. On: a power-on reset; the chip comes up at its reset
+        values (counted in ``stats["resets"]``) once /RESET is released."""
+        with self._lock:
+            if on == self.powered:
+                return
+            self.powered = on
+            if not on:
+                self.power_offs += 1
+                self._in_reset = True
+                self._hold_reset()
+            else:
+                self.power_ons += 1
+                if self.reset_pin.level:  # the host does not hold /RESET low
+                    self._in_reset = False
+                    self.stats["resets"] += 1
+                    self._release_reset(self.clock.now_ms())
+            self._after_call()
+
     def schedule_reset(self, after_frames: int, hard: bool = False) -> None:
         """Reset the chip before the transaction ``after_frames`` from now, even in a batch."""
         with self._lock:
@@ -487,7 +511,7 @@ class ChipModel:
             if not high:
                 self._in_reset = True
                 self._hold_reset()
-            elif self._in_reset:
+            elif self._in_reset and self.powered:  # no supply: nothing to release
                 self._in_reset = False
                 self.stats["resets"] += 1
                 self.stats["hard_resets"] += 1

@@ -2,7 +2,9 @@
 
 The module builds it once: a ``labgrid-coordinator`` on 127.0.0.1 (a free port), a
 ``labgrid-exporter`` with the shipped ``lab/sim.yaml`` (sim-w5100 and sim-enc28j60,
-each with a NetworkService that is this machine), and Debian's OpenSSH ``sshd``
+each with a NetworkService that is this machine and a NetworkPowerPort on outlets 1
+and 2 of a simulated power switch, ``hilkit.lab.simswitch``, on loopback), and Debian's
+OpenSSH ``sshd``
 standing in for the rig host: a throwaway config, host key and client key pair in
 a temporary directory, listening on 127.0.0.1 only, key authentication only (root
 allowed for this sshd alone, its authorized keys in the temporary directory). The
@@ -29,6 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from hilkit.lab.simswitch import SimSwitch
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -68,6 +72,7 @@ class Lab:
     ssh_port: int
     env: dict[str, str]
     me: str
+    switch: SimSwitch
 
     def client(self, *args: str, user: str | None = None, check: bool = True
                ) -> subprocess.CompletedProcess[str]:
@@ -109,6 +114,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     procs: list[subprocess.Popen[bytes]] = []
     env = {k: v for k, v in os.environ.items() if not k.startswith("LG_")}
     env["PYTHONPATH"] = str(REPO)
+    switch = SimSwitch()  # the lab's power switch, on loopback
     try:
         # the rig host: a throwaway sshd on loopback
         for name in ("host_key", "id_key"):
@@ -121,7 +127,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
             f"PidFile {tmp}/sshd.pid\nAuthorizedKeysFile {tmp}/authorized_keys\n"
             "PubkeyAuthentication yes\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nPermitRootLogin prohibit-password\n"
-            "UsePAM no\nStrictModes no\nX11Forwarding no\nAllowTcpForwarding no\n"
+            "UsePAM no\nStrictModes no\nX11Forwarding no\n"
+            # remote forwarding only: the power channel (docs/lab.md, "Power")
+            "AllowTcpForwarding remote\nAllowStreamLocalForwarding remote\n"
             "PermitUserEnvironment no\nLogLevel ERROR\n")
         Path("/run/sshd").mkdir(exist_ok=True)  # sshd's privilege separation directory
         host_pub = (tmp / "host_key.pub").read_text().split()
@@ -141,7 +149,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         wait_port(port, procs[-1], "labgrid-coordinator", tmp / "coordinator.log")
         procs.append(_start([str(BIN / "labgrid-exporter"), "-c", coordinator, "-n", "simhost",
                              str(REPO / "lab" / "sim.yaml")], tmp / "exporter.log",
-                            {**env, "HILKIT_LAB_SSH_PORT": str(ssh_port)}))
+                            {**env, "HILKIT_LAB_SSH_PORT": str(ssh_port),
+                             "HILKIT_LAB_POWER": switch.url()}))
         # the rig host runs this checkout's hilkit
         hilkit = tmp / "hilkit"
         hilkit.write_text(f"#!/bin/sh\nPYTHONPATH={REPO} exec {sys.executable} -m hilkit.cli "
@@ -149,7 +158,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
         hilkit.chmod(0o755)
         env.update(LG_COORDINATOR=coordinator, HILKIT_SSH_CONFIG=str(tmp / "ssh_config"))
         me = f"{socket.gethostname()}/{getpass.getuser()}"
-        lab = Lab(tmp=tmp, coordinator=coordinator, ssh_port=ssh_port, env=env, me=me)
+        lab = Lab(tmp=tmp, coordinator=coordinator, ssh_port=ssh_port, env=env, me=me,
+                  switch=switch)
         deadline = time.monotonic() + 30
         while "sim-enc28j60" not in lab.client("resources").stdout:
             assert time.monotonic() < deadline, (tmp / "exporter.log").read_text()
@@ -169,6 +179,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
                 except subprocess.TimeoutExpired:
                     p.kill()
                     p.wait()
+        switch.close()
 
 
 def report(out: Path) -> tuple[set[str], set[str], str, int]:
@@ -367,3 +378,100 @@ def test_lab_errors_are_one_line(lab: Lab, tmp_path: Path) -> None:
         assert lab.holder("lab-broken") is None  # unlocked after the failure
     finally:
         lab.client("-p", "lab-broken", "delete", check=False)
+
+
+# -- power: the recovery suite cuts the board's power through the place -----------------------
+
+POWER_OFF_S = 0.4
+OUTLET = {"w5100": 1, "enc28j60": 2}  # lab/sim.yaml
+
+
+@pytest.fixture(scope="module")
+def power_places(lab: Lab) -> Iterator[dict[str, str]]:
+    """A place per simulated rig that also matches its NetworkPowerPort, running a copy of
+    the shipped rig file that allows the cut (``power_off_s``), found on the rig host
+    through ``$HILKIT_RIGS``."""
+    rigs = lab.tmp / "rigs"
+    rigs.mkdir()
+    for chip in OUTLET:
+        text = (REPO / "rigs" / f"sim-{chip}.toml").read_text()
+        text = text.replace(f'name = "sim-{chip}"', f'name = "sim-{chip}-power"')
+        text = text.replace("[suites.recovery]", "[suites.recovery]\nbytes = 262_144\n"
+                            f"power_off_s = {POWER_OFF_S}")
+        (rigs / f"sim-{chip}-power.toml").write_text(text)
+    hilkit = lab.tmp / "hilkit-power"
+    hilkit.write_text(f"#!/bin/sh\nHILKIT_RIGS={rigs} PYTHONPATH={REPO} exec {sys.executable} "
+                      '-m hilkit.cli "$@"\n')
+    hilkit.chmod(0o755)
+    places = {}
+    for chip in OUTLET:
+        place = f"lab-{chip}-power"
+        lab.client("-p", place, "create")
+        lab.client("-p", place, "set-tags", f"rig=sim-{chip}-power", f"hilkit={hilkit}")
+        lab.client("-p", place, "add-match", f"simhost/sim-{chip}/NetworkService")
+        lab.client("-p", place, "add-match", f"simhost/sim-{chip}/NetworkPowerPort")
+        places[chip] = place
+    try:
+        yield places
+    finally:
+        for place in places.values():
+            lab.client("-p", place, "delete", check=False)
+
+
+def power_sockets_left() -> list[Path]:
+    return sorted(Path("/tmp").glob("hilkit-power.*.sock"))
+
+
+@pytest.mark.parametrize("chip", ["w5100", "enc28j60"])
+def test_power_cut_mid_transfer(lab: Lab, power_places: dict[str, str], tmp_path: Path,
+                                chip: str) -> None:
+    """The recovery suite's power check through a place with a power resource: the rig
+    host asks the channel, the CI side switches the outlet with labgrid's power driver,
+    the simulated chip follows the outlet (off: it stops answering and forgets; on: it
+    comes up at its reset values), the driver re-initialises it and the TCP transfer
+    completes intact."""
+    outlet = OUTLET[chip]
+    switched0 = len(lab.switch.switched(outlet))
+    t0 = time.monotonic()
+    res = lab.hil("--place", power_places[chip], "--suite", "recovery", "-k", "power",
+                  "--out", str(tmp_path / "r"), timeout=300)
+    took = time.monotonic() - t0
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert "PASS  recovery::test_reset_mid_transfer[power]" in res.stdout
+    assert f"power channel open (simhost/sim-{chip}/NetworkPowerPort" in res.stdout
+    assert "power off (" in res.stdout and "asked by the rig host" in res.stdout
+    assert f"place {power_places[chip]} unlocked" in res.stdout
+    # the switch saw the outlet go off, then on: labgrid's driver, asked by the rig host
+    assert lab.switch.switched(outlet)[switched0:] == [False, True]
+    assert lab.switch.state(outlet)[1] is True
+    results = json.loads((tmp_path / "r" / "results.json").read_text())
+    power = results["lab"]["power"]
+    assert power["resource"] == f"simhost/sim-{chip}/NetworkPowerPort/NetworkPowerPort"
+    assert [(r["request"], r["reply"]) for r in power["requests"]] == [
+        ("info", power["requests"][0]["reply"]), ("off", "ok off"), ("on", "ok on")]
+    figures = results["figures"]
+    assert figures["recovery_power_model_offs"] >= 1  # the chip model lost its power
+    assert figures["recovery_power_off_s"] >= POWER_OFF_S
+    # the driver noticed and set the chip up again
+    assert figures.get("recovery_power_resets", 0) + figures.get("recovery_power_reopens", 0) >= 1
+    assert not power_sockets_left()
+    print(f"power cut through the place ({chip}): {took:.1f} s")
+
+
+def test_power_cut_not_allowed_skips(lab: Lab, power_places: dict[str, str],
+                                     tmp_path: Path) -> None:
+    """A place with power, a rig file that does not allow the cut (the shipped sim-w5100):
+    the check skips saying what to add; the switch is left alone."""
+    place = power_places["w5100"]
+    before = len(lab.switch.switched(1))
+    lab.client("-p", place, "set-tags", "rig=sim-w5100")
+    try:
+        res = lab.hil("--place", place, "--suite", "recovery", "-k", "power", "--out",
+                      str(tmp_path / "r"), timeout=300)
+    finally:
+        lab.client("-p", place, "set-tags", "rig=sim-w5100-power")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    assert ("SKIP  recovery::test_reset_mid_transfer[power]" in res.stdout
+            and "add power_off_s = 1.0 (seconds without power) to [suites.recovery] in"
+            in res.stdout), res.stdout
+    assert len(lab.switch.switched(1)) == before

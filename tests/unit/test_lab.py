@@ -8,7 +8,10 @@ import io
 import os
 import subprocess
 import tarfile
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -29,7 +32,17 @@ from hilkit.lab.place import (
     rig_of,
     ssh_service,
 )
+from hilkit.lab.power import (
+    POWER_ENV,
+    ChannelError,
+    PowerChannel,
+    PowerServer,
+    describe,
+    power_resource,
+    unsupported_power,
+)
 from hilkit.lab.run import run_place
+from hilkit.lab.simswitch import OutletFollower, SimSwitch
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -490,3 +503,433 @@ def test_exporter_files_name_labgrid_resources() -> None:
             assert "NetworkService" in resources, (f.name, group)
             for cls in resources:
                 assert cls == "location" or cls in exports, (f.name, group, cls)
+
+
+# -- power: the place's power resource, the channel, the simulated switch and board ------------
+
+def pdu(name: str = "NetworkPowerPort", avail: bool = True, cls: str = "NetworkPowerPort",
+        host: str = "pdu-1.lab", model: str = "gude") -> Resource:
+    return Resource(path=("exp", "rpi", cls, name), avail=avail,
+                    params={"model": model, "host": host, "index": "3"})
+
+
+def test_power_resource_is_the_one_networkpowerport() -> None:
+    assert power_resource(PlaceInfo("p", resources=(ns(),))) is None
+    r = pdu()
+    assert power_resource(PlaceInfo("p", resources=(ns(), r))) is r
+    with pytest.raises(LabError, match=r"matches 2 NetworkPowerPort resources .* needs "
+                                       r"exactly one: narrow the match"):
+        power_resource(PlaceInfo("p", resources=(r, pdu("b"))))
+    with pytest.raises(LabError, match=r"is not available .* exporter exp is offline"):
+        power_resource(PlaceInfo("p", resources=(pdu(avail=False),)))
+    other = pdu(cls="PDUDaemonPort")
+    assert power_resource(PlaceInfo("p", resources=(other,))) is None
+    assert unsupported_power(PlaceInfo("p", resources=(ns(), other))) == [other]
+    assert describe("p", r) == {"place": "p", "resource": "exp/rpi/NetworkPowerPort/"
+                                "NetworkPowerPort", "class": "NetworkPowerPort",
+                                "model": "gude", "host": "pdu-1.lab", "index": "3"}
+
+
+class FakeSwitch:
+    def __init__(self, fail: str | None = None) -> None:
+        self.state = True
+        self.log: list[str] = []
+        self.fail = fail
+
+    def _maybe_fail(self, what: str) -> None:
+        self.log.append(what)
+        if self.fail == what:
+            raise RuntimeError(f"PDU said no to {what}\nsecond line")
+
+    def on(self) -> None:
+        self._maybe_fail("on")
+        self.state = True
+
+    def off(self) -> None:
+        self._maybe_fail("off")
+        self.state = False
+
+    def get(self) -> bool:
+        self._maybe_fail("get")
+        return self.state
+
+
+def test_power_server_answers_and_switches_on_when_left_off() -> None:
+    said: list[str] = []
+    sw = FakeSwitch()
+    server = PowerServer(sw, describe("p", pdu()), say=said.append)
+    try:
+        assert server.handle("info").startswith('ok {"class": "NetworkPowerPort"')
+        assert server.handle("off") == "ok off" and sw.state is False
+        assert server.handle("get") == "ok off"
+        assert said == ["power off (exp/rpi/NetworkPowerPort/NetworkPowerPort), asked by "
+                        "the rig host"]
+        assert server.handle("reboot").startswith("error unknown request 'reboot'")
+    finally:
+        server.close()
+    assert sw.state is True and sw.log[-1] == "on"  # the run left it off: on again
+    assert "the run had left it off" in said[-1]
+    assert [e.request for e in server.events] == ["info", "off", "get", "reboot"]
+    assert server.summary()["resource"] == "exp/rpi/NetworkPowerPort/NetworkPowerPort"
+    assert not os.path.exists(server.path)
+
+
+def test_power_server_says_a_failure_in_one_line() -> None:
+    said: list[str] = []
+    server = PowerServer(FakeSwitch(fail="off"), describe("p", pdu()), say=said.append)
+    try:
+        assert server.handle("off") == ("error power off failed: RuntimeError: PDU said no "
+                                        "to off")
+    finally:
+        server.close()
+    assert not server.left_off and said == []
+    stuck = PowerServer(FakeSwitch(fail="on"), describe("p", pdu()), say=said.append)
+    assert stuck.handle("off") == "ok off"
+    stuck.close()
+    assert said[-1].startswith("the power may stay OFF") and "labgrid-client -p p power on" \
+        in said[-1]
+
+
+def test_power_channel_over_its_socket() -> None:
+    sw = FakeSwitch()
+    server = PowerServer(sw, describe("p", pdu()))
+    try:
+        ch = PowerChannel.from_env({POWER_ENV: server.path})
+        assert ch is not None and ch.exists()
+        assert ch.info()["resource"] == "exp/rpi/NetworkPowerPort/NetworkPowerPort"
+        assert ch.request("off") == "off" and sw.state is False
+        assert ch.request("on") == "on" and sw.state is True
+        with pytest.raises(ChannelError, match="unknown request 'x'"):
+            ch.request("x")
+    finally:
+        server.close()
+    assert PowerChannel.from_env({}) is None
+    gone = PowerChannel(server.path, timeout=2)
+    assert not gone.exists()
+    with pytest.raises(ChannelError, match=f"power channel {server.path}: off: "):
+        gone.request("off")
+
+
+def test_open_power_says_why_there_is_none() -> None:
+    import io as _io
+
+    from hilkit.lab.run import _close_power, _open_power
+
+    out, err = _io.StringIO(), _io.StringIO()
+    assert _open_power(PlaceInfo("p", resources=(ns(),)), None, out, err) is None
+    assert out.getvalue() == err.getvalue() == ""
+    assert _open_power(PlaceInfo("p", resources=(ns(), pdu("pdud", cls="PDUDaemonPort"))),
+                       None, out, err) is None
+    assert "exp/rpi/PDUDaemonPort/pdud is a power resource hilkit does not drive" in \
+        err.getvalue()
+
+    def refuse(place: str, r: Resource) -> FakeSwitch:
+        raise LabError(f"place {place}: labgrid cannot drive {r} (no such model)")
+
+    err = _io.StringIO()
+    assert _open_power(PlaceInfo("p", resources=(ns(), pdu())), refuse, out, err) is None
+    assert err.getvalue().count("\n") == 1
+    assert "labgrid cannot drive" in err.getvalue() and "power check will skip" in \
+        err.getvalue()
+    server = _open_power(PlaceInfo("p", resources=(ns(), pdu())),
+                         lambda place, r: FakeSwitch(), out, err)
+    assert server is not None
+    _close_power(server)
+    assert "place p: power channel open (exp/rpi/NetworkPowerPort/NetworkPowerPort)" in \
+        out.getvalue()
+
+
+def test_ssh_forwards_the_power_channel_and_the_script_passes_it_on(tmp_path: Path) -> None:
+    ssh = remote.Ssh(SshService("pi", "root", 22))
+    sock = remote.power_socket()
+    assert sock.startswith("/tmp/hilkit-power.") and sock.endswith(".sock")
+    assert sock != remote.power_socket()
+    argv = ssh.argv("true", forward=(sock, "/run/x/power.sock"))
+    assert argv[argv.index("-R") + 1] == f"{sock}:/run/x/power.sock"
+    assert "ExitOnForwardFailure=no" in argv and argv[-3:] == ["pi", "--", "true"]
+    fake = tmp_path / "fakehil"
+    fake.write_text(f'#!/bin/sh\necho "channel=${POWER_ENV}"\n')
+    fake.chmod(0o755)
+    there = tmp_path / "power.sock"
+    there.write_text("")  # stands in for the socket sshd makes
+    script = remote.run_script(str(fake), ["--rig", "r"], power=str(there))
+    p = subprocess.Popen(["sh", "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    assert p.stdout is not None and p.stdin is not None
+    out = p.stdout.read()  # the session stays open: the run ends itself
+    assert p.wait(20) == 0 and f"channel={there}" in out
+    p.stdin.close()
+    assert not there.exists()  # removed at the end of the run
+
+
+def test_sim_switch_speaks_labgrids_rest_model() -> None:
+    """labgrid's own NetworkPowerDriver (model rest) switches the simulated switch."""
+    pytest.importorskip("labgrid")
+    from hilkit.lab.coordinator import LabgridPower
+
+    with SimSwitch() as switch:
+        lp = LabgridPower("p", pdu(host=switch.url(), model="rest"))
+        lp.off()
+        assert lp.get() is False and switch.state(3) == (1, False)
+        lp.on()
+        assert lp.get() is True and switch.switched(3) == [False, True]
+        lp.close()
+        with pytest.raises(LabError, match=r"^place p: labgrid cannot drive "
+                                           r"exp/rpi/NetworkPowerPort/NetworkPowerPort \("):
+            LabgridPower("p", pdu(model="nosuchpdu"))
+
+
+def test_sim_switch_refuses_what_it_does_not_know() -> None:
+    import urllib.error
+    import urllib.request
+
+    with SimSwitch() as switch:
+        for url, data, code in ((switch.url(9), None, 404), (switch.url(1), b"x", 400),
+                                (switch.url(1) + "?since=x", None, 400)):
+            req = urllib.request.Request(url, data=data, method="PUT" if data else "GET")
+            with pytest.raises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req, timeout=5)
+            assert e.value.code == code
+        assert switch.switched(1) == []
+
+
+def test_follower_misses_no_switching() -> None:
+    """Off and on again between two looks still reaches the board as off, then on."""
+    with SimSwitch() as switch:
+        seen: list[bool] = []
+        f = OutletFollower(switch.url(2), seen.append)
+        try:
+            switch.set(2, False)
+            _wait(lambda: seen == [False])
+            switch.set(2, True)
+            _wait(lambda: seen == [False, True])
+            with switch._cond:  # a blip faster than any look: both switchings at once
+                switch.set(2, False)
+                switch.set(2, True)
+            _wait(lambda: len(seen) == 4)
+            assert seen == [False, True, False, True] and f.changes == 4 and f.error is None
+        finally:
+            f.close()
+        switch.set(3, False)
+        late: list[bool] = []
+        OutletFollower(switch.url(3), late.append).close()
+        assert late == [False]  # plugged into an outlet that is off
+    with pytest.raises(ValueError, match="is not a simulated switch's outlet"):
+        OutletFollower("http://127.0.0.1:1/relay/1", late.append)
+
+
+def _wait(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline
+        time.sleep(0.005)
+
+
+def test_chip_model_loses_its_power() -> None:
+    """Off: the chip stops answering, forgets its registers and /RESET cannot wake it;
+    on: it comes up at its reset values, counted as a reset and a power-on."""
+    from hilkit.drivers.w5100.model import W5100Model
+    from hilkit.drivers.w5100.regs import SHAR
+    from hilkit.port.model import model_power
+
+    m = W5100Model()
+    assert model_power(m) == m.set_power
+    m.transfer(bytes((0xF0, 0, SHAR, 0x02)))
+    assert m.transfer(bytes((0x0F, 0, SHAR, 0)))[3] == 0x02
+    resets = m.stats["resets"]
+    m.set_power(False)
+    assert not m.powered and m.power_offs == 1
+    assert m.transfer(bytes((0x0F, 0, SHAR, 0))) == b"\x00\x00\x00\x00"  # silent
+    m.reset_pin.set(False)
+    m.reset_pin.set(True)  # a /RESET pulse from the host: still no supply
+    m.hard_reset()
+    assert m.transfer(bytes((0x0F, 0, SHAR, 0))) == b"\x00\x00\x00\x00"
+    assert m.stats["hard_resets"] == 0
+    m.set_power(False)  # no change: not counted
+    m.set_power(True)
+    assert m.powered and m.power_ons == 1 and m.stats["resets"] == resets + 1
+    assert m.transfer(bytes((0x0F, 0, SHAR, 0))) == b"\x00\x01\x02\x00"  # reset value
+
+
+def test_chip_model_powers_up_held_in_reset() -> None:
+    """Power on while the host holds /RESET low: the chip starts when it lets go."""
+    from hilkit.drivers.enc28j60.model import ENC28J60Model
+
+    m = ENC28J60Model()
+    m.set_power(False)
+    m.reset_pin.set(False)
+    m.set_power(True)
+    assert m.stats["resets"] == 0
+    m.reset_pin.set(True)
+    assert m.stats["resets"] == 1 and m.stats["hard_resets"] == 1
+
+
+@pytest.mark.parametrize("value, problem", [
+    ('"yes"', 'suites.recovery.power_off_s: expected a number, got "yes"'),
+    ("true", "suites.recovery.power_off_s: expected a number, got true"),
+    ("-1", "suites.recovery.power_off_s: -1 is out of range 0..600"),
+    ("601", "suites.recovery.power_off_s: 601 is out of range 0..600"),
+])
+def test_rig_file_power_key_is_checked(tmp_path: Path, value: str, problem: str) -> None:
+    from hilkit.rig import RigError, parse_rig
+
+    text = (REPO / "rigs" / "sim-w5100.toml").read_text().replace(
+        "[suites.recovery]", f"[suites.recovery]\npower_off_s = {value}")
+    path = tmp_path / "sim-w5100.toml"
+    path.write_text(text)
+    with pytest.raises(RigError) as e:
+        parse_rig(path, display="rigs/sim-w5100.toml")
+    assert str(e.value) == f"rigs/sim-w5100.toml: {problem}"
+
+
+def test_rig_file_power_key_defaults_to_never() -> None:
+    from hilkit.rig import load_rig
+
+    assert load_rig("sim-w5100").suite_params("recovery").number("power_off_s") == 0.0
+
+
+# -- the recovery suite's power check: when it skips, and what it says --------------------------
+
+
+class _Hil:
+    def __init__(self, off_s: float | None) -> None:
+        from hilkit.rig.suite_params import SuiteParams
+
+        self._p = SuiteParams("recovery", {} if off_s is None else {"power_off_s": off_s})
+
+    def params(self, suite: str) -> Any:
+        return self._p
+
+
+def _rig(model: object = None, simulated: bool = True) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(rig=SimpleNamespace(path=Path("rigs/sim-w5100.toml"),
+                                               simulated=simulated), model=model)
+
+
+def _skip_reason(rig: Any, hil: Any) -> str:
+    from hilkit.hil.suites.test_recovery import _power_cut
+
+    with pytest.raises(pytest.skip.Exception) as e:
+        _power_cut(rig, hil)
+    return str(e.value)
+
+
+def test_power_check_skips_saying_what_to_add(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Path) -> None:
+    monkeypatch.delenv(POWER_ENV, raising=False)
+    add_key = ("add power_off_s = 1.0 (seconds without power) to [suites.recovery] in "
+               "rigs/sim-w5100.toml")
+    both = _skip_reason(_rig(), _Hil(None))
+    assert "does not allow cutting the board's power and the run has no power channel" in \
+        both and add_key in both and "hilkit hil --place PLACE" in both
+    assert "no power channel ($HILKIT_POWER_CHANNEL is not set)" in \
+        _skip_reason(_rig(), _Hil(0.5))
+    monkeypatch.setenv(POWER_ENV, str(tmp_path / "gone.sock"))
+    only_key = _skip_reason(_rig(), _Hil(0.0))
+    assert only_key.startswith("the rig file does not allow") and add_key in only_key
+    assert "sshd refused to forward it" in _skip_reason(_rig(), _Hil(0.5))
+    server = PowerServer(FakeSwitch(), describe("p", pdu()))
+    try:
+        monkeypatch.setenv(POWER_ENV, server.path)
+        assert "its model object has no set_power(on)" in _skip_reason(_rig(object()),
+                                                                      _Hil(0.5))
+        from hilkit.drivers.w5100.model import W5100Model
+
+        gude = _skip_reason(_rig(W5100Model()), _Hil(0.5))
+        assert "a simulated chip follows only a simulated switch" in gude
+        assert "(model gude)" in gude
+    finally:
+        server.close()
+
+
+def test_power_check_cuts_through_the_channel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A rest switch on a simulated rig: the check's cut goes channel -> switch -> model."""
+    from hilkit.drivers.w5100.model import W5100Model
+    from hilkit.hil.suites.test_recovery import _power_cut
+
+    class Rest:  # what labgrid's rest backend does, without labgrid
+        def __init__(self, switch: SimSwitch) -> None:
+            self.switch = switch
+
+        def on(self) -> None:
+            self.switch.set(3, True)
+
+        def off(self) -> None:
+            self.switch.set(3, False)
+
+        def get(self) -> bool:
+            return self.switch.state(3)[1]
+
+    class Timers:
+        def __init__(self) -> None:
+            self.later: list[tuple[float, Callable[[], None]]] = []
+
+        def call_later(self, ms: float, fn: Callable[[], None]) -> None:
+            self.later.append((ms, fn))
+
+    with SimSwitch() as switch:
+        server = PowerServer(Rest(switch), describe("p", pdu(host=switch.url(), model="rest")))
+        try:
+            monkeypatch.setenv(POWER_ENV, server.path)
+            model = W5100Model()
+            cut = _power_cut(_rig(model), _Hil(0.25))
+            cut.start()
+            timers = Timers()
+            cut.cut(timers)  # type: ignore[arg-type]
+            _wait(lambda: not model.powered)
+            assert timers.later[0][0] == 250.0
+            timers.later[0][1]()
+            _wait(lambda: model.powered)
+            cut.close()
+        finally:
+            server.close()
+        assert switch.switched(3) == [False, True]
+        assert cut.replies == ["off", "on"] and cut.error is None
+        assert (model.power_offs, model.power_ons) == (1, 1)
+
+
+def test_exporter_files_export_power() -> None:
+    """lab/sim.yaml exports each board's outlet with $HILKIT_LAB_POWER (rest model, outlets
+    1 and 2); the hardware files' power examples, uncommented, render to a resource of
+    labgrid's (the exporter exports one it has no special class for as it is)."""
+    pytest.importorskip("labgrid")
+    import contextlib
+
+    import labgrid.resource  # noqa: F401  (registers the resource classes)
+    from labgrid.factory import target_factory
+    from labgrid.remote.config import ResourceConfig
+
+    def render(path: Path, env: dict[str, str]) -> dict[str, Any]:
+        with contextlib.redirect_stdout(io.StringIO()):
+            cfg = ResourceConfig(str(path), {"env": env, "isolated": False,
+                                             "hostname": "h", "name": "n"})
+        return dict(cfg.data)
+
+    url = "http://127.0.0.1:8123/outlet/{index}"
+    sim = render(REPO / "lab" / "sim.yaml", {"HILKIT_LAB_POWER": url})
+    assert {g: (r["NetworkPowerPort"]["model"], r["NetworkPowerPort"]["host"],
+                r["NetworkPowerPort"]["index"]) for g, r in sim.items()} == {
+        "sim-w5100": ("rest", url, 1), "sim-enc28j60": ("rest", url, 2)}
+    assert all("NetworkPowerPort" not in r for r in render(REPO / "lab" / "sim.yaml",
+                                                            {}).values())
+    examples = 0
+    for f in sorted((REPO / "lab").glob("*.yaml")):
+        text = f.read_text()
+        if "## NetworkPowerPort:" not in text:
+            continue
+        tmp = REPO / "lab" / f"{f.stem}.uncommented.yaml.tmp"
+        lines = [line.replace("  ## ", "  ", 1) if line.lstrip().startswith(
+            ("## NetworkPowerPort:", "##   model:", "##   host:", "##   index:")) else line
+                 for line in text.splitlines()]
+        tmp.write_text("\n".join(lines) + "\n")
+        try:
+            for group, resources in render(tmp, {}).items():
+                if "NetworkPowerPort" in resources:
+                    examples += 1
+                    assert "NetworkPowerPort" in target_factory.resources, (f.name, group)
+                    assert set(resources["NetworkPowerPort"]) == {"model", "host", "index"}
+        finally:
+            tmp.unlink()
+    assert examples >= 4

@@ -2,6 +2,14 @@
 injection on simulated rigs, the reset pin on real ones -- and the transfer still completes
 intact (the driver notices, resets and reopens; TCP retransmits what was lost).
 
+``power`` cuts the board's power instead, for ``power_off_s`` seconds, where the rig file
+allows it (``[suites.recovery] power_off_s``, 0 by default: never) and the run has a
+power channel: ``hilkit hil --place`` on a place with a ``NetworkPowerPort`` gives it
+one (docs/lab.md, "Power"). The CI side switches the outlet with labgrid's power
+driver; the chip comes back at its reset values and the driver must notice. On a
+simulated rig the chip model follows the switch's outlet itself
+(``hilkit.lab.simswitch``), so the power still goes CI side -> labgrid -> switch -> chip.
+
 A PPP line behind slirp has no chip to reset; its faults are the line's own
 (``test_line_fault_mid_transfer``): ``noise`` (bytes dropped and bits flipped for a while:
 frames fail their FCS, TCP retransmits, the transfer completes byte-identical), ``line``
@@ -13,6 +21,7 @@ the old connection is not expected to survive, a new transfer after must complet
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import time
 from collections.abc import Callable
@@ -31,7 +40,8 @@ from hilkit.hil.plugin import (
     slirp_peer,
 )
 from hilkit.hil.suites._common import Pump, duplex_transfer, sha, size_param
-from hilkit.port.model import ResetKind, missing_reset_hint, model_reset
+from hilkit.lab.power import POWER_ENV, ChannelError, PowerChannel
+from hilkit.port.model import ResetKind, missing_reset_hint, model_power, model_reset
 from hilkit.port.nic import Nic
 from hilkit.stack import Stack
 
@@ -90,6 +100,122 @@ def _usb_reset(usb_bus: Any, model: Any, how: str) -> Callable[[Stack], None]:
     return replug
 
 
+class PowerCut:
+    """The ``power`` check's cut: ``off`` through the power channel, ``on`` again
+    ``off_s`` later on the stack's own timer. On a simulated rig, ``start`` plugs the
+    chip model into the switch's outlet (it follows every switching until ``close``).
+    Requests fail in a stack timer, where nothing may raise: ``error`` keeps why."""
+
+    def __init__(self, channel: PowerChannel, off_s: float, info: dict[str, Any],
+                 follow: tuple[str, Callable[[bool], None]] | None) -> None:
+        self.channel = channel
+        self.off_s = off_s
+        self.info = info
+        self._follow = follow
+        self._follower: Any = None
+        self.replies: list[str] = []  # what the channel answered, in order
+        self.error: str | None = None
+        self.off_at: float | None = None
+        self.on_at: float | None = None
+        self.request_s: list[float] = []
+
+    def start(self) -> None:
+        if self._follow is not None:
+            from hilkit.lab.simswitch import OutletFollower
+
+            url, set_power = self._follow
+            try:
+                self._follower = OutletFollower(url, set_power)
+            except (OSError, ValueError) as e:
+                pytest.fail(f"the simulated chip cannot follow the power switch's outlet "
+                            f"{url}: {e}", pytrace=False)
+
+    def _ask(self, what: str) -> bool:
+        t = time.monotonic()
+        try:
+            self.replies.append(self.channel.request(what))
+        except ChannelError as e:
+            self.error = self.error or f"power {what}: {e}"
+            return False
+        self.request_s.append(time.monotonic() - t)
+        return True
+
+    def cut(self, stack: Stack) -> None:
+        if not self._ask("off"):
+            return
+        self.off_at = time.monotonic()
+
+        def back_on() -> None:
+            if self._ask("on"):
+                self.on_at = time.monotonic()
+
+        stack.call_later(self.off_s * 1000.0, back_on)
+
+    @property
+    def follower_error(self) -> str | None:
+        return getattr(self._follower, "error", None)
+
+    def close(self) -> None:
+        """Power on again if the check left it off, stop following."""
+        if self.off_at is not None and self.on_at is None:
+            with contextlib.suppress(ChannelError):
+                self.channel.request("on")
+        if self._follower is not None:
+            if self.off_at is not None:  # the switching reaches the model: wait for it
+                deadline = time.monotonic() + 2.0
+                while self._follower.on is False and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            self._follower.close()
+
+
+def _power_cut(rig: BuiltRigLike, hil: HilSession) -> PowerCut:
+    """The ``power`` check's cut, or a skip that says what to add: the rig file's
+    permission, the power channel (a lab place with a power resource) and, on a
+    simulated rig, a chip model with ``set_power`` and a switch it can follow."""
+    off_s = hil.params("recovery").number("power_off_s")
+    spec = getattr(rig, "rig", None)
+    path = getattr(spec, "path", None) or "the rig file"
+    channel = PowerChannel.from_env(os.environ)
+    allow = (f"add power_off_s = 1.0 (seconds without power) to [suites.recovery] in "
+             f"{path}")
+    place = ("run it through a lab place that matches a NetworkPowerPort: hilkit hil "
+             "--place PLACE (labgrid-client -p PLACE add-match EXPORTER/GROUP/"
+             "NetworkPowerPort; docs/lab.md, \"Power\")")
+    if off_s <= 0 and channel is None:
+        pytest.skip(f"the rig file does not allow cutting the board's power and the run has "
+                    f"no power channel: {allow} if the board may lose its power, and {place}")
+    if off_s <= 0:
+        pytest.skip(f"the rig file does not allow cutting the board's power: {allow} if the "
+                    "board may lose its power")
+    if channel is None:
+        pytest.skip(f"no power channel (${POWER_ENV} is not set): {place}")
+    if not channel.exists():
+        pytest.skip(f"the power channel {channel.path} is not there: the rig host's sshd "
+                    "refused to forward it; allow remote forwarding in its sshd_config: "
+                    "AllowStreamLocalForwarding remote and AllowTcpForwarding remote (or "
+                    "yes; OpenSSH forwards no socket while TCP forwarding is off; "
+                    "docs/lab.md, \"Power\")")
+    try:
+        info = channel.info()
+    except ChannelError as e:
+        pytest.fail(f"the power channel does not answer: {e}", pytrace=False)
+    follow: tuple[str, Callable[[bool], None]] | None = None
+    if getattr(spec, "simulated", False):
+        model = getattr(rig, "model", None)
+        set_power = model_power(model) if model is not None else None
+        if set_power is None:
+            pytest.skip(f"the simulated chip has no power to cut: its model "
+                        f"{type(model).__name__} has no set_power(on); implement it "
+                        "(hilkit.port.model.ChipModel)")
+        host, index = str(info.get("host") or ""), str(info.get("index") or "")
+        if info.get("model") != "rest" or "{index}" not in host:
+            pytest.skip(f"a simulated chip follows only a simulated switch (a NetworkPowerPort "
+                        f"of model rest, hilkit.lab.simswitch; lab/sim.yaml); the place's is "
+                        f"{info.get('resource')} (model {info.get('model')})")
+        follow = (host.replace("{index}", index), set_power)
+    return PowerCut(channel, off_s, info, follow)
+
+
 def _measured_rate(hil: HilSession) -> tuple[float, str] | None:
     """Bytes per second one way while both ways run, as measured earlier in this run:
     the tcp suite's duplex rate, else the throughput suite's two one-way goodputs."""
@@ -128,13 +254,34 @@ def sized_timeout(hil: HilSession, nic: Nic | None, n: int) -> tuple[float, str]
                f"{TIMEOUT_FLOOR_S:g} s")
 
 
+def _check_power(power: PowerCut, rig: BuiltRigLike, powered0: tuple[int, int] | None,
+                 figure: FigureFn) -> None:
+    """The power went off and on again through the channel (and, simulated, reached the
+    chip: it counted one power loss and one power-on reset)."""
+    assert power.error is None, f"the power channel failed: {power.error}"
+    assert power.replies[:2] == ["off", "on"], f"the channel answered {power.replies}"
+    assert power.off_at is not None and power.on_at is not None
+    figure("recovery_power_off_s", power.on_at - power.off_at, "s")
+    figure("recovery_power_request_ms", 1000 * max(power.request_s), "ms")
+    if powered0 is not None:
+        assert power.follower_error is None, \
+            f"the simulated chip stopped following the switch: {power.follower_error}"
+        offs = rig.model.power_offs - powered0[0]
+        ons = rig.model.power_ons - powered0[1]
+        figure("recovery_power_model_offs", offs, "")
+        assert offs >= 1 and ons >= 1, (
+            f"the switch's outlet went off and on but the chip model saw {offs} power losses "
+            f"and {ons} power-ons")
+        assert rig.model.powered, "the chip model is still without power"
+
+
 def _recovery_counters(rig: BuiltRigLike, stat_names: tuple[str, ...]) -> dict[str, int]:
     d = counters_dict(rig.device.counters) | driver_stats(rig.device, stat_names)
     keep = (*stat_names, *_ERROR_COUNTERS)
     return {k: int(v) for k, v in d.items() if k in keep and isinstance(v, int)}
 
 
-@pytest.mark.parametrize("how", ["soft", "hard", "pin"])
+@pytest.mark.parametrize("how", ["soft", "hard", "pin", "power"])
 def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
                             hil: HilSession, how: str, figure: FigureFn,
                             nic: Nic | None) -> None:
@@ -142,7 +289,8 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
         pytest.skip(f"{nic.title}: no chip to reset {how}; a PPP line's faults (noise, the "
                     "line down, a peer restart) are test_line_fault_mid_transfer's, behind "
                     "slirp")
-    reset = _resetter(rig, how, nic)
+    power = _power_cut(rig, hil) if how == "power" else None
+    reset = power.cut if power is not None else _resetter(rig, how, nic)
     stat_names = hil.stat_names
     n = size_param(hil, "recovery", "bytes")
     at = hil.params("recovery").number("at")
@@ -171,7 +319,11 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
         if not pump_box:
             pump_box.append(p)
 
+    powered0 = (rig.model.power_offs, rig.model.power_ons) if power is not None and \
+        hasattr(rig.model, "power_offs") else None
     try:
+        if power is not None:
+            power.start()
         pump, kend, to_kernel, to_hilkit = duplex_transfer(
             stack, kernel, rig, n, hilkit_is_client=True, port=0, timeout=timeout,
             on_progress=progress, seed=21)
@@ -181,6 +333,8 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
                 f"{time.monotonic() - state['fired_at']:.1f} s after the {how} reset")
         progress_now = ("hilkit had not connected" if p is None else
                         f"hilkit had sent {p.sent} and received {p.received} of {n} bytes")
+        if power is not None and (power.error or power.follower_error):
+            progress_now += f"; {power.error or power.follower_error}"
         raise AssertionError(
             f"the kernel's end of the {n}-byte duplex transfer waited {timeout:.0f} s "
             f"({why}) for hilkit and got nothing ({e}), {when}: {progress_now}; the "
@@ -189,7 +343,11 @@ def test_reset_mid_transfer(rig: BuiltRigLike, stack: Stack, kernel: Kernel,
         if how == "pin":
             with contextlib.suppress(Exception):
                 rig.pins["reset"].set(False)  # released, whatever happened
+        if power is not None:
+            power.close()  # on again, whatever happened
     elapsed = time.monotonic() - t0
+    if power is not None:
+        _check_power(power, rig, powered0, figure)
     assert state["fired_at"] is not None, "the transfer ended before the reset was due"
     figure(f"recovery_{how}_transfer_s", elapsed, "s")
     figure(f"recovery_{how}_reset_at_s", state["fired_at"] - t0, "s")
