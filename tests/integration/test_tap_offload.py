@@ -23,7 +23,7 @@ from hilkit.services import ECHO_PORT, start_tcp_services, start_udp_services
 from hilkit.stack import Stack, eth, ipv4, tcp
 from hilkit.stack.addr import ip_to_int
 from hilkit.stack.sockets import create_connection
-from tests.integration.conftest import HILKIT_IP, KERNEL_IP, TAP, kernel_side
+from tests.integration.conftest import HILKIT_IP, KERNEL_IP, TAP, kernel_side, start_server
 from tests.tshark import assert_capture_clean, requires_tshark, tshark_fields
 
 SINK_PORT = 5001
@@ -166,3 +166,28 @@ def test_a_frame_the_kernel_did_not_check_is_checked_by_the_tap(off: OffLink) ->
         raw.close()
     assert off.tap.counters.rx_errors == errors + 1  # the damaged SYN, dropped by the device
     assert answered == {40002}  # the sound one was answered, with a checksum the kernel made
+
+
+@requires_tshark
+def test_serve_with_offload_echoes_bulk_and_its_capture_is_a_wire(netns: Netns,
+                                                                    tmp_path: Path) -> None:
+    srv = start_server(netns, tmp_path, "--offload")
+    data = os.urandom(2 << 20)
+    got = bytearray()
+    with netns.socket(socket.AF_INET, socket.SOCK_STREAM) as c:
+        c.settimeout(20)
+        c.connect((HILKIT_IP, ECHO_PORT))
+        sent = 0
+        while len(got) < len(data):
+            if sent < len(data):
+                sent += c.send(data[sent:sent + 65536])
+            if select.select([c], [], [], 0 if sent < len(data) else 20)[0]:
+                chunk = c.recv(1 << 20)
+                assert chunk, "hilkit closed the echo early"
+                got += chunk
+    counters = srv.stop()
+    assert bytes(got) == data
+    dev = counters["devices"][TAP]
+    assert dev["tx_bytes"] / dev["tx_frames"] > MTU_FRAME  # long segments went to the kernel
+    assert assert_capture_clean(srv.pcap) > 2 * len(data) // 1448
+    assert max(int(v[0]) for v in tshark_fields(srv.pcap, ["frame.len"])) <= MTU_FRAME
