@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 
 from hilkit.port import DeviceClosed, DeviceCounters, LinkType, ManualClock
-from hilkit.stack import Stack, StackConfig
+from hilkit.stack import Stack, StackConfig, TcpSocket
 
 
 class WireEnd:
@@ -93,3 +94,21 @@ class StackPair:
             self.clock.advance(d)
             left -= d
             self.settle()
+
+
+def tcp_connect(a: Stack, b: Stack, step: Callable[[], None], addr: str = B_IP,
+                port: int = 80, tries: int = 5000) -> tuple[TcpSocket, TcpSocket]:
+    """A TCP connection from ``a`` to a listener made on ``b`` at ``addr:port``, moved on
+    by ``step`` (the test's clock and ticks); (a's socket, the one ``b`` accepted)."""
+    srv = TcpSocket(b)
+    srv.bind((addr, port))
+    srv.listen(1)
+    c = TcpSocket(a)
+    c.connect((addr, port))
+    child = None
+    for _ in range(tries):
+        step()
+        child = child or srv.accept()
+        if child is not None and c.connected:
+            return c, child
+    raise AssertionError(f"no connection to {addr}:{port} after {tries} steps")

@@ -62,16 +62,21 @@ def coalesce(frames: list[bytes], l3: int, checked: bool) -> Iterator[tuple[byte
     run: _Run | None = None
     # the newest pure ACK of a run: (frame, key, ack, whether it duplicates the one before)
     acked: tuple[bytes, tuple[object, ...], int, bool] | None = None
+
+    def pending() -> list[tuple[bytes, bool]]:
+        """What is held (a run of data or of ACKs: never both), handed on now."""
+        nonlocal run, acked
+        out = [] if run is None else [_flush(run, l3)]
+        if acked is not None:
+            out.append((acked[0], True))
+        run = acked = None
+        return out
+
     unpack = _IP_TCP.unpack_from
     for frame in frames:
         n = len(frame)
         if n < l3 + _IP_TCP_LEN or frame[l3] != 0x45 or (l3 and frame[12:14] != b"\x08\x00"):
-            if run is not None:
-                yield _flush(run, l3)
-                run = None
-            if acked is not None:
-                yield acked[0], True
-                acked = None
+            yield from pending()
             yield frame, False
             continue
         (_vihl, tos, total, _ident, ff, ttl, proto, _csum, src, dst, sport, dport, seq, ack,
@@ -82,12 +87,7 @@ def coalesce(frames: list[bytes], l3: int, checked: bool) -> Iterator[tuple[byte
         pure_ack = flags == _ACK and l4 == end
         if proto != _PROTO_TCP or ff & 0x3FFF or flags & _OTHER_FLAGS or not flags & _ACK \
                 or thl < 20 or end > n or (l4 >= end and not pure_ack):
-            if run is not None:
-                yield _flush(run, l3)
-                run = None
-            if acked is not None:
-                yield acked[0], True
-                acked = None
+            yield from pending()
             yield frame, False
             continue
         mv = memoryview(frame)
@@ -95,12 +95,7 @@ def coalesce(frames: list[bytes], l3: int, checked: bool) -> Iterator[tuple[byte
             pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + \
                 _PROTO_TCP + total - 20
             if ones_sum(mv[l3 + 20:end], pseudo) != 0xFFFF:
-                if run is not None:
-                    yield _flush(run, l3)
-                    run = None
-                if acked is not None:
-                    yield acked[0], True
-                    acked = None
+                yield from pending()
                 yield frame, False  # the stack counts it
                 continue
         if pure_ack:
@@ -135,10 +130,7 @@ def coalesce(frames: list[bytes], l3: int, checked: bool) -> Iterator[tuple[byte
         if psh:  # the sender's end of a message: hand it on now
             yield _flush(run, l3)
             run = None
-    if run is not None:
-        yield _flush(run, l3)
-    if acked is not None:
-        yield acked[0], True
+    yield from pending()
 
 
 def _flush(run: _Run, l3: int) -> tuple[bytes, bool]:

@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hilkit.port.checksum import checksum, verify
-from hilkit.stack import StackConfig, TcpSocket, eth, ipv4, tcp
+from hilkit.stack import StackConfig, eth, ipv4, tcp
 from hilkit.stack.addr import ip_to_int
 from hilkit.stack.gro import MAX_DATAGRAM, coalesce
-from tests.memwire import StackPair
+from tests.memwire import StackPair, tcp_connect
 
 SRC, DST = ip_to_int("10.0.0.2"), ip_to_int("10.0.0.1")
 MAC_A, MAC_B = bytes.fromhex("02000000000a"), bytes.fromhex("02000000000b")
@@ -204,14 +204,7 @@ def test_the_stack_takes_joined_segments_intact_with_fewer_tcp_calls() -> None:
     segs_in = {}
     for on in (False, True):
         p = StackPair(config=StackConfig(gro=on))
-        srv = TcpSocket(p.b)
-        srv.bind(("10.0.0.2", 80))
-        srv.listen(1)
-        c = TcpSocket(p.a)
-        c.connect(("10.0.0.2", 80))
-        p.settle()
-        child = srv.accept()
-        assert child is not None
+        c, child = tcp_connect(p.a, p.b, p.settle)
         data = bytes(i * 7 & 0xFF for i in range(2 << 20))
         sent, got = 0, bytearray()
         for _ in range(100_000):

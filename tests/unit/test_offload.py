@@ -15,9 +15,9 @@ from hilkit.port.capture import CaptureDevice, PcapngWriter
 from hilkit.port.checksum import checksum, ones_sum, pseudo_header_sum
 from hilkit.port.impair import ImpairedDevice, Impairment
 from hilkit.port.offload import l4_checksum_ok, partial_checksum_at, wire_frames
-from hilkit.stack import Stack, TcpSocket, eth, ipv4, tcp, udp
+from hilkit.stack import Stack, eth, ipv4, tcp, udp
 from hilkit.stack.addr import ip_to_int
-from tests.memwire import WireEnd
+from tests.memwire import WireEnd, tcp_connect
 
 SRC, DST = ip_to_int("10.0.0.1"), ip_to_int("10.0.0.2")
 MAC_A, MAC_B = bytes.fromhex("02000000000a"), bytes.fromhex("02000000000b")
@@ -177,23 +177,19 @@ def exchange(a: Stack, b: Stack, size: int) -> tuple[bytes, bytes]:
     """``size`` bytes each way at once over a connection from a to b; what each got."""
     clock = a.clock
     assert isinstance(clock, ManualClock)
-    srv = TcpSocket(b)
-    srv.bind(("10.0.0.2", 80))
-    srv.listen(1)
-    c = TcpSocket(a)
-    c.connect(("10.0.0.2", 80))
-    child = None
-    data = bytes(i * 13 & 0xFF for i in range(size))
-    sent_a = sent_b = 0
-    got_a, got_b = bytearray(), bytearray()
-    for _ in range(20_000):
+
+    def step() -> None:
         clock.advance(1.0)
         for _ in range(4):
             a.tick()
             b.tick()
-        child = child or srv.accept()
-        if child is None or not c.connected:
-            continue
+
+    c, child = tcp_connect(a, b, step)
+    data = bytes(i * 13 & 0xFF for i in range(size))
+    sent_a = sent_b = 0
+    got_a, got_b = bytearray(), bytearray()
+    for _ in range(20_000):
+        step()
         if sent_a < size:
             sent_a += c.send(data[sent_a:sent_a + 262144])
         if sent_b < size:

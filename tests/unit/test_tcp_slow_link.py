@@ -16,7 +16,8 @@ import pytest
 
 from hilkit.port import Device, DeviceCounters, LinkType, ManualClock
 from hilkit.port.middleware import DeviceMiddleware
-from hilkit.stack import Stack, StackConfig, TcpConfig, TcpSocket
+from hilkit.stack import Stack, StackConfig, TcpConfig
+from tests.memwire import tcp_connect
 
 RATE = 11.52  # bytes per ms: 115200 baud, 8N1
 PROP_MS = 5.0
@@ -102,18 +103,7 @@ def transfer(size: int, report_queue: bool, queue_bytes: int = 16 * 1024,
             a.tick()
             b.tick()
 
-    srv = TcpSocket(b)
-    srv.bind(("10.0.0.2", 80))
-    srv.listen(1)
-    c = TcpSocket(a)
-    c.connect(("10.0.0.2", 80))
-    child = None
-    for _ in range(5000):
-        step()
-        child = child or srv.accept()
-        if child is not None and c.connected:
-            break
-    assert child is not None and c.connected
+    c, child = tcp_connect(a, b, step)
     data = bytes(range(256)) * (size // 256)
     t0 = clock.now_ms()
     sent = got = 0

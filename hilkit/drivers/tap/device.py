@@ -111,15 +111,21 @@ class _TunTap:
         if n < max(self._HEADER_LEN, 1) or n > self.mtu + self._HEADER_LEN:
             c.tx_errors += 1
             return False
+        return self._write(fd, (frame,), n, n)
+
+    def _write(self, fd: int, parts: tuple[bytes | bytearray | memoryview, ...], n: int,
+               total: int) -> bool:
+        """Write one frame of ``n`` bytes as ``parts`` (``total`` bytes with any header)."""
+        c = self.counters
         try:
-            written = os.write(fd, frame)
+            written = os.writev(fd, parts)
         except OSError as e:
             if e.errno in _DROP_ERRNOS:
                 c.tx_dropped += 1
             else:
                 c.tx_errors += 1
             return False
-        if written != n:
+        if written != total:
             c.tx_errors += 1
             return False
         c.tx_frames += 1
@@ -176,20 +182,7 @@ class _TunTap:
         if hdr is None or n < max(l3, 1):
             c.tx_errors += 1
             return False
-        try:
-            written = os.writev(fd, (hdr, frame))
-        except OSError as e:
-            if e.errno in _DROP_ERRNOS:
-                c.tx_dropped += 1
-            else:
-                c.tx_errors += 1
-            return False
-        if written != n + _VNET_LEN:
-            c.tx_errors += 1
-            return False
-        c.tx_frames += 1
-        c.tx_bytes += n
-        return True
+        return self._write(fd, (hdr, frame), n, n + _VNET_LEN)
 
     def _vnet_header(self, frame: bytes | bytearray | memoryview, n: int, l3: int
                      ) -> bytes | None:
