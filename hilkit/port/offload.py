@@ -29,11 +29,10 @@ __all__ = [
     "wire_frames",
 ]
 
-ETHERTYPE_IPV4 = 0x0800
 PROTO_TCP, PROTO_UDP = 6, 17
 TCP_CSUM_OFFSET, UDP_CSUM_OFFSET = 16, 6  # RFC 9293 §3.1, RFC 768
 _TCP_FIN, _TCP_PSH, _TCP_CWR = 0x01, 0x08, 0x80
-_MIN_IP, _MIN_TCP, _UDP_LEN = 20, 20, 8
+_MIN_IP, _MIN_TCP = 20, 20
 
 
 def pseudo_fold(src: int, dst: int, proto: int, length: int) -> int:
