@@ -24,14 +24,13 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 
-from hilkit.port.checksum import checksum, ones_sum
+from hilkit.port.checksum import checksum, ones_sum, pseudo_header_sum
+from hilkit.stack.ipv4 import MAX_DATAGRAM, PROTO_TCP
 
-__all__ = ["MAX_DATAGRAM", "coalesce"]
+__all__ = ["coalesce"]
 
-MAX_DATAGRAM = 65535  # RFC 791: the total length field's limit
 _IP_TCP = struct.Struct("!BBHHHBBHIIHHIIBBHHH")  # a 20-byte IPv4 and a TCP header
 _IP_TCP_LEN = 40
-_PROTO_TCP = 6
 _ACK, _PSH = 0x10, 0x08
 _OTHER_FLAGS = 0xFF & ~(_ACK | _PSH)  # FIN SYN RST URG ECE CWR: never joined
 
@@ -85,15 +84,14 @@ def coalesce(frames: list[bytes], l3: int, checked: bool) -> Iterator[tuple[byte
         l4 = l3 + 20 + thl
         end = l3 + total
         pure_ack = flags == _ACK and l4 == end
-        if proto != _PROTO_TCP or ff & 0x3FFF or flags & _OTHER_FLAGS or not flags & _ACK \
+        if proto != PROTO_TCP or ff & 0x3FFF or flags & _OTHER_FLAGS or not flags & _ACK \
                 or thl < 20 or end > n or (l4 >= end and not pure_ack):
             yield from pending()
             yield frame, False
             continue
         mv = memoryview(frame)
         if not checked:
-            pseudo = (src >> 16) + (src & 0xFFFF) + (dst >> 16) + (dst & 0xFFFF) + \
-                _PROTO_TCP + total - 20
+            pseudo = pseudo_header_sum(src, dst, PROTO_TCP, total - 20)
             if ones_sum(mv[l3 + 20:end], pseudo) != 0xFFFF:
                 yield from pending()
                 yield frame, False  # the stack counts it

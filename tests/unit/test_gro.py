@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from hilkit.port.checksum import checksum, verify
 from hilkit.stack import StackConfig, eth, ipv4, tcp
 from hilkit.stack.addr import ip_to_int
-from hilkit.stack.gro import MAX_DATAGRAM, coalesce
+from hilkit.stack.gro import coalesce
+from hilkit.stack.ipv4 import MAX_DATAGRAM
 from tests.memwire import StackPair, tcp_connect
 
 SRC, DST = ip_to_int("10.0.0.2"), ip_to_int("10.0.0.1")
@@ -191,12 +192,16 @@ frame_lists = st.lists(st.one_of(
 
 @settings(max_examples=500, deadline=None)
 @given(frames=frame_lists, l3=st.sampled_from([0, L3]), checked=st.booleans())
-def test_any_batch_is_answered_never_raised_and_nothing_is_lost(
+def test_any_batch_is_answered_never_raised_and_what_is_not_joined_passes_as_it_came(
         frames: list[bytes], l3: int, checked: bool) -> None:
     out = list(coalesce(frames, l3, checked))
     assert len(out) <= len(frames)
     assert sum(len(f) for f, _ in out) <= sum(len(f) for f in frames)
     assert all(isinstance(f, bytes) for f, _ in out)
+    # frames handed on unchecked are inputs, untouched and in their order
+    unchecked = [f for f, ok in out if not ok]
+    it = iter(frames)
+    assert all(any(f is g for g in it) for f in unchecked)
 
 
 def test_the_stack_takes_joined_segments_intact_with_fewer_tcp_calls() -> None:
