@@ -408,7 +408,8 @@ class ChipModel:
     def _transaction(self, f: bytes) -> bytes:
         self.counters.transactions += 1
         self.counters.bytes += len(f)
-        self._scheduled_reset()
+        if self._reset_in is not None:
+            self._scheduled_reset()
         out = self._exchange(f)
         if self.faults.bit_error_rate > 0.0 and out:
             out = self._corrupt(out)

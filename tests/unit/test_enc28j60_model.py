@@ -218,6 +218,7 @@ class FakeWire:
         self.rx: deque[bytes] = deque()
         self.sent: list[bytes] = []
         self.up = True
+        self.carrier_looks = 0
         self.closed = False
         self._pipe = os.pipe() if with_fd else None
 
@@ -244,6 +245,7 @@ class FakeWire:
 
     @property
     def link_up(self) -> bool:
+        self.carrier_looks += 1
         return self.up
 
     def fileno(self) -> int | None:
@@ -484,6 +486,25 @@ def test_link_follows_the_wire_carrier() -> None:
     assert not s.phy_read(PHSTAT2) & LSTAT
     m.set_link(True)  # set_link overrides the wire from now on
     assert s.phy_read(PHSTAT2) & LSTAT
+
+
+def test_the_phy_looks_at_the_carrier_once_per_period_and_sees_it_change() -> None:
+    wire = FakeWire()
+    timing = ENC28J60Timing(mii_us=0.0, reset_us=0.0, carrier_ms=50.0)
+    m = ENC28J60Model(wire, ManualClock(), timing=timing)
+    s = Spi(m)
+    assert s.phy_read(PHSTAT2) & LSTAT
+    looks = wire.carrier_looks
+    t0 = time.monotonic()
+    wire.up = False
+    for _ in range(200):
+        s.common(EIR)
+    if time.monotonic() - t0 < 0.05:  # within one period: not looked at again
+        assert wire.carrier_looks == looks and s.phy_read(PHSTAT2) & LSTAT
+    end = t0 + 0.05
+    while time.monotonic() < end:  # the rest of the period, measured, not hoped for
+        time.sleep(end - time.monotonic())
+    assert not s.phy_read(PHSTAT2) & LSTAT and wire.carrier_looks == looks + 1
 
 
 def test_phy_reset_and_duplex_status(s: Spi, m: ENC28J60Model) -> None:

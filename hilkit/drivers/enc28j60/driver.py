@@ -19,25 +19,27 @@ Cost model (what a frame costs on the bus; the unit tests measure it):
   idle spell costs 3 calls (status, header, frame) and 34 bytes beyond the
   frame; a burst of n costs n + 1 calls (n + 2 after idle) and about 25
   bytes per frame. On a bus whose calls are dear (``call_overhead_us`` at
-  least HEADER_ALONG_US: a USB bridge) every status call reads the header,
+  least DEAR_CALL_US: a USB bridge) every status call reads the header,
   12 bytes more per idle poll, and a lone frame costs 2 calls.
-* Transmit (§7.1). Two transmit buffers (``r.TX_BUFS``): a frame is written
-  (EWRPT, one WBM of the control byte and the frame) into the buffer not on
-  the wire, so SPI time overlaps wire time. A frame is *started* only when
-  none is in flight: ECON1.TXRST set and clear (errata item 12: never while a
-  frame is going, that would kill it), EIR.TXIF/TXERIF cleared, ETXST,
-  ETXND, ECON1.TXRTS; every transmit call ends reading ECON2, ECON1, EIR and
-  ESTAT (a frame already done is seen at once). With the transmitter idle,
-  one call of 15 transactions, 30 bytes beyond the frame, writes and starts
-  the frame. With a frame in flight, one call of 8 transactions writes the
-  next one into the other buffer; unless that call saw the first done, a call
-  reading ECON1, EIR and ESTAT follows, after sleeping until its expected end
-  on the 10 Mb/s wire, repeated while it is still going (collisions) for at
-  most BUSY_WAIT_MS, else the new frame is refused as busy; then one call of
-  11 transactions starts it. Back-to-back frames cost 3 calls each (2 when
-  the first call sees the wire free), but only the last two, a few bytes,
-  lie between one frame's end and the next one's start. ``send`` returns
-  with its frame started: no later poll is needed for it to go out.
+* Transmit (§7.1). Two transmit buffers (``r.TX_BUFS``, each on a 256-byte
+  boundary): a frame is written (EWRPT, one WBM of the control byte and the
+  frame) into the buffer not on the wire, so SPI time overlaps wire time. A
+  frame is *started* only when none is in flight: the ETXST/ETXND bytes that
+  differ from the last start (two for frames of one length), ECON1.TXRTS,
+  then EIR.TXIF/TXERIF cleared; every transmit call ends reading ECON2,
+  ECON1, EIR and ESTAT (a frame already done is seen at once). With the
+  transmitter idle, one call writes and starts the frame. With a frame in
+  flight, the write of the next is timed to end just after that frame leaves
+  the 10 Mb/s wire, so the status read that ends it finds the wire free, and
+  the start, built beforehand, follows at once: only it lies between one
+  frame's end and the next one's start (2 calls a frame). How late to aim is
+  learned: a read that comes early costs one short read more, timed for the
+  frame's end (3 calls); one on time is late by its delay. Where calls are
+  cheap about half may come early, where they are dear (DEAR_CALL_US) few. A
+  read that finds the frame still going past its end (collisions) is
+  repeated for at most BUSY_WAIT_MS, else the new frame is refused as busy.
+  ``send`` returns with its frame started: no later poll is needed for it to
+  go out.
 * Banks (§3.1): BSEL is cached; a switch (one BFS and/or one BFC of ECON1)
   is sent only when an access needs another bank; the five common registers
   need none. Idle polls stay in bank 1; a poll with frames switches twice.
@@ -120,7 +122,7 @@ def rx_capacity(mtu: int) -> int:
     and never writes up to ERXRDPT itself, so one byte stays free. The
     contract counts frames without such overhead: the ring is stated less the
     overhead of as many full-size frames as fit (MTU 1500: 3 frames of 1514
-    bytes take 3 x 1524 bytes of 5147; 5147 - 3 x 10 = 5117, below 4 frames).
+    bytes take 3 x 1524 bytes of 5119; 5119 - 3 x 10 = 5089, below 4 frames).
     The ring gave one frame's room to the second transmit buffer.
     """
     frame = mtu + ETH_HEADER_LEN
@@ -247,6 +249,24 @@ class _Replies:
         return self.raw[i]
 
 
+_TX_POINTER_REGS: Final = (r.ETXSTL, r.ETXSTH, r.ETXNDL, r.ETXNDH)
+_NO_POINTERS: Final = (-1, -1, -1, -1)
+
+
+def _tx_pointers(buf: int, n: int) -> tuple[int, ...]:
+    """ETXSTL, ETXSTH, ETXNDL, ETXNDH for ``n`` bytes at ``buf`` (ETXND: the last byte)."""
+    end = buf + n
+    return (buf & 0xFF, buf >> 8, end & 0xFF, end >> 8)
+
+
+def _started_at(b: _Batch, at: int, t0: float, t1: float) -> float:
+    """When the instruction ``b.items[at]`` reached the chip, in a call that ran from
+    ``t0`` to ``t1``: the bytes clocked before it and with it take their share of the call."""
+    n = sum(map(len, b.items))
+    upto = sum(map(len, b.items[: at + 1]))
+    return t0 + (t1 - t0) * upto / n
+
+
 def _u16(b: bytes, i: int) -> int:
     return b[i] | b[i + 1] << 8
 
@@ -281,6 +301,8 @@ class ENC28J60Device(SpiNic):
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous frame (1514 B at 10 Mb/s: 1.2 ms)
     BUSY_WAIT_POLLS = 4  # ... in at most this many ECON1 reads
     NAP_SPIN_MS = 0.2  # the end of that wait is spun, not slept (sleeps overshoot)
+    TX_AIM_STEP_MS = 0.003  # a write's status read came too early: aim this much later
+    TX_AIM_MAX_MS = 0.1  # ... but never this much before the end the driver reckons
     TX_MAX_CHECKS = 10_000  # not-done checks that count as a stall whatever the clock says
     IRQ_TRUST_MS = 10.0  # with /INT and no edge, a poll skips the bus this long after a look
     LINK_TTL_MS = 100.0  # link_up trusts what it knows this long between polls
@@ -288,8 +310,11 @@ class ENC28J60Device(SpiNic):
     STALL_RETRIES = 1  # sends of a frame again after its TXRTS stalled
     RX_FRAME_MIN = ETH_HEADER_LEN + r.CRC_LEN  # byte counts in the RSV include the FCS
     # A bus whose calls cost this much (call_overhead_us: a USB bridge's round trip) reads
-    # the next packet's header in every status call: 12 SPI bytes are cheaper than a call.
-    HEADER_ALONG_US = 100.0
+    # the next packet's header in every status call (12 SPI bytes are cheaper than a call),
+    # and has a frame's write carry the status read before its start.
+    DEAR_CALL_US = 100.0
+    TX_EARLY_CHEAP = 0.5  # the share of status reads that may come early, cheap calls
+    TX_EARLY_DEAR = 0.1  # ... dear calls
 
     # Errata workarounds (DS80349). Each can be switched off to show what it prevents.
     ERRATA_RESET_WAIT = True  # item 2: wait a fixed time after reset, not for CLKRDY
@@ -328,7 +353,8 @@ class ENC28J60Device(SpiNic):
         self.full_duplex = full_duplex
         self.revision = 0  # EREVID as read by the probe
         self._stats = dict.fromkeys(STAT_NAMES, 0)
-        self._header_along = (bus_call_overhead_us(bus) or 0.0) >= self.HEADER_ALONG_US
+        self._calls_dear = (bus_call_overhead_us(bus) or 0.0) >= self.DEAR_CALL_US
+        self._tx_early = self.TX_EARLY_DEAR if self._calls_dear else self.TX_EARLY_CHEAP
         self._erxfcon = (r.ERXFCON_UCEN | r.ERXFCON_CRCEN | r.ERXFCON_BCEN) if mac_filter else 0
         self._eie = (
             r.EIE_INTIE | r.EIE_PKTIE | r.EIE_LINKIE | r.EIE_TXERIE | r.EIE_RXERIE
@@ -535,10 +561,12 @@ class ENC28J60Device(SpiNic):
         self._rx_hint = False  # the last count was not zero: read a header with it
         self._tx_pending = False  # TXRTS was set and the end not yet seen
         self._tx_buf = r.TX_BUFS[1]  # the buffer last started (so the first frame uses [0])
+        self._tx_ptrs: tuple[int, ...] | None = None  # ETXSTL/H, ETXNDL/H as last started
         self._tx_len = 0
         self._tx_since = 0.0
         self._tx_due = 0.0  # the earliest the frame can be off the wire
         self._write_ms = 0.0  # how long writing a frame and reading the status takes (mean)
+        self._tx_aim_ms = 0.0  # how long after the reckoned end that write should end
         self._tx_checks = 0
         self._tx_tries = 0  # late-collision sends again of the frame in the buffer
         self._tx_stall_tries = 0
@@ -631,7 +659,7 @@ class ENC28J60Device(SpiNic):
         bank = b.start_bank
         i_cnt = b.rcr(r.EPKTCNT)  # after the flags: a packet counted here is complete
         i_h = self._health_reads(b) if health else []
-        along = self._rx_hint or self._header_along
+        along = self._rx_hint or self._calls_dear
         i_hdr = self._read_header(b) if along and self._hdr is None else -1
         q = self._xfer(b, armed=True)
         if not self._chip_ok(q.byte(i_econ2), q.byte(i_econ1), bank):
@@ -783,76 +811,99 @@ class ENC28J60Device(SpiNic):
         n = len(frame)
         buf = r.TX_BUFS[1] if self._tx_buf == r.TX_BUFS[0] else r.TX_BUFS[0]
         in_flight = self._tx_pending
-        if in_flight:
-            # Write the frame late, so that the write ends about when the frame on the wire
-            # does: the status read at its end then usually finds that frame done, and the
-            # next starts one bus call after it, not two.
-            lead = self._tx_due - self._write_ms - self._clock.now_ms()
-            if lead > 0:
-                self._nap(min(lead, self.BUSY_WAIT_MS))
-            t_write = self._clock.now_ms()
         b = self._batch()
         b.wcr16(r.EWRPTL, r.EWRPTH, buf)  # the buffer not on the wire
         # Control byte 0: MACON3 decides padding and CRC (§7.1, Figure 7-1).
         b.wbm(bytes((r.OP_WBM, 0)) + frame)
-        if not in_flight:
-            self._start_tx(b, buf, n)
-        q = self._tx_call(b)
+        reads: int | None = None
+        if in_flight:
+            # Its start is built now, so that it follows the status read that finds the
+            # wire free at once: between the two, every microsecond is wire time lost.
+            start = _Batch(b.bank)
+            at = self._start_tx(start, buf, n)
+            reads = self._tx_reads(start)
+            # The write carries the status read, timed to end just after the frame on the
+            # wire does; if it comes early, one short read follows at that end.
+            self._nap_until(self._tx_due + self._tx_aim_ms - self._write_ms)
+            t0 = self._clock.now_ms()
+            q = self._tx_call(b)
+            if q is None:
+                if retry and not self._dead:
+                    return self._send(frame, retry=False)  # re-initialised: once more
+                return Tx.DROPPED if self._dead else Tx.ERROR
+            self._write_ms += (self._clock.now_ms() - t0 - self._write_ms) / 4
+            self._tx_observe(*q)
+            self._aimed(early=self._tx_pending)
+            done = not self._tx_pending or self._wait_tx()
+            if not done:
+                return Tx.DROPPED  # the previous frame is still going out: this copy is left
+            if start.start_bank != self._bank or self._carry:
+                start = self._batch()  # the chip was touched meanwhile: build it afresh
+                at = self._start_tx(start, buf, n)
+                reads = self._tx_reads(start)
+            b = start
+        else:
+            at = self._start_tx(b, buf, n)
+        t0 = self._clock.now_ms()
+        q = self._tx_call(b, reads)
         if q is None:
             if retry and not self._dead:
                 return self._send(frame, retry=False)  # re-initialised: once more
             return Tx.DROPPED if self._dead else Tx.ERROR
-        if in_flight:
-            # Written while the previous frame was on the wire; start it once that one is
-            # done (send returns with its frame started: nothing else need touch the chip).
-            took = self._clock.now_ms() - t_write
-            self._write_ms += (took - self._write_ms) / 4  # how long such a write takes
-            self._tx_observe(*q)
-            if self._tx_pending and not self._wait_tx():
-                return Tx.DROPPED  # the previous frame is still going out: this copy is left
-            b = self._batch()
-            self._start_tx(b, buf, n)
-            q = self._tx_call(b)
-            if q is None:
-                if retry and not self._dead:
-                    return self._send(frame, retry=False)
-                return Tx.DROPPED if self._dead else Tx.ERROR
-        self._tx_begun(buf, n)
+        self._tx_begun(buf, n, _started_at(b, at, t0, self._clock.now_ms()))
         self._tx_observe(*q)
         return Tx.SENT
 
-    def _tx_call(self, b: _Batch) -> tuple[int, int, int] | None:
-        """End a transmit call with ECON2, ECON1, EIR, ESTAT; (ECON1, EIR, ESTAT), or None
-        when the chip was found reset or gone (handled: the call is void)."""
-        bank = b.bank
-        i_econ2 = b.rcr(r.ECON2)
-        i_econ1 = b.rcr(r.ECON1)
-        i_eir = b.rcr(r.EIR)
-        i_estat = b.rcr(r.ESTAT)
+    @staticmethod
+    def _tx_reads(b: _Batch) -> int:
+        """End a transmit call with ECON2, ECON1, EIR, ESTAT (common registers: in a row,
+        in any bank); the index of the first."""
+        i = b.rcr(r.ECON2)
+        b.rcr(r.ECON1)
+        b.rcr(r.EIR)
+        b.rcr(r.ESTAT)
+        return i
+
+    def _tx_call(self, b: _Batch, i: int | None = None) -> tuple[int, int, int] | None:
+        """Make a transmit call that ends with ``_tx_reads`` (at ``i``; None: add them now);
+        (ECON1, EIR, ESTAT), or None when the chip was found reset or gone (handled: the
+        call is void)."""
+        if i is None:
+            i = self._tx_reads(b)
         q = self._xfer(b)
-        if not self._chip_ok(q.byte(i_econ2), q.byte(i_econ1), bank):
+        if not self._chip_ok(q.byte(i), q.byte(i + 1), b.bank):
             return None
-        return q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat)
+        return q.byte(i + 1), q.byte(i + 2), q.byte(i + 3)
 
-    def _start_tx(self, b: _Batch, buf: int, n: int) -> None:
+    def _start_tx(self, b: _Batch, buf: int, n: int) -> int:
         """Start the frame of ``n`` bytes in ``buf``; only when no frame is in flight.
+        Returns the index of the TXRTS instruction.
 
-        No TXRST here: errata item 12 allows resetting the transmit logic whenever
-        TXERIF is seen instead of before each transmission, and every abort already
-        ends in one (``_tx_failed``), so a start costs no extra instructions before TXRTS.
+        Only the pointer bytes that differ from the chip's are written (``TX_BUFS``).
+        EIR.TXIF/TXERIF are cleared after TXRTS, not before: the frame just started
+        cannot end within the call (a minimum frame holds the wire 67 us), and an abort
+        of the last one was handled already. No TXRST here: errata item 12 allows
+        resetting the transmit logic whenever TXERIF is seen instead of before each
+        transmission, and every abort already ends in one (``_tx_failed``).
         """
-        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)
-        b.wcr16(r.ETXSTL, r.ETXSTH, buf)
-        b.wcr16(r.ETXNDL, r.ETXNDH, buf + n)  # the last byte of the frame
+        want = _tx_pointers(buf, n)
+        have = self._tx_ptrs
+        for reg, value, old in zip(_TX_POINTER_REGS, want, have or _NO_POINTERS, strict=True):
+            if value != old:
+                b.wcr(reg, value)
         b.bfs(r.ECON1, r.ECON1_TXRTS)
+        at = len(b.items) - 1
+        b.bfc(r.EIR, r.EIR_TXIF | r.EIR_TXERIF)
+        return at
 
-    def _tx_begun(self, buf: int, n: int) -> None:
-        """TXRTS was set for the frame in ``buf``: it is the one in flight now."""
+    def _tx_begun(self, buf: int, n: int, since: float) -> None:
+        """TXRTS was set at ``since`` for the frame in ``buf``: it is the one in flight now."""
         self._tx_pending = True
         self._tx_buf = buf
         self._tx_len = n
+        self._tx_ptrs = _tx_pointers(buf, n)
         self._tx_tries = self._tx_stall_tries = 0
-        self._tx_started()
+        self._tx_started(since)
 
     def _wait_tx(self) -> bool:
         """Read ECON1/EIR/ESTAT until the frame in flight is done, sleeping until its
@@ -863,8 +914,10 @@ class ENC28J60Device(SpiNic):
             if now - t0 >= self.BUSY_WAIT_MS:
                 break
             nap = min(self._tx_due - now, self.BUSY_WAIT_MS - (now - t0))
-            if polls or nap > 0:
-                self._nap(max(nap, 0.05))
+            if nap > 0:
+                self._nap(nap)  # until its expected end, and no later
+            elif polls:
+                self._nap(0.01 * 5 ** (polls - 1))  # past it and still going: a little more
             b = self._batch()
             i_econ1 = b.rcr(r.ECON1)
             i_eir = b.rcr(r.EIR)
@@ -875,6 +928,23 @@ class ENC28J60Device(SpiNic):
                 return True
         return False
 
+    def _aimed(self, *, early: bool) -> None:
+        """The status read that ends a write came early or on time: aim later after an
+        early one, sooner after one on time, so that a share ``_tx_early`` of them come
+        early. An early read costs a short call more, timed for the frame's end; one on
+        time is late by its delay, and a 1.5 KB write's end is not exact. Where calls
+        are cheap about half may come early; where they are dear, few."""
+        share = self._tx_early
+        step = self.TX_AIM_STEP_MS if early else -self.TX_AIM_STEP_MS * share / (1 - share)
+        self._tx_aim_ms = min(max(self._tx_aim_ms + step, -self.TX_AIM_MAX_MS),
+                              self.TX_AIM_MAX_MS)
+
+    def _nap_until(self, t: float) -> None:
+        """``_nap`` until ``t`` on the driver's clock (at most BUSY_WAIT_MS)."""
+        lead = t - self._clock.now_ms()
+        if lead > 0:
+            self._nap(min(lead, self.BUSY_WAIT_MS))
+
     def _nap(self, ms: float) -> None:
         """Sleep ``ms``, the last NAP_SPIN_MS of it spinning: a sleep overshoots by tens of
         microseconds, and between two frames every one of them is wire time lost."""
@@ -884,9 +954,10 @@ class ENC28J60Device(SpiNic):
         while time.monotonic() < end:
             pass
 
-    def _tx_started(self) -> None:
-        """TXRTS was set for the frame in flight: when it should be done, at the earliest."""
-        now = self._clock.now_ms()
+    def _tx_started(self, since: float | None = None) -> None:
+        """TXRTS was set for the frame in flight (at ``since``, else just now): when it
+        should be done, at the earliest."""
+        now = self._clock.now_ms() if since is None else since
         self._tx_since = now
         self._tx_due = now + (WIRE_OVERHEAD + max(self._tx_len, 60)) * WIRE_BYTE_MS
         self._tx_checks = 0
@@ -1028,6 +1099,7 @@ class ENC28J60Device(SpiNic):
     def _bus_failed(self) -> None:
         """A transfer raised: trust nothing cached about the chip's pointers or bank."""
         self._bank = None
+        self._tx_ptrs = None
         self._erdpt = None
         self._hdr = None
         self._rx_left = 0

@@ -72,6 +72,7 @@ Decisions where the facts leave room (docs/hardware/enc28j60.md repeats them):
 from __future__ import annotations
 
 import math
+import time
 import zlib
 from collections import deque
 from collections.abc import Callable
@@ -93,6 +94,11 @@ MISO_IN_RESET = 0xFF  # SO floats while /RESET is low
 _OP_RBM_WBM_ARG = 0x1A  # RBM and WBM carry this constant argument (Table 4-1)
 _OP_SRC_ARG = 0x1F
 _OPCODES = {0: "RCR", 1: "RBM", 2: "WCR", 3: "WBM", 4: "BFS", 5: "BFC", 7: "SRC"}
+# What MISO carries for a short instruction of the usual length, made once: an RCR reply
+# per register value (a MAC/MII register shifts out a dummy byte first, §4.2.1).
+_RCR_REPLY: Final = tuple(bytes((MISO_IDLE, v)) for v in range(256))
+_RCR_MAC_REPLY: Final = tuple(bytes((MISO_IDLE, MISO_IDLE, v)) for v in range(256))
+_SHORT_REPLY: Final = bytes(2)  # WCR, BFS, BFC
 
 # -- register file layout (§3.1, Table 3-1) --------------------------------------------------
 
@@ -294,11 +300,16 @@ class ENC28J60Timing:
     wire: bool = True  # frames take their 10 Mb/s wire time in both directions
     mii_us: float = r.MII_TIME_US  # MISTAT.BUSY after an MII command (§3.3)
     reset_us: float = 300.0  # oscillator start-up timer after a reset or power save (§2.2)
+    # How often the PHY looks at the wire's carrier (real time: the wire is real). A PHY
+    # sees a cable by its link pulses, one each 16 ms, and declares the link lost after
+    # 50-150 ms without them (IEEE 802.3 clause 14.2.1.7); a look each millisecond is
+    # finer than that, and spares each bus call the look (a syscall on a TAP).
+    carrier_ms: float = 1.0
 
     @classmethod
     def instant(cls) -> ENC28J60Timing:
         """Everything at once: for tests that want speed, not realism."""
-        return cls(wire=False, mii_us=0.0, reset_us=0.0)
+        return cls(wire=False, mii_us=0.0, reset_us=0.0, carrier_ms=0.0)
 
 
 @dataclass
@@ -340,6 +351,7 @@ class ENC28J60Model(ChipModel):
         self.mem = bytearray(r.BUFFER_SIZE)
         self._forced_link: bool | None = None  # set_link() overrides the wire's carrier
         self._link = self._carrier()
+        self._carrier_next = 0.0  # when to look at it again (time.monotonic)
         self._rx_flight: deque[tuple[float, bytes]] = deque()  # (lands at, frame) on the wire
         self._rx_wire_free = 0.0  # when the wire into the chip is next idle
         self._phy: dict[int, int] = {}
@@ -400,8 +412,9 @@ class ENC28J60Model(ChipModel):
         if self._ready_at and self.clock.now_ms() < self._ready_at:
             out = self._unready(f)
         else:
-            self._ready_at = 0.0
-            self._clkrdy_lies = False
+            if self._ready_at or self._clkrdy_lies:
+                self._ready_at = 0.0
+                self._clkrdy_lies = False
             out = self._execute(f)
         self._update_int()  # /INT moves between transactions, as on the chip
         return out
@@ -497,7 +510,10 @@ class ENC28J60Model(ChipModel):
         if op == 0:  # RCR
             ix = _bank_ix(self._bank(), arg)
             value = self._read(ix)
-            if ix in _MAC_MII:
+            mac = ix in _MAC_MII
+            if len(f) == (3 if mac else 2):  # the usual case: no more, no fewer bytes
+                return (_RCR_MAC_REPLY if mac else _RCR_REPLY)[value]
+            if mac:
                 self._expect(f, 3)
                 return (bytes((MISO_IDLE, MISO_IDLE, value)) + bytes(max(0, len(f) - 3)))[: len(f)]
             self._expect(f, 2)
@@ -508,6 +524,9 @@ class ENC28J60Model(ChipModel):
             self._wbm(f[1:])
             return bytes(len(f))
         if op in (2, 4, 5):  # WCR, BFS, BFC
+            if len(f) == 2:
+                self._write_instruction(op, _bank_ix(self._bank(), arg), f[1])
+                return _SHORT_REPLY
             self._expect(f, 2)
             if len(f) >= 2:
                 self._write_instruction(op, _bank_ix(self._bank(), arg), f[1])
@@ -1121,7 +1140,11 @@ class ENC28J60Model(ChipModel):
         self._phy_irq()
 
     def _advance(self, now: float) -> None:
-        self._check_link()
+        if self._forced_link is None and self.wire is not None:
+            t = time.monotonic()
+            if t >= self._carrier_next:
+                self._carrier_next = t + self.timing.carrier_ms / 1000.0
+                self._check_link()
         self._service(now)
 
     def _wire_room(self) -> int:

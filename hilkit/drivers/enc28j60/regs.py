@@ -238,12 +238,15 @@ PCB_POVERRIDE: Final = 0x01  # bits 3..1 instead of MACON3's
 # The layout the driver programs: receive ring at 0x0000 (errata DS80349 item 5: the ring
 # must start at 0000h), two transmit buffers above it, each for one MTU frame with its
 # control byte and TSV (§7.1), so one frame is written while the other is on the wire.
-# 1 + 1514 + 7 = 1522 bytes is even, so both ETXST are even as §7.1 recommends.
+# Each buffer (1 + 1514 + 7 = 1522 bytes) starts on a 256-byte boundary, so ETXST is even
+# as §7.1 recommends, and frames of one length differ only in ETXSTH and ETXNDH: a start
+# writes two pointer bytes, not four.
 TX_BUF_LEN: Final = 1 + 1514 + TSV_LEN
-TX_START: Final = BUFFER_SIZE - 2 * TX_BUF_LEN  # the first transmit buffer, 0x141C
-TX_BUFS: Final = (TX_START, TX_START + TX_BUF_LEN)  # 0x141C and 0x1A0E
+TX_STRIDE: Final = (TX_BUF_LEN + 0xFF) & ~0xFF  # 0x600
+TX_START: Final = BUFFER_SIZE - 2 * TX_STRIDE  # the first transmit buffer, 0x1400
+TX_BUFS: Final = (TX_START, TX_START + TX_STRIDE)  # 0x1400 and 0x1A00
 RX_START: Final = 0x0000
-RX_END: Final = TX_START - 1  # 0x141B, odd (ERXRDPT may rest there, errata item 14)
+RX_END: Final = TX_START - 1  # 0x13FF, odd (ERXRDPT may rest there, errata item 14)
 
 # MAC timing the data sheet recommends (§6.5 steps 5-7): inter-packet gaps for 10 Mb/s.
 MABBIPG_HALF: Final = 0x12  # back-to-back gap, half duplex (9.6 us)
