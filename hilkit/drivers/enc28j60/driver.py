@@ -302,7 +302,7 @@ class ENC28J60Device(SpiNic):
     BUSY_WAIT_POLLS = 4  # ... in at most this many ECON1 reads
     NAP_SPIN_MS = 0.2  # the end of that wait is spun, not slept (sleeps overshoot)
     TX_AIM_STEP_MS = 0.003  # a write's status read came too early: aim this much later
-    TX_AIM_MAX_MS = 0.1  # ... but never this much before the end the driver reckons
+    TX_AIM_MAX_MS = 0.1  # ... within this much of the end the driver reckons, either way
     TX_MAX_CHECKS = 10_000  # not-done checks that count as a stall whatever the clock says
     IRQ_TRUST_MS = 10.0  # with /INT and no edge, a poll skips the bus this long after a look
     LINK_TTL_MS = 100.0  # link_up trusts what it knows this long between polls
@@ -311,7 +311,7 @@ class ENC28J60Device(SpiNic):
     RX_FRAME_MIN = ETH_HEADER_LEN + r.CRC_LEN  # byte counts in the RSV include the FCS
     # A bus whose calls cost this much (call_overhead_us: a USB bridge's round trip) reads
     # the next packet's header in every status call (12 SPI bytes are cheaper than a call),
-    # and has a frame's write carry the status read before its start.
+    # and lets fewer of the status reads that end a write come early (TX_EARLY_DEAR).
     DEAR_CALL_US = 100.0
     TX_EARLY_CHEAP = 0.5  # the share of status reads that may come early, cheap calls
     TX_EARLY_DEAR = 0.1  # ... dear calls
