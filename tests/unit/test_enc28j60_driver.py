@@ -951,8 +951,8 @@ def test_next_frame_written_while_one_is_on_the_wire(
 ) -> None:
     """Frame N+1 goes over SPI into the other buffer while N is on the wire, timed to end
     as N does; N+1 starts once N is seen done (by the read that ends the write, or one
-    more short read when that came early: on a cheap bus about half do, on a dear one
-    few), and nothing cuts a frame short."""
+    more short read when that came early: on a cheap bus most do, on a dear one few),
+    and nothing cuts a frame short."""
     model = ENC28J60Model(clock=clock, timing=ENC28J60Timing(mii_us=0, reset_us=0))
     watch = TxWatch(model)
     if dear:

@@ -35,7 +35,8 @@ Cost model (what a frame costs on the bus; the unit tests measure it):
   frame's end and the next one's start (2 calls a frame). How late to aim is
   learned: a read that comes early costs one short read more, timed for the
   frame's end (3 calls); one on time is late by its delay. Where calls are
-  cheap about half may come early, where they are dear (DEAR_CALL_US) few. A
+  cheap most may come early (a short read's timing is exact where a 1.5 KB
+  write's end is not), where they are dear (DEAR_CALL_US) few. A
   read that finds the frame still going past its end (collisions) is
   repeated for at most BUSY_WAIT_MS, else the new frame is refused as busy.
   ``send`` returns with its frame started: no later poll is needed for it to
@@ -249,6 +250,8 @@ class _Replies:
         return self.raw[i]
 
 
+_TX_AIM_STEP_MS: Final = 0.003  # a status read came early: aim this much later
+_TX_AIM_MAX_MS: Final = 0.1  # ... within this much of the end the driver reckons, either way
 _TX_POINTER_REGS: Final = (r.ETXSTL, r.ETXSTH, r.ETXNDL, r.ETXNDH)
 _NO_POINTERS: Final = (-1, -1, -1, -1)
 
@@ -257,6 +260,14 @@ def _tx_pointers(buf: int, n: int) -> tuple[int, ...]:
     """ETXSTL, ETXSTH, ETXNDL, ETXNDH for ``n`` bytes at ``buf`` (ETXND: the last byte)."""
     end = buf + n
     return (buf & 0xFF, buf >> 8, end & 0xFF, end >> 8)
+
+
+def _aim(aim: float, *, early: bool, share: float) -> float:
+    """Learn how late to aim a status read at a frame's reckoned end (ms): later after
+    one that came early, sooner after one on time, so that ``share`` of them come early;
+    within _TX_AIM_MAX_MS either way."""
+    step = _TX_AIM_STEP_MS if early else -_TX_AIM_STEP_MS * share / (1 - share)
+    return min(max(aim + step, -_TX_AIM_MAX_MS), _TX_AIM_MAX_MS)
 
 
 def _started_at(b: _Batch, at: int, t0: float, t1: float) -> float:
@@ -301,8 +312,6 @@ class ENC28J60Device(SpiNic):
     BUSY_WAIT_MS = 2.0  # how long send waits for the previous frame (1514 B at 10 Mb/s: 1.2 ms)
     BUSY_WAIT_POLLS = 4  # ... in at most this many ECON1 reads
     NAP_SPIN_MS = 0.2  # the end of that wait is spun, not slept (sleeps overshoot)
-    TX_AIM_STEP_MS = 0.003  # a write's status read came too early: aim this much later
-    TX_AIM_MAX_MS = 0.1  # ... within this much of the end the driver reckons, either way
     TX_MAX_CHECKS = 10_000  # not-done checks that count as a stall whatever the clock says
     IRQ_TRUST_MS = 10.0  # with /INT and no edge, a poll skips the bus this long after a look
     LINK_TTL_MS = 100.0  # link_up trusts what it knows this long between polls
@@ -313,8 +322,12 @@ class ENC28J60Device(SpiNic):
     # the next packet's header in every status call (12 SPI bytes are cheaper than a call),
     # and lets fewer of the status reads that end a write come early (TX_EARLY_DEAR).
     DEAR_CALL_US = 100.0
-    TX_EARLY_CHEAP = 0.5  # the share of status reads that may come early, cheap calls
-    TX_EARLY_DEAR = 0.1  # ... dear calls
+    # The share of the status reads that end a write that may come early: where calls are
+    # cheap, most (the short read after is timed better than a write's end); where they
+    # are dear, few. And of those short reads, the share that may come early.
+    TX_EARLY_CHEAP = 0.75
+    TX_EARLY_DEAR = 0.1
+    TX_EARLY_READ = 0.15
 
     # Errata workarounds (DS80349). Each can be switched off to show what it prevents.
     ERRATA_RESET_WAIT = True  # item 2: wait a fixed time after reset, not for CLKRDY
@@ -567,6 +580,7 @@ class ENC28J60Device(SpiNic):
         self._tx_due = 0.0  # the earliest the frame can be off the wire
         self._write_ms = 0.0  # how long writing a frame and reading the status takes (mean)
         self._tx_aim_ms = 0.0  # how long after the reckoned end that write should end
+        self._tx_read_aim_ms = 0.0  # ... and a short status read after an early one
         self._tx_checks = 0
         self._tx_tries = 0  # late-collision sends again of the frame in the buffer
         self._tx_stall_tries = 0
@@ -833,7 +847,10 @@ class ENC28J60Device(SpiNic):
                 return Tx.DROPPED if self._dead else Tx.ERROR
             self._write_ms += (self._clock.now_ms() - t0 - self._write_ms) / 4
             self._tx_observe(*q)
-            self._aimed(early=self._tx_pending)
+            # A read too early costs a short read more, timed for the frame's end; one on
+            # time is late by its delay, and a 1.5 KB write's end is not exact.
+            self._tx_aim_ms = _aim(self._tx_aim_ms, early=self._tx_pending,
+                                   share=self._tx_early)
             done = not self._tx_pending or self._wait_tx()
             if not done:
                 return Tx.DROPPED  # the previous frame is still going out: this copy is left
@@ -907,13 +924,15 @@ class ENC28J60Device(SpiNic):
 
     def _wait_tx(self) -> bool:
         """Read ECON1/EIR/ESTAT until the frame in flight is done, sleeping until its
-        expected end first: at most BUSY_WAIT_MS and BUSY_WAIT_POLLS reads."""
+        expected end first (plus the learned ``_tx_read_aim_ms``): at most BUSY_WAIT_MS
+        and BUSY_WAIT_POLLS reads."""
         t0 = self._clock.now_ms()
         for polls in range(self.BUSY_WAIT_POLLS):
             now = self._clock.now_ms()
             if now - t0 >= self.BUSY_WAIT_MS:
                 break
-            nap = min(self._tx_due - now, self.BUSY_WAIT_MS - (now - t0))
+            due = self._tx_due + (self._tx_read_aim_ms if polls == 0 else 0.0)
+            nap = min(due - now, self.BUSY_WAIT_MS - (now - t0))
             if nap > 0:
                 self._nap(nap)  # until its expected end, and no later
             elif polls:
@@ -924,20 +943,12 @@ class ENC28J60Device(SpiNic):
             i_estat = b.rcr(r.ESTAT)
             q = self._xfer(b)
             self._tx_observe(q.byte(i_econ1), q.byte(i_eir), q.byte(i_estat))
+            if polls == 0:
+                self._tx_read_aim_ms = _aim(self._tx_read_aim_ms, early=self._tx_pending,
+                                            share=self.TX_EARLY_READ)
             if not self._tx_pending:
                 return True
         return False
-
-    def _aimed(self, *, early: bool) -> None:
-        """The status read that ends a write came early or on time: aim later after an
-        early one, sooner after one on time, so that a share ``_tx_early`` of them come
-        early. An early read costs a short call more, timed for the frame's end; one on
-        time is late by its delay, and a 1.5 KB write's end is not exact. Where calls
-        are cheap about half may come early; where they are dear, few."""
-        share = self._tx_early
-        step = self.TX_AIM_STEP_MS if early else -self.TX_AIM_STEP_MS * share / (1 - share)
-        self._tx_aim_ms = min(max(self._tx_aim_ms + step, -self.TX_AIM_MAX_MS),
-                              self.TX_AIM_MAX_MS)
 
     def _nap_until(self, t: float) -> None:
         """``_nap`` until ``t`` on the driver's clock (at most BUSY_WAIT_MS)."""
