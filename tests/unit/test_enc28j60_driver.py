@@ -11,6 +11,7 @@ as time.
 from __future__ import annotations
 
 import os
+import random
 import time
 from collections.abc import Iterator, Sequence
 
@@ -19,6 +20,7 @@ import pytest
 from hilkit.drivers.enc28j60 import WIRING_HINT, ENC28J60Device
 from hilkit.drivers.enc28j60 import regs as r
 from hilkit.drivers.enc28j60.driver import STAT_NAMES, ring_add, rx_capacity, rx_read_pointer
+from hilkit.drivers.enc28j60.driver import _aim as learn_aim
 from hilkit.drivers.enc28j60.model import ENC28J60Faults, ENC28J60Model, ENC28J60Timing
 from hilkit.drivers.enc28j60.nic import NIC
 from hilkit.port.clock import ManualClock
@@ -978,6 +980,27 @@ def test_next_frame_written_while_one_is_on_the_wire(
 
 _POINTER_WCR = {r.OP_WCR | reg.addr: reg.name
                        for reg in (r.ETXSTL, r.ETXSTH, r.ETXNDL, r.ETXNDH)}
+
+
+@pytest.mark.parametrize("share", [0.1, 0.5, 0.75])
+@pytest.mark.parametrize("end_ms", [-0.03, 0.0, 0.02])
+def test_the_aim_learns_where_reads_come_early_the_share_asked(share: float,
+                                                              end_ms: float) -> None:
+    """Reads land at the aim plus a spread of +-10 us about the frame's true end (the
+    reckoning is off by ``end_ms``): the learned aim settles where ``share`` of them come
+    early, and never leaves the bound."""
+    rng = random.Random(3)
+    aim, early = 0.0, []
+    for _ in range(20_000):
+        read_at = aim + rng.uniform(-0.01, 0.01)
+        early.append(read_at < end_ms)
+        aim = learn_aim(aim, early=early[-1], share=share)
+        assert abs(aim) <= 0.1
+    assert abs(sum(early[5000:]) / len(early[5000:]) - share) < 0.05
+    aim = 0.0
+    for _ in range(1000):  # a frame that never ends within reach: the aim stops at its bound
+        aim = learn_aim(aim, early=True, share=share)
+    assert aim == pytest.approx(0.1)
 
 
 class PointerWrites:
