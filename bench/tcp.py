@@ -14,9 +14,10 @@ hilkit runs in this process: the TAPs are opened by a thread that entered ns A,
 and every stack's run() loop is driven by the main thread only (the blocking
 facade drives it itself; kernel-side threads only call ``stack.wake()``).
 Kernel-side peers are sockets made inside the namespaces. A goodput transfer's kernel
-end runs in a process of its own (``bench/tcp.py --peer``, given the socket), as a peer
-application would: in a thread here it would share the interpreter lock with hilkit.
-The other kernel-side loops are served from threads.
+end, and each end of the connections-per-second loops, runs in a process of its own
+(``bench/tcp.py --peer``, given the socket or the address), as a peer application
+would: in a thread here it would share the interpreter lock with hilkit. The other
+kernel-side loops are served from threads.
 All links have MTU 1500. Nothing is configured in, or sent to, the machine's
 own namespace. MB = 10^6 bytes. Floors are printed as information; the script
 exits 0 unless the setup itself failed (exit 2). Results also go to
@@ -51,7 +52,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from hilkit.drivers.tap import TapDevice
 from hilkit.port.impair import ImpairedDevice, Impairment
@@ -224,12 +225,26 @@ def transfer_data() -> bytes:
 
 
 def peer_process(role: str, srv: socket.socket, total: int, stack: Stack | None) -> Worker:
-    """Run ``k_sink`` (role "sink") or ``k_source`` on ``srv`` in a process of its own, so
-    the kernel's Python end does not share this process's interpreter lock with hilkit
-    (as a real peer application would not); a Worker thread waits for its figures."""
+    """Run ``k_sink`` (role "sink"), ``k_source`` ("source") or ``k_echo_server``
+    ("echo": ``total`` connections) on ``srv`` in a process of its own, so the kernel's
+    Python end does not share this process's interpreter lock with hilkit (as a real peer
+    application would not); a Worker thread waits for its figures."""
     proc = subprocess.Popen(
         [sys.executable, __file__, "--peer", role, str(srv.fileno()), str(total)],
         pass_fds=(srv.fileno(),), stdout=subprocess.PIPE, text=True)
+    return _peer_worker(role, proc, stack)
+
+
+def peer_client(ns: Netns, ip: str, port: int, n: int, stack: Stack | None) -> Worker:
+    """``k_client_cps`` to ``ip``:``port`` from a process of its own inside ``ns``."""
+    proc = ns.popen([sys.executable, __file__, "--peer", "connect", f"{ip}:{port}", str(n)],
+                    stdout=subprocess.PIPE, text=True)
+    return _peer_worker("connect", cast("subprocess.Popen[str]", proc), stack)
+
+
+def _peer_worker(role: str, proc: subprocess.Popen[str], stack: Stack | None) -> Worker:
+    """Wait for the peer's "ready" (imports done: timing may start), then a Worker thread
+    waits for its figures (one line of JSON)."""
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != "ready":  # imports done: timing may start
         proc.kill()
@@ -251,12 +266,23 @@ def peer_process(role: str, srv: socket.socket, total: int, stack: Stack | None)
     return w
 
 
-def peer_main(role: str, fd: int, total: int) -> int:
-    srv = socket.socket(fileno=fd)
-    srv.settimeout(IO_TIMEOUT)
-    data = transfer_data()
-    print("ready", flush=True)
-    r = k_sink(srv, Verifier(data)) if role == "sink" else k_source(srv, data, total)
+def peer_main(role: str, arg: str, total: int) -> int:
+    """A peer process: ``arg`` is the listening socket's descriptor, or for "connect"
+    the IP:PORT to connect to."""
+    r: Fig
+    if role == "connect":
+        ip, port = arg.rsplit(":", 1)
+        print("ready", flush=True)
+        r = k_client_cps(ip, int(port), total)
+    else:
+        srv = socket.socket(fileno=int(arg))
+        srv.settimeout(IO_TIMEOUT)
+        data = transfer_data()
+        print("ready", flush=True)
+        if role == "echo":
+            r = {"served": k_echo_server(srv, total)}
+        else:
+            r = k_sink(srv, Verifier(data)) if role == "sink" else k_source(srv, data, total)
     print(json.dumps(r))
     return 0
 
@@ -365,8 +391,7 @@ def kk_goodput(src: Netns, dst: Netns, dst_ip: str, data: bytes, total: int) -> 
 # -- connections per second ---------------------------------------------------------------
 def hk_client_cps(st: Stack, ns: Netns, kip: str, n: int) -> Fig:
     srv = listener(ns, kip, KECHO_PORT)
-    w = Worker(lambda: k_echo_server(srv, n), st)
-    w.start()
+    w = peer_process("echo", srv, n, st)
     bad = 0
     try:
         t0 = time.perf_counter()
@@ -377,7 +402,7 @@ def hk_client_cps(st: Stack, ns: Netns, kip: str, n: int) -> Fig:
             s.close()
         secs = time.perf_counter() - t0
         st.run(until=w.done.is_set, timeout=5)  # the last FIN/ACKs
-        served = w.get(1)
+        served = w.get(1)["served"]
     finally:
         srv.close()
     return {"connections": n, "served": served, "bad_echoes": bad, "elapsed_s": secs,
@@ -385,8 +410,7 @@ def hk_client_cps(st: Stack, ns: Netns, kip: str, n: int) -> Fig:
 
 
 def k_to_hk_cps(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
-    w = Worker(lambda: ns.call(lambda: k_client_cps(hip, ECHO_PORT, n)), st)
-    w.start()
+    w = peer_client(ns, hip, ECHO_PORT, n, st)
     st.run(until=w.done.is_set, timeout=60)
     fig: Fig = w.get(1)
     return fig
@@ -394,11 +418,10 @@ def k_to_hk_cps(st: Stack, ns: Netns, hip: str, n: int) -> Fig:
 
 def kk_cps(a: Netns, b: Netns, n: int) -> Fig:
     srv = listener(b, KB_IP, KECHO_PORT)
-    w = Worker(lambda: k_echo_server(srv, n))
-    w.start()
     try:
-        fig: Fig = a.call(lambda: k_client_cps(KB_IP, KECHO_PORT, n))
-        w.get()
+        server = peer_process("echo", srv, n, None)
+        fig: Fig = peer_client(a, KB_IP, KECHO_PORT, n, None).get()
+        server.get()
     finally:
         srv.close()
     return fig
@@ -692,8 +715,8 @@ def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice,
 
 
 def methods(a: Netns, b: Netns) -> Fig:
-    py = ("a peer process (bench/tcp.py --peer) for the transfer's kernel end, sockets made"
-          " with Netns.socket()")
+    py = ("a peer process (bench/tcp.py --peer) for the kernel's end, sockets made"
+          " with Netns.socket() or in the namespace")
     hk0 = f"hilkit Stack on TapDevice({TAP0!r}, mtu={MTU}) opened via ns.call in {a.name}"
     return {
         "hilkit_recv": f"{hk0}; hilkit.stack.sockets.create_connection to {K0_IP}:{SOURCE_PORT},"
@@ -721,12 +744,13 @@ def methods(a: Netns, b: Netns) -> Fig:
         "cps_hilkit_client": f"{CPS_N} x (create_connection, sendall 1 B, recv 1 B, close) from"
                              f" hilkit to a sequential kernel echo server at {K0_IP}:{KECHO_PORT}"
                              f" ({py})",
-        "cps_kernel_client": f"{CPS_N} x (connect, sendall 1 B, recv 1 B, close) from a thread"
-                             f" in {a.name} to hilkit's echo {HK0_IP}:{ECHO_PORT}"
+        "cps_kernel_client": f"{CPS_N} x (connect, sendall 1 B, recv 1 B, close) from a"
+                             f" process in {a.name} to hilkit's echo {HK0_IP}:{ECHO_PORT}"
                              " (hilkit.services.start_tcp_services; the stack's run() in the"
-                             " main thread, woken with stack.wake())",
+                             f" main thread) ({py})",
         "cps_kernel": f"the kernel client loop in {a.name} to the kernel echo server loop at"
-                      f" {KB_IP}:{KECHO_PORT} in {b.name}, over the veth",
+                      f" {KB_IP}:{KECHO_PORT} in {b.name}, over the veth, each in a process of"
+                      f" its own ({py})",
         "idle_rss": f"VmRSS (/proc/PID/status) of a `hilkit serve --tap {TAP3} --ip"
                     f" {HK3_IP}/24` process in {a.name}, 0.5 s after it started and 0.5 s"
                     f" after a thread in {a.name} opened {IDLE_N} connections to"
@@ -970,6 +994,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--peer"] and len(sys.argv) == 5:  # a transfer's kernel end
-        sys.exit(peer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4])))
+    if sys.argv[1:2] == ["--peer"] and len(sys.argv) == 5:  # a kernel end (peer_process)
+        sys.exit(peer_main(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     sys.exit(main())
