@@ -767,6 +767,12 @@ class Connection:
             self._free_sndbuf(data_acked)
         self.snd_una = ack
         self.rxt_una_time = self.rack_deadline = None
+        if self.in_recovery and self.sack_ok and seq_lt(ack, self.high_rxt):
+            # The new SND.UNA is a hole already resent in this recovery (RFC 6675 NextSeg
+            # went past it): watch that copy as one resent now, or its loss waits for the
+            # RTO, since NextSeg does not go back below HighRxt.
+            self.rxt_una_time = now
+            self.rack_deadline = now + self._rexmit_wait()
         self.tlp_sent = False
         if seq_lt(self.snd_nxt, ack):
             self.snd_nxt = ack

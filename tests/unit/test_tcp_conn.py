@@ -1629,6 +1629,38 @@ def test_tail_loss_probe_recovers_a_lost_tail_before_the_rto() -> None:
     assert bytes(p.b.rcvbuf) == b"t" * 4 * 1448
 
 
+@pytest.mark.parametrize("later", [1, 2, 4])
+def test_a_lost_resend_of_a_later_hole_is_resent_before_the_rto(later: int) -> None:
+    """Two holes; the resend of the second is lost too. When SND.UNA reaches it, the
+    copy sent in this recovery is watched as SND.UNA's own resend is (the idea of RFC
+    8985): with SACKs for later data showing it lost, it goes again well before the RTO,
+    although RFC 6675 NextSeg, past it already (HighRxt), would never go back to it."""
+    cfg = TcpConfig(tail_loss_probe=False)  # no probe: only the mechanism under test acts
+    p = established(cfg, cfg)
+    a = p.a
+    mss = a.mss
+    first, second = seq_add(a.snd_nxt, mss), seq_add(a.snd_nxt, mss * (1 + later))
+    sent: dict[int, int] = {}
+
+    def drop(src: str, s: Segment) -> bool:
+        if src != "a" or not s.payload:
+            return False
+        sent[s.seq] = sent.get(s.seq, 0) + 1
+        return (s.seq == first and sent[s.seq] == 1) or (s.seq == second and sent[s.seq] <= 2)
+
+    p.drop = drop
+    data = payload(12 * mss)
+    a.send(data, p.now)
+    p.run()
+    assert sent[second] == 2 and a.in_recovery  # sent, resent, both lost
+    assert a.rto >= 200.0
+    p.advance(50)
+    assert a.stats["timeouts"] == 0 and a.stats.get("lost_retransmits") == 1
+    assert sent[second] == 3 and a.snd_una == a.snd_max and not a.in_recovery
+    p.read_all()
+    assert bytes(p.data["b"]) == data
+
+
 def test_no_tail_loss_probe_when_disabled() -> None:
     cfg = TcpConfig(tail_loss_probe=False)
     p = established(cfg, cfg)
