@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import ipaddress
 import json
 import logging
@@ -251,8 +252,13 @@ def check_serve_args(args: argparse.Namespace) -> ServeArgs | PppServeArgs | lis
                      bool(getattr(args, "offload", False)))
 
 
-def _serve_loop(stack: Stack, ended: Callable[[], bool] | None = None) -> bool:
-    """Run ``stack`` until SIGINT/SIGTERM (True) or ``ended()`` (False)."""
+def _catch_stop_signals(stack: Stack) -> list[int]:
+    """From now on SIGINT/SIGTERM land in the returned list and wake ``stack``.
+
+    Called before ``ready`` is printed: a signal sent as soon as the line is read
+    must end the loop, not find the default action (or an inherited SIG_IGN).
+    SIGUSR1 prints every thread's stack to stderr, to ask a stuck server where it is.
+    """
     stop: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -261,6 +267,12 @@ def _serve_loop(stack: Stack, ended: Callable[[], bool] | None = None) -> bool:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    return stop
+
+
+def _serve_loop(stack: Stack, stop: list[int], ended: Callable[[], bool] | None = None) -> bool:
+    """Run ``stack`` until a signal lands in ``stop`` (True) or ``ended()`` (False)."""
     stack.run(until=lambda: (ended is not None and ended()) or bool(stop))
     return bool(stop)
 
@@ -309,9 +321,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     services: Counter[str] = Counter()
     start_udp_services(stack, services)
     start_tcp_services(stack)
+    stop = _catch_stop_signals(stack)
     print(f"ready {args.ip} on {args.tap} mac {(tap.mac or b'').hex(':')}", flush=True)
     try:
-        _serve_loop(stack)
+        _serve_loop(stack, stop)
     finally:
         stack.close()  # first: closing the capture may still count a failed write
     _print_counters(stack, services)
@@ -409,10 +422,11 @@ def serve_ppp(a: PppServeArgs) -> int:
     start_tcp_services(stack)
     watch = _LinkWatch(dev)
     role = "server, giving the peer " + str(a.peer_address) if a.serve else "client"
+    stop = _catch_stop_signals(stack)
     print(f"ready on {a.port} ppp {a.baud} baud ({role}); waiting for the link", flush=True)
     signalled = False
     try:
-        signalled = _serve_loop(stack, watch)
+        signalled = _serve_loop(stack, stop, watch)
     finally:
         stack.close()  # closes the device: LCP Terminate-Request, then the hang-up
         watch()  # the link down that closing brought

@@ -82,25 +82,48 @@ class Server:
     pcap: Path
     ready_line: str
     counters: dict[str, Any] = field(default_factory=dict)
+    stderr: str = ""
 
     def stop(self) -> dict[str, Any]:
         """SIGTERM, then the counters it printed; it must exit 0."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=20)
+        try:
+            out, err = self.proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"hilkit serve did not stop on SIGTERM:\n{self._where()}")
+        self.stderr = err
         assert self.proc.returncode == 0, f"hilkit serve exited {self.proc.returncode}: {err}"
         self.counters = json.loads(out)
         return self.counters
 
+    def _where(self) -> str:
+        """Where a server that ignores SIGTERM is: its state and kernel stack from
+        /proc, and its Python stacks (SIGUSR1), then it is killed."""
+        pid, facts = self.proc.pid, []
+        for name in ("wchan", "stack", "status"):
+            try:
+                facts.append(f"/proc/{pid}/{name}: {Path(f'/proc/{pid}/{name}').read_text()}")
+            except OSError as e:
+                facts.append(f"/proc/{pid}/{name}: {e}")
+        self.proc.send_signal(signal.SIGUSR1)
+        try:
+            _, err = self.proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+        return "\n".join([*facts, f"stderr: {err}"])
+
 
 def start_server(ns: Netns, tmp_path: Path, *extra: str, pcap: Path | None = None,
-                 wrapper: Sequence[str] = ()) -> Server:
-    """`hilkit serve` on the namespace's TAP; ``wrapper`` runs it (e.g. ``unshare ...``)."""
+                 wrapper: Sequence[str] = (), **popen: Any) -> Server:
+    """`hilkit serve` on the namespace's TAP; ``wrapper`` runs it (e.g. ``unshare ...``),
+    ``popen`` goes to ``subprocess.Popen``."""
     kernel_side(ns, persistent=True)
     pcap = pcap or tmp_path / "serve.pcapng"
     cmd = [*wrapper, sys.executable, "-m", "hilkit.cli", "serve", "--tap", TAP,
            "--ip", f"{HILKIT_IP}/{PREFIX}", "--pcap", str(pcap), *extra]
-    proc = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = ns.popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **popen)
     assert proc.stdout is not None
     ready, _, _ = select.select([proc.stdout], [], [], 20)
     line = proc.stdout.readline() if ready else ""

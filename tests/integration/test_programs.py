@@ -57,6 +57,23 @@ def test_serve_stops_cleanly_on_sigint(netns: Netns, tmp_path: Path) -> None:
     assert c["devices"]["hk0"]["rx_frames"] >= 2 and c["devices"]["hk0"]["tx_frames"] >= 2
 
 
+def test_serve_stops_on_a_sigterm_sent_the_moment_it_is_ready(netns: Netns,
+                                                              tmp_path: Path) -> None:
+    """Even when SIGTERM came ignored from its parent: the handler is in place first."""
+    srv = start_server(netns, tmp_path,
+                       preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    c = srv.stop()
+    assert c["devices"]["hk0"]["rx_errors"] == 0
+
+
+def test_serve_prints_its_stacks_on_sigusr1_and_serves_on(server: Server) -> None:
+    server.proc.send_signal(signal.SIGUSR1)
+    assert received(kping(server.ns, "-c", "1", "-W", "5", HILKIT_IP)) == (1, 1)
+    c = server.stop()
+    assert "Current thread" in server.stderr and "_serve_loop" in server.stderr
+    assert c["stats"]["icmp.echo_replies_sent"] == 1
+
+
 def test_serve_names_a_missing_tap(netns: Netns) -> None:
     res = subprocess.run(
         ["ip", "netns", "exec", netns.name, sys.executable, "-m", "hilkit.cli", "serve",
