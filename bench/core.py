@@ -8,6 +8,14 @@ Topology (both namespaces created here and deleted on exit, even on error or Ctr
 Every probe starts in ns A's kernel, so both paths cross one link from the same
 sender. Floors are printed as information; the script exits 0 unless the setup
 itself failed (exit 2). Results also go to reports/bench-core.json.
+
+After hilkit, the same pings go to a reflector on the same TAP (``bench/core.py
+--reflector sleep|spin``, a process in ns A): it turns each echo request into its
+reply in place (addresses swapped, the checksum adjusted as RFC 1624 §3 shows) and
+parses nothing else, so no program answering ping through this TAP can be faster.
+``sleep`` blocks in read() between frames, as hilkit's loop waits in epoll;
+``spin`` never sleeps. Its figures beside the kernel's are the ceiling a
+user-space stack on a TAP has on this machine.
 """
 
 from __future__ import annotations
@@ -148,6 +156,53 @@ def stop(proc: subprocess.Popen[str] | None) -> str:
         proc.kill()
         proc.wait()
         return ""
+
+
+REFLECTOR_MAC = "02:00:00:00:00:04"  # the kernel's static neighbour entry for HK_IP
+
+
+def reflector_main(mode: str, tap_name: str) -> int:
+    """Answer ICMP echo requests on ``tap_name`` doing the least a program can; until killed."""
+    from hilkit.drivers.tap import TapDevice
+
+    tap = TapDevice(tap_name, create=False)
+    fd = tap.fileno()
+    assert fd is not None
+    os.set_blocking(fd, mode == "sleep")
+    print("ready", flush=True)
+    read, write = os.read, os.write
+    while True:
+        try:
+            f = read(fd, 2048)
+        except BlockingIOError:
+            continue
+        # Ethernet II, IPv4 without options, ICMP (1), echo request (8)
+        if len(f) < 42 or f[12:14] != b"\x08\x00" or f[14] != 0x45 or f[23] != 1 or f[34] != 8:
+            continue
+        b = bytearray(f)
+        b[0:6], b[6:12], b[26:30], b[30:34] = f[6:12], f[0:6], f[30:34], f[26:30]
+        b[34] = 0  # echo reply: the word (type, code) goes from 0x0800 to 0x0000
+        x = (~int.from_bytes(f[36:38], "big") & 0xFFFF) + (~0x0800 & 0xFFFF)
+        x = (x & 0xFFFF) + (x >> 16)
+        b[36:38] = (~x & 0xFFFF).to_bytes(2, "big")  # RFC 1624 eqn. 3
+        write(fd, b)
+
+
+def measure_ceiling(a: Netns) -> Fig:
+    """Ping RTT and flood against the reflector on the TAP hilkit served (serve stopped)."""
+    a.ip("neigh", "replace", HK_IP, "lladdr", REFLECTOR_MAC, "dev", TAP)
+    res: Fig = {"how": "bench/core.py --reflector MODE: echo requests turned into replies "
+                       "in place, nothing else parsed"}
+    for mode in ("sleep", "spin"):
+        argv = [sys.executable, str(Path(__file__).resolve()), "--reflector", mode, TAP]
+        proc = a.popen(argv, stdout=subprocess.PIPE, text=True)
+        try:
+            wait_ready(proc, f"reflector ({mode})")
+            res[mode] = {"cmd": shlex.join(["ip", "netns", "exec", a.name, *argv]),
+                         "ping_rtt": rtt_figure(a, HK_IP), "ping_flood": flood_figure(a, HK_IP)}
+        finally:
+            stop(proc)
+    return res
 
 
 def setup(a: Netns, b: Netns) -> None:
@@ -301,6 +356,15 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
         (f"idle CPU over {IDLE_SECONDS:g} s, busy poll (%)",
          fmt(busy["idle_cpu"]["percent"], digits=2), "-", "-"),
     ]
+    for mode, what in (("sleep", "asleep between frames"), ("spin", "spinning")):
+        c = r["tap_ceiling"][mode]
+        c_med, c_pps = c["ping_rtt"].get("median_ms"), c["ping_flood"]["pps"]
+        rows += [
+            (f"ping RTT median, TAP ceiling {what} (ms)", fmt(c_med), fmt(k_med),
+             ratio(c_med, k_med)),
+            (f"flood ping, TAP ceiling {what} (pkt/s)", fmt(c_pps, digits=0),
+             fmt(fl_k["pps"], digits=0), ratio(c_pps, fl_k["pps"])),
+        ]
     med = rtt_h.get("median_ms")
     floors: list[Fig] = [
         {"figure": "ping RTT median (ms)", "floor": "<= 0.3", "value": med,
@@ -331,6 +395,9 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
 
 
 def main() -> int:
+    if sys.argv[1:2] == ["--reflector"] and len(sys.argv) == 4 and sys.argv[2] in ("sleep",
+                                                                                 "spin"):
+        return reflector_main(sys.argv[2], sys.argv[3])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: kill serve, delete netns
     serve: subprocess.Popen[str] | None = None
     echo: subprocess.Popen[str] | None = None
@@ -352,6 +419,7 @@ def main() -> int:
                 stop(echo)
                 out = stop(serve)
             res["busy_poll"] = measure_busy(a, argv, err)
+            res["tap_ceiling"] = measure_ceiling(a)
             try:
                 res["serve_counters"] = json.loads(out)
             except json.JSONDecodeError:
