@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -74,6 +75,7 @@ MIB = 1 << 20
 CHUNK = MIB  # what each sendall/recv moves
 GOODPUT_BYTES, LOSSY_BYTES = 64 * MIB, 16 * MIB
 LOSS_SPEC = "loss=1%,seed=7"  # both directions: data and ACKs are lost
+LOSS_BASED_CC = ("cubic", "reno")  # the kernel's loss-based senders, beside its default
 CPS_N, IDLE_N = 500, 1000
 CHARGEN_N = 1000  # chargen clients that never read
 OOO_RANGES, OOO_SEGS = 1000, 2000  # one-byte ranges queued; segments timed of each kind
@@ -149,9 +151,14 @@ def rss_kib() -> int:
     return int(m[1]) if m else 0
 
 
-def listener(ns: Netns, ip: str, port: int, backlog: int = 128) -> socket.socket:
+def listener(ns: Netns, ip: str, port: int, backlog: int = 128,
+             cc: str | None = None) -> socket.socket:
+    """A kernel listener in ``ns``; ``cc``: the congestion control its connections use
+    (TCP_CONGESTION, which accepted sockets take from their listener)."""
     srv = ns.socket(socket.AF_INET, socket.SOCK_STREAM)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if cc is not None:
+        srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, cc.encode())
     srv.bind((ip, port))
     srv.listen(backlog)
     srv.settimeout(IO_TIMEOUT)
@@ -186,7 +193,9 @@ def k_source(srv: socket.socket, data: bytes, total: int) -> Fig:
         c.shutdown(socket.SHUT_WR)
         while c.recv(65536):  # the receiver closes once it has read everything
             pass
-        return {"t0": t0, "kernel_total_retrans": total_retrans(c)}
+        cc = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16)
+        return {"t0": t0, "kernel_total_retrans": total_retrans(c),
+                "kernel_cc": cc.rstrip(b"\0").decode()}
 
 
 def k_echo_server(srv: socket.socket, n: int) -> int:
@@ -326,9 +335,11 @@ def hk_send(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
         srv.close()
 
 
-def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
-    """kernel -> hilkit: the kernel sends ``total`` bytes; the facade reads to EOF."""
-    srv = listener(ns, kip, SOURCE_PORT)
+def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int,
+            cc: str | None = None) -> Fig:
+    """kernel -> hilkit: the kernel sends ``total`` bytes (with congestion control ``cc``,
+    or the namespace's default); the facade reads to EOF."""
+    srv = listener(ns, kip, SOURCE_PORT, cc=cc)
     w = peer_process("source", srv, total, st)
     fig: Fig = {"bytes": total}
     s: Socket | None = None
@@ -358,7 +369,9 @@ def hk_recv(st: Stack, ns: Netns, kip: str, data: bytes, total: int) -> Fig:
         s.close()  # our FIN: the kernel's sender sees EOF and reads its tcp_info
         st.run(until=w.done.is_set, timeout=5)
         with contextlib.suppress(Exception):
-            fig["kernel_total_retrans"] = w.get(1)["kernel_total_retrans"]
+            peer = w.get(1)
+            fig["kernel_total_retrans"] = peer["kernel_total_retrans"]
+            fig["kernel_cc"] = peer["kernel_cc"]
         return fig
     finally:
         if s is not None:
@@ -707,6 +720,11 @@ def measure(a: Netns, b: Netns, st0: Stack, st1: Stack, dev1: ImpairedDevice,
     lossy: Fig = {}
     guarded(lossy, "hilkit_recv", lambda: hk_recv(st1, a, K1_IP, data, LOSSY_BYTES))
     guarded(lossy, "hilkit_send", lambda: hk_send(st1, a, K1_IP, data, LOSSY_BYTES))
+    for cc in LOSS_BASED_CC:  # what a C sender that backs off on loss gets through it
+        fig: Fig = {}
+        guarded(fig, "lossless", functools.partial(hk_recv, st0, a, K0_IP, data, LOSSY_BYTES, cc))
+        guarded(fig, "lossy", functools.partial(hk_recv, st1, a, K1_IP, data, LOSSY_BYTES, cc))
+        lossy[f"kernel_{cc}_recv"] = fig
     lossy["impair_counters"] = {"tx": dev1.impair_counters_tx.as_dict(),
                                 "rx": dev1.impair_counters_rx.as_dict()}
     res["lossy"] = lossy
@@ -740,7 +758,11 @@ def methods(a: Netns, b: Netns) -> Fig:
                  f"{LOSS_SPEC!r})) (both directions, so ACKs are lost too); retransmits/timeouts"
                  " from sock.tcp.info(), kernel retransmits from TCP_INFO tcpi_total_retrans;"
                  f" each transfer stops after {PHASE_LIMIT:g} s; no kernel figure: this"
-                 " machine's kernel has no netem",
+                 " machine's kernel has no netem. The kernel's sender uses the namespace's"
+                 " default congestion control (kernel_cc), and then each of"
+                 f" {', '.join(LOSS_BASED_CC)} (TCP_CONGESTION on the listener), {LOSSY_BYTES} B"
+                 f" on {TAP0} and on {TAP1}: the ratio is of that one algorithm's two figures."
+                 " hilkit's sender is NewReno (RFC 6582) with SACK (RFC 6675)",
         "cps_hilkit_client": f"{CPS_N} x (create_connection, sendall 1 B, recv 1 B, close) from"
                              f" hilkit to a sequential kernel echo server at {K0_IP}:{KECHO_PORT}"
                              f" ({py})",
@@ -840,10 +862,18 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
     rows += [
         ("1% loss: kernel->hilkit (MB/s)" + note(rl), fmt(val(rl, "mb_per_s")), "-",
          ratio(val(rl, "mb_per_s"), val(gp["hilkit_recv"], "mb_per_s"))),
-        ("  kernel sender retransmits", retrans(rl), "-", "-"),
+        (f"  kernel sender: {rl.get('kernel_cc', '-')}, retransmits", retrans(rl), "-", "-"),
         ("1% loss: hilkit->kernel (MB/s)" + note(ls), fmt(val(ls, "mb_per_s")), "-",
          ratio(val(ls, "mb_per_s"), val(gp["hilkit_send"], "mb_per_s"))),
-        ("  hilkit sender retransmits", rt(ls), "-", "-"),
+        ("  hilkit sender: newreno, retransmits", rt(ls), "-", "-"),
+    ]
+    for cc in LOSS_BASED_CC:
+        pair = lossy.get(f"kernel_{cc}_recv", {})
+        lo, hi = pair.get("lossy", {}), pair.get("lossless", {})
+        rows.append((f"1% loss: kernel ({cc}) -> hilkit (MB/s)" + note(lo) + note(hi),
+                     fmt(val(lo, "mb_per_s")), "-",
+                     ratio(val(lo, "mb_per_s"), val(hi, "mb_per_s"))))
+    rows += [
         ("  frames lost by the wrapper (tx/rx)",
          f"{ic.get('tx', {}).get('dropped', '-')}/{ic.get('rx', {}).get('dropped', '-')}",
          "-", "-"),
