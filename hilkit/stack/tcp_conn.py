@@ -635,8 +635,14 @@ class Connection:
         if n == 0:
             if rcv_wnd == 0:
                 return seg.seq == self.rcv_nxt
-            return seq_le(self.rcv_nxt, seg.seq) and seq_lt(seg.seq,
-                                                             seq_add(self.rcv_nxt, rcv_wnd))
+            right = seq_add(self.rcv_nxt, rcv_wnd)
+            if seg.seq == right and not seg.flags & RST:
+                # The ACKs of a peer that filled our window carry SEQ at its right edge.
+                # RFC 9293's table refuses them; Linux and BSD take them, and so must we:
+                # when that data was lost and our RTO had gone back (our SEQ now behind
+                # the peer's RCV.NXT, which it refuses too), no ACK would ever be heard.
+                return True
+            return seq_le(self.rcv_nxt, seg.seq) and seq_lt(seg.seq, right)
         if rcv_wnd == 0:
             return False
         right = seq_add(self.rcv_nxt, rcv_wnd)

@@ -729,6 +729,25 @@ def test_ack_too_old_is_dropped_with_ack_but_old_ack_in_range_is_fine() -> None:
     assert a.recv(10, p.now) == b"fine"
 
 
+def test_an_ack_at_the_right_edge_of_the_window_is_taken() -> None:
+    """A peer that filled our window and lost that data sends its ACKs with SEQ at our
+    right edge: Linux and BSD take them (SEG.SEQ =< RCV.NXT + RCV.WND for an empty
+    segment). Dropped, its ACK field is never seen, while it drops ours after our RTO
+    (SEQ behind its RCV.NXT), and neither side moves again."""
+    p = established()
+    a = p.a
+    a.send(payload(3000), p.now)
+    p.take("a")  # lost, as far as this test goes: b's ACK below says it came
+    edge = a.rcv_adv
+    assert a.snd_una != a.snd_nxt
+    out = p.inject("b", p.forge("b", seq_add(edge, 1), a.snd_nxt, ACK))
+    assert a.snd_una != a.snd_nxt  # past the edge: still unacceptable, answered with an ACK
+    assert [(s.flags, s.seq, s.ack) for s in out] == [(ACK, a.snd_nxt, a.rcv_nxt)]
+    sent = a.snd_nxt
+    p.inject("b", p.forge("b", edge, sent, ACK))
+    assert a.snd_una == sent  # taken: what was in flight is acknowledged
+
+
 def test_challenge_acks_are_rate_limited() -> None:
     """RFC 5961 §7: challenge ACKs are throttled: one per invalid_ack_interval_ms per
     connection (more in tests/unit/test_tcp_limits.py)."""
