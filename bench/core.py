@@ -165,7 +165,12 @@ def reflector_main(mode: str, tap_name: str) -> int:
     """Answer ICMP echo requests on ``tap_name`` doing the least a program can; until killed."""
     from hilkit.drivers.tap import TapDevice
 
-    tap = TapDevice(tap_name, create=False)
+    try:
+        tap = TapDevice(tap_name, create=False)
+    except OSError as e:
+        print(f"bench/core.py --reflector: cannot open TAP {tap_name!r}: {e.strerror or e}",
+              file=sys.stderr)
+        return 2
     fd = tap.fileno()
     assert fd is not None
     os.set_blocking(fd, mode == "sleep")
@@ -395,8 +400,10 @@ def table(r: Fig) -> tuple[str, list[Fig]]:
 
 
 def main() -> int:
-    if sys.argv[1:2] == ["--reflector"] and len(sys.argv) == 4 and sys.argv[2] in ("sleep",
-                                                                                 "spin"):
+    if sys.argv[1:2] == ["--reflector"]:  # measure_ceiling's reflector process
+        if len(sys.argv) != 4 or sys.argv[2] not in ("sleep", "spin"):
+            print("usage: bench/core.py --reflector sleep|spin TAP", file=sys.stderr)
+            return 2
         return reflector_main(sys.argv[2], sys.argv[3])
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # unwind: kill serve, delete netns
     serve: subprocess.Popen[str] | None = None

@@ -275,6 +275,9 @@ def _peer_worker(role: str, proc: subprocess.Popen[str], stack: Stack | None) ->
     return w
 
 
+PEER_ROLES = ("sink", "source", "echo", "connect")
+
+
 def peer_main(role: str, arg: str, total: int) -> int:
     """A peer process: ``arg`` is the listening socket's descriptor, or for "connect"
     the IP:PORT to connect to."""
@@ -1024,6 +1027,10 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--peer"] and len(sys.argv) == 5:  # a kernel end (peer_process)
+    if sys.argv[1:2] == ["--peer"]:  # a kernel end (peer_process, peer_client)
+        if len(sys.argv) != 5 or sys.argv[2] not in PEER_ROLES or not sys.argv[4].isdigit():
+            print(f"usage: bench/tcp.py --peer {{{','.join(PEER_ROLES)}}} FD|IP:PORT COUNT",
+                  file=sys.stderr)
+            sys.exit(2)
         sys.exit(peer_main(sys.argv[2], sys.argv[3], int(sys.argv[4])))
     sys.exit(main())

@@ -840,17 +840,15 @@ def test_cost_of_sending(dev: ENC28J60Device, model: ENC28J60Model) -> None:
     assert cost.bytes / (10 * 1514) <= 1.03
 
 
-class DearBus:
-    """The model behind a bus whose calls are dear (``call_overhead_us``: a USB bridge)."""
-
-    call_overhead_us = 500.0
+class ModelBus:
+    """The model behind a bus a test looks through; subclasses note what they need."""
 
     def __init__(self, model: ENC28J60Model) -> None:
         self.model = model
         self.counters = model.counters
 
     def transfer(self, data: bytes) -> bytes:
-        return self.model.transfer(data)
+        return self.transfer_batch([data])[0]
 
     def transfer_batch(
         self, frames: Sequence[bytes], tails: Sequence[int] | None = None
@@ -859,6 +857,12 @@ class DearBus:
 
     def close(self) -> None:
         pass
+
+
+class DearBus(ModelBus):
+    """A bus whose calls are dear (``call_overhead_us``: a USB bridge)."""
+
+    call_overhead_us = 500.0
 
 
 @pytest.mark.parametrize("dear", [False, True], ids=["cheap-calls", "dear-calls"])
@@ -899,18 +903,14 @@ class SimTime:
         return self.clock.now_ms() / 1000.0
 
 
-class TxWatch:
-    """The model behind a bus that notes, after each call, whether it wrote buffer memory,
-    whether a frame was still on the wire (TXRTS set, TXIF clear) and where ETXST was."""
+class TxWatch(ModelBus):
+    """A bus that notes, after each call, whether it wrote buffer memory, whether a frame
+    was still on the wire (TXRTS set, TXIF clear) and where ETXST was."""
 
     def __init__(self, model: ENC28J60Model) -> None:
-        self.model = model
-        self.counters = model.counters
+        super().__init__(model)
         self.calls: list[tuple[bool, bool, int]] = []  # (WBM, in flight after, ETXST)
         self.starts: list[int] = []  # ETXST at each transmission started
-
-    def transfer(self, data: bytes) -> bytes:
-        return self.transfer_batch([data])[0]
 
     def transfer_batch(
         self, frames: Sequence[bytes], tails: Sequence[int] | None = None
@@ -923,9 +923,6 @@ class TxWatch:
         self.calls.append((wbm, flying, u16(m, r.ETXSTL)))
         self.starts += [u16(m, r.ETXSTL)] * (m.stats["tx_started"] - started)
         return out
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.fixture
@@ -978,8 +975,7 @@ def test_next_frame_written_while_one_is_on_the_wire(
         clean(model)
 
 
-_POINTER_WCR = {r.OP_WCR | reg.addr: reg.name
-                       for reg in (r.ETXSTL, r.ETXSTH, r.ETXNDL, r.ETXNDH)}
+_POINTER_WCR = {r.OP_WCR | reg.addr: reg.name for reg in (r.ETXSTL, r.ETXSTH, r.ETXNDL, r.ETXNDH)}
 
 
 @pytest.mark.parametrize("share", [0.1, 0.5, 0.75])
@@ -1003,16 +999,12 @@ def test_the_aim_learns_where_reads_come_early_the_share_asked(share: float,
     assert aim == pytest.approx(0.1)
 
 
-class PointerWrites:
-    """The model behind a bus that notes which ETXST/ETXND bytes each call wrote (WCR)."""
+class PointerWrites(ModelBus):
+    """A bus that notes which ETXST/ETXND bytes each call wrote (WCR)."""
 
     def __init__(self, model: ENC28J60Model) -> None:
-        self.model = model
-        self.counters = model.counters
+        super().__init__(model)
         self.writes: list[list[str]] = []
-
-    def transfer(self, data: bytes) -> bytes:
-        return self.transfer_batch([data])[0]
 
     def transfer_batch(
         self, frames: Sequence[bytes], tails: Sequence[int] | None = None
@@ -1021,9 +1013,6 @@ class PointerWrites:
             self.writes.append([_POINTER_WCR[f[0]] for f in frames if len(f) == 2
                                 and f[0] in _POINTER_WCR])
         return self.model.transfer_batch(frames, tails)
-
-    def close(self) -> None:
-        pass
 
 
 def test_starts_write_only_the_pointer_bytes_that_change(clock: ManualClock) -> None:

@@ -842,9 +842,7 @@ class ENC28J60Device(SpiNic):
             t0 = self._clock.now_ms()
             q = self._tx_call(b)
             if q is None:
-                if retry and not self._dead:
-                    return self._send(frame, retry=False)  # re-initialised: once more
-                return Tx.DROPPED if self._dead else Tx.ERROR
+                return self._tx_void(frame, retry)
             self._write_ms += (self._clock.now_ms() - t0 - self._write_ms) / 4
             self._tx_observe(*q)
             # A read too early costs a short read more, timed for the frame's end; one on
@@ -864,12 +862,17 @@ class ENC28J60Device(SpiNic):
         t0 = self._clock.now_ms()
         q = self._tx_call(b, reads)
         if q is None:
-            if retry and not self._dead:
-                return self._send(frame, retry=False)  # re-initialised: once more
-            return Tx.DROPPED if self._dead else Tx.ERROR
+            return self._tx_void(frame, retry)
         self._tx_begun(buf, n, _started_at(b, at, t0, self._clock.now_ms()))
         self._tx_observe(*q)
         return Tx.SENT
+
+    def _tx_void(self, frame: bytes, retry: bool) -> Tx:
+        """A transmit call found the chip reset or gone: once re-initialised, the frame
+        goes once more; else it is dropped (the chip is dead) or an error."""
+        if retry and not self._dead:
+            return self._send(frame, retry=False)
+        return Tx.DROPPED if self._dead else Tx.ERROR
 
     @staticmethod
     def _tx_reads(b: _Batch) -> int:
